@@ -1,0 +1,415 @@
+"""The Experiment resource: what to optimise, over which parameters, how a trial runs.
+
+Shape rules (types, ranges, one field against its neighbour) live on the models
+so they surface with an exact field path.  Rules that span several parts of the
+spec live in :mod:`trialforge.api.validation`.  Rules the API server can enforce
+itself are also given to it as CEL (``x-kubernetes-validations``) next to the
+Python rule, so ``kubectl apply`` refuses the same spec ``trialforge validate``
+refuses.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from trialforge.api.base import DURATION_PATTERN, WireModel, parse_duration
+from trialforge.api.status import ExperimentStatus
+
+GROUP = "trialforge.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Trial names are "<experiment>-<index>[-r<attempt>]" and Job/Service names derive
+# from them; keeping experiment names short leaves room inside the 63-char limit.
+EXPERIMENT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_EXPERIMENT_NAME = 40
+
+SEARCH_ALGORITHMS = ("random", "grid", "tpe", "cmaes", "gp", "qmc", "nsga2")
+EARLY_STOPPING_ALGORITHMS = ("none", "median", "asha", "hyperband")
+
+ParameterValue = str | int | float | bool
+
+
+def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+    return {"rule": rule, "message": message, **extra}
+
+
+def _immutable(what: str) -> dict[str, str]:
+    return _cel("self == oldSelf", f"{what} cannot change once the experiment exists")
+
+
+class FloatParameter(WireModel):
+    """A real-valued parameter in [min, max], optionally on a log scale or a step grid."""
+
+    name: str = Field(pattern=PARAMETER_NAME, max_length=63)
+    type: Literal["float"]
+    min: float
+    max: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @field_validator("max")
+    @classmethod
+    def _max_above_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("min")
+        if low is not None and value <= low:
+            raise ValueError(f"max ({value:g}) must be greater than min ({low:g})")
+        return value
+
+    @field_validator("log")
+    @classmethod
+    def _log_needs_positive_min(cls, value: bool, info: ValidationInfo) -> bool:
+        low = info.data.get("min")
+        if value and low is not None and low <= 0:
+            raise ValueError(f"a log scale needs min > 0, but min is {low:g}")
+        return value
+
+    @field_validator("step")
+    @classmethod
+    def _step_not_with_log(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("log"):
+            raise ValueError("step cannot be combined with log: true")
+        return value
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the parameter has finitely many values (a grid can enumerate it)."""
+        return self.step is not None
+
+
+class IntParameter(WireModel):
+    """An integer parameter in [min, max] (both included) with an optional step."""
+
+    name: str = Field(pattern=PARAMETER_NAME, max_length=63)
+    type: Literal["int"]
+    min: int
+    max: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+    @field_validator("max")
+    @classmethod
+    def _max_above_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min")
+        if low is not None and value <= low:
+            raise ValueError(f"max ({value}) must be greater than min ({low})")
+        return value
+
+    @field_validator("log")
+    @classmethod
+    def _log_rules(cls, value: bool, info: ValidationInfo) -> bool:
+        low = info.data.get("min")
+        if value and low is not None and low < 1:
+            raise ValueError(f"a log scale needs min >= 1, but min is {low}")
+        if value and info.data.get("step", 1) != 1:
+            raise ValueError("step cannot be combined with log: true")
+        return value
+
+    @property
+    def bounded(self) -> bool:
+        return True
+
+
+def _no_duplicates(values: list[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for value in values:
+        # 1 == True in Python, but they are different choices to a user.
+        key = (type(value).__name__, value)
+        if key in seen:
+            raise ValueError(f"value {value!r} is listed twice")
+        seen.append(key)
+    return values
+
+
+class CategoricalParameter(WireModel):
+    """A choice among unordered values (strings, numbers or booleans)."""
+
+    name: str = Field(pattern=PARAMETER_NAME, max_length=63)
+    type: Literal["categorical"]
+    values: list[ParameterValue] = Field(min_length=1, max_length=1000)
+
+    _unique = field_validator("values")(_no_duplicates)
+
+    @property
+    def bounded(self) -> bool:
+        return True
+
+
+class DiscreteParameter(WireModel):
+    """A choice among listed numbers (e.g. batch sizes 16, 32, 64)."""
+
+    name: str = Field(pattern=PARAMETER_NAME, max_length=63)
+    type: Literal["discrete"]
+    values: list[int | float] = Field(min_length=1, max_length=1000)
+
+    _unique = field_validator("values")(_no_duplicates)
+
+    @property
+    def bounded(self) -> bool:
+        return True
+
+
+Parameter = Annotated[
+    FloatParameter | IntParameter | CategoricalParameter | DiscreteParameter,
+    Field(discriminator="type"),
+]
+
+
+class Objective(WireModel):
+    """One metric to optimise, and how a trial's series becomes its final value."""
+
+    metric: str = Field(min_length=1, max_length=128)
+    direction: Literal["maximize", "minimize"]
+    goal: float | None = Field(
+        default=None,
+        description="Stop the experiment once a trial reaches this value.",
+    )
+    final: Literal["last", "best", "mean"] = Field(
+        default="last",
+        description="The trial's objective: its last reported value, its best one, "
+        "or the mean of the last `window` values.",
+    )
+    window: int = Field(default=1, ge=1, le=1000)
+
+
+class SearchSpec(WireModel):
+    algorithm: Literal["random", "grid", "tpe", "cmaes", "gp", "qmc", "nsga2"] = "tpe"
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    settings: dict[str, Any] | None = Field(
+        default=None,
+        description="Extra keyword arguments for the Optuna sampler, e.g. "
+        "{nStartupTrials: 5} for tpe.",
+    )
+
+
+class EarlyStoppingSpec(WireModel):
+    algorithm: Literal["none", "median", "asha", "hyperband"] = "none"
+    settings: dict[str, Any] | None = Field(
+        default=None,
+        description="Extra keyword arguments for the Optuna pruner, e.g. "
+        "{minResource: 2, reductionFactor: 3} for asha.",
+    )
+
+
+class BudgetSpec(WireModel):
+    max_trials: int = Field(ge=1, le=100_000)
+    parallelism: int = Field(default=1, ge=1, le=10_000)
+    max_failed_trials: int | None = Field(
+        default=None,
+        ge=0,
+        description="The experiment fails once more trials than this have failed "
+        "(after their retries). Unset: no limit.",
+    )
+    deadline: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description="Wall-clock limit from the experiment's start, e.g. 6h.",
+    )
+
+    @field_validator("parallelism")
+    @classmethod
+    def _parallelism_within_budget(cls, value: int, info: ValidationInfo) -> int:
+        max_trials = info.data.get("max_trials")
+        if max_trials is not None and value > max_trials:
+            raise ValueError(
+                f"parallelism ({value}) is more than maxTrials ({max_trials}); "
+                "no more than maxTrials trials can ever run at once"
+            )
+        return value
+
+    @property
+    def deadline_seconds(self) -> float | None:
+        return None if self.deadline is None else parse_duration(self.deadline)
+
+
+class MetricsSpec(WireModel):
+    """Where a trial's observations come from and how its lines are read."""
+
+    source: Literal["stdout", "file", "push", "tensorboard"] = "stdout"
+    format: Literal["json", "keyvalue", "regex"] = "json"
+    pattern: str | None = Field(default=None, max_length=1024)
+    path: str | None = Field(default=None, max_length=1024)
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if not compiled.groupindex:
+            raise ValueError("the pattern needs named groups, e.g. (?P<val_loss>[-.0-9eE]+)")
+        return value
+
+
+class TrialSpecTemplate(WireModel):
+    """How one trial runs: workers, retries, timeout, metrics and the pod template."""
+
+    workers: int = Field(default=1, ge=1, le=1024)
+    retries: int = Field(default=0, ge=0, le=100)
+    timeout: str | None = Field(default=None, pattern=DURATION_PATTERN)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    template: dict[str, Any] = Field(
+        description="A PodTemplateSpec for one worker of a trial. "
+        "${params.NAME} in command, args and env values is replaced by the "
+        "trial's value of parameter NAME."
+    )
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return None if self.timeout is None else parse_duration(self.timeout)
+
+
+class Baseline(WireModel):
+    """A configuration to compare every candidate against (issue: experiment science)."""
+
+    parameters: dict[str, ParameterValue]
+
+
+class ExperimentSpec(WireModel):
+    objective: Objective | None = None
+    objectives: list[Objective] | None = Field(default=None, min_length=1, max_length=16)
+    parameters: list[Parameter] = Field(min_length=1, max_length=64)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+    budget: BudgetSpec
+    trial: TrialSpecTemplate
+    suspend: bool = Field(default=False, description="Start no new trials while true.")
+    queue: str | None = Field(
+        default=None,
+        max_length=253,
+        description="A Kueue LocalQueue: trial Jobs are created suspended and wait for Kueue.",
+    )
+    code_version: str | None = Field(default=None, max_length=256)
+    data_version: str | None = Field(default=None, max_length=256)
+
+    @property
+    def all_objectives(self) -> list[Objective]:
+        if self.objectives:
+            return list(self.objectives)
+        return [self.objective] if self.objective is not None else []
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.all_objectives) > 1
+
+    def parameter(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+class ObjectMeta(WireModel):
+    """The metadata Trialforge reads; the server's other fields pass through."""
+
+    model_config = WireModel.model_config | {"extra": "allow"}
+
+    name: str = Field(pattern=EXPERIMENT_NAME, max_length=MAX_EXPERIMENT_NAME)
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+
+
+class Experiment(WireModel):
+    api_version: Literal["trialforge.io/v1alpha1"]
+    kind: Literal["Experiment"]
+    metadata: ObjectMeta
+    spec: ExperimentSpec
+    status: ExperimentStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+# CEL rules the API server enforces; each mirrors a Python rule above or in
+# validation.py, and tests/cluster checks the server says the same thing.
+CEL_RULES: dict[str, list[dict[str, str]]] = {
+    "ExperimentSpec": [
+        _cel(
+            "has(self.objective) != has(self.objectives)",
+            "set exactly one of objective or objectives",
+            fieldPath=".objective",
+            reason="FieldValueInvalid",
+        ),
+        _cel(
+            "!has(self.objectives) || size(self.objectives) < 2 || "
+            "self.search.algorithm in ['random', 'grid', 'tpe', 'qmc', 'nsga2', 'gp']",
+            "this search algorithm cannot optimise several objectives; "
+            "use tpe, nsga2, random, grid, qmc or gp",
+            fieldPath=".search.algorithm",
+            reason="FieldValueInvalid",
+        ),
+        _cel(
+            "!has(self.objectives) || size(self.objectives) < 2 || "
+            "self.earlyStopping.algorithm == 'none'",
+            "early stopping needs a single objective",
+            fieldPath=".earlyStopping.algorithm",
+            reason="FieldValueInvalid",
+        ),
+        _cel(
+            "self.search.algorithm != 'grid' || self.parameters.all(p, "
+            "p.type != 'float' || has(p.step))",
+            "grid search needs every float parameter to have a step",
+            fieldPath=".search.algorithm",
+            reason="FieldValueInvalid",
+        ),
+    ],
+    "Parameter": [
+        _cel(
+            "!(self.type in ['float', 'int']) || (has(self.min) && has(self.max) && "
+            "self.min < self.max)",
+            "float and int parameters need min and max, with max greater than min",
+            fieldPath=".max",
+            reason="FieldValueInvalid",
+        ),
+        _cel(
+            "!has(self.log) || !self.log || !has(self.min) || self.min > 0.0",
+            "a log scale needs min > 0",
+            fieldPath=".min",
+            reason="FieldValueInvalid",
+        ),
+        _cel(
+            "!(self.type in ['categorical', 'discrete']) || has(self.values)",
+            "categorical and discrete parameters need values",
+            fieldPath=".values",
+            reason="FieldValueRequired",
+        ),
+    ],
+    "BudgetSpec": [
+        _cel(
+            "!has(self.parallelism) || self.parallelism <= self.maxTrials",
+            "parallelism cannot be more than maxTrials",
+            fieldPath=".parallelism",
+            reason="FieldValueInvalid",
+        ),
+    ],
+    "MetricsSpec": [
+        _cel(
+            "self.format != 'regex' || has(self.pattern)",
+            "format regex needs a pattern",
+            fieldPath=".pattern",
+            reason="FieldValueRequired",
+        ),
+        _cel(
+            "!(self.source in ['file', 'tensorboard']) || has(self.path)",
+            "sources file and tensorboard need a path",
+            fieldPath=".path",
+            reason="FieldValueRequired",
+        ),
+    ],
+}
+
+# Fields that define what the experiment is; changing them mid-run would make
+# the trials already run incomparable with the rest.  Budget, suspend and the
+# pod template (for new trials) may change.
+IMMUTABLE_FIELDS: dict[str, list[str]] = {
+    "ExperimentSpec": ["objective", "objectives", "parameters", "search"],
+}

@@ -1,0 +1,99 @@
+"""Status models: what Trialforge writes back about experiments and trials."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from trialforge.api.base import WireModel
+
+TrialPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Pruned", "Cancelled"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Pruned", "Cancelled"})
+ACTIVE_PHASES: frozenset[str] = frozenset({"Pending", "Running"})
+
+ExperimentPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+
+# History kept per metric in a Trial's status: enough to plot, bounded so a
+# long training cannot push the object past etcd's size limit.
+MAX_HISTORY_POINTS = 100
+
+
+class MetricSummary(WireModel):
+    latest: float | None = None
+    best: float | None = None
+    step: int | None = Field(default=None, description="Step of the latest value.")
+    count: int = 0
+
+
+class HistoryPoint(WireModel):
+    step: int
+    value: float
+    time: float | None = None
+
+
+class Condition(WireModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class TrialStatus(WireModel):
+    phase: TrialPhase = "Pending"
+    reason: str | None = None
+    message: str | None = None
+    objective: float | None = Field(default=None, description="The first objective's value.")
+    values: list[float] | None = Field(default=None, description="Every objective, in order.")
+    metrics: dict[str, MetricSummary] | None = None
+    history: dict[str, list[HistoryPoint]] | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    node: str | None = None
+    gpu_type: str | None = None
+    image_digest: str | None = None
+    exit_code: int | None = None
+    gpu_seconds: float | None = None
+    last_sequence: int | None = Field(
+        default=None, description="The last observation sequence number stored."
+    )
+    observed_generation: int | None = None
+
+
+class BestTrial(WireModel):
+    trial: str
+    parameters: dict[str, Any]
+    value: float | None = None
+    values: list[float] | None = None
+    artifact_uri: str | None = None
+
+
+class TrialCounts(WireModel):
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    pruned: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    total: int = 0
+
+
+class ExperimentStatus(WireModel):
+    phase: ExperimentPhase = "Pending"
+    reason: str | None = None
+    message: str | None = None
+    trials: TrialCounts = Field(default_factory=TrialCounts)
+    best: BestTrial | None = None
+    best_value: float | None = Field(default=None, description="Copy of best.value for kubectl.")
+    pareto_front: list[BestTrial] | None = None
+    conditions: list[Condition] | None = None
+    observed_generation: int | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    gpu_seconds: float | None = None
+    comparison: list[dict[str, Any]] | None = Field(
+        default=None, description="Verdicts of candidates against the baseline."
+    )

@@ -1,0 +1,42 @@
+"""The Trial resource: one configuration's life, owned by its Experiment."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from trialforge.api.base import WireModel
+from trialforge.api.experiment import ObjectMeta as _ExperimentMeta
+from trialforge.api.status import TrialStatus
+
+
+class TrialMeta(_ExperimentMeta):
+    # Trial names carry the index and attempt, so they are longer than experiment names.
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+
+
+class TrialSpec(WireModel):
+    experiment: str
+    index: int = Field(ge=0, description="Which configuration of the experiment (0-based).")
+    attempt: int = Field(default=0, ge=0, description="0 for the first run, n for the n-th retry.")
+    parameters: dict[str, Any]
+    seed: int = Field(ge=0, le=2**32 - 1)
+    search_state: dict[str, Any] | None = Field(
+        default=None,
+        description="What the search engine needs to rebuild its state after a restart.",
+    )
+
+
+class Trial(WireModel):
+    api_version: Literal["trialforge.io/v1alpha1"] = "trialforge.io/v1alpha1"
+    kind: Literal["Trial"] = "Trial"
+    metadata: TrialMeta
+    spec: TrialSpec
+    status: TrialStatus | None = None
+
+
+def trial_name(experiment: str, index: int, attempt: int = 0) -> str:
+    """Deterministic, so a crash between deciding and creating cannot duplicate a trial."""
+    base = f"{experiment}-{index}"
+    return base if attempt == 0 else f"{base}-r{attempt}"

@@ -1,0 +1,264 @@
+"""Turning untrusted input into an Experiment, with every error named by its field path.
+
+One function, :func:`load_experiment`, is the way in for the CLI, the local
+runtime and the operator, so each of them refuses the same specs with the same
+words.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.alias_generators import to_snake
+
+from trialforge.api import experiment as xp
+from trialforge.api.experiment import Experiment, ExperimentSpec
+
+PLACEHOLDER = re.compile(r"\$\{params\.([^}]*)\}")
+# Multi-objective needs a sampler that can rank trials on several values at once.
+MULTI_OBJECTIVE_ALGORITHMS = frozenset({"random", "grid", "tpe", "qmc", "nsga2", "gp"})
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ExperimentInvalid(ValueError):
+    """The spec cannot be run; ``errors`` says where and why, one entry per problem."""
+
+    def __init__(self, errors: list[FieldError], source: str | None = None) -> None:
+        self.errors = errors
+        self.source = source
+        where = f"{source}: " if source else ""
+        lines = "\n".join(f"  {e}" for e in errors)
+        super().__init__(f"{where}invalid Experiment ({len(errors)} error(s)):\n{lines}")
+
+
+def _known_field_names() -> set[str]:
+    names: set[str] = set()
+    for obj in vars(xp).values():
+        if inspect.isclass(obj) and issubclass(obj, BaseModel):
+            for name, info in obj.model_fields.items():
+                names.add(info.alias or name)
+    return names
+
+
+_PARAM_TAGS = {"float", "int", "categorical", "discrete"}
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    parts = list(loc)
+    for i, part in enumerate(parts):
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        # Discriminated unions put the tag in the location (parameters.0.float.min);
+        # the user never wrote it, so leave it out.
+        if part in _PARAM_TAGS and i > 0 and isinstance(parts[i - 1], int):
+            continue
+        # Plain unions name the branch tried (values.0.str); not useful either.
+        if part in {"str", "int", "float", "bool"} and i > 0 and isinstance(parts[i - 1], int):
+            continue
+        if part.startswith("function-") or part.startswith("tagged-union"):
+            continue
+        out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _message(err: Mapping[str, Any], known: set[str]) -> str:
+    kind = err.get("type", "")
+    msg = str(err.get("msg", ""))
+    if kind == "extra_forbidden":
+        name = str(err["loc"][-1])
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown field {name!r}{hint}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"type must be one of {ctx.get('expected_tags', '')}, not {ctx.get('tag')!r}"
+    if kind == "literal_error":
+        return f"{err.get('input')!r} is not allowed; expected {err.get('ctx', {}).get('expected')}"
+    if kind == "string_pattern_mismatch" and str(err["loc"][-1]) == "name":
+        return (
+            f"{err.get('input')!r} is not a valid name: use lower-case letters, digits and "
+            "'-' for resources, letters, digits and '_' for parameters"
+        )
+    return msg.removeprefix("Value error, ")
+
+
+def _from_pydantic(exc: ValidationError) -> list[FieldError]:
+    known = _known_field_names()
+    seen: set[tuple[str, str]] = set()
+    errors: list[FieldError] = []
+    for err in exc.errors():
+        item = (_path(err["loc"]), _message(err, known))
+        if item not in seen:
+            seen.add(item)
+            errors.append(FieldError(*item))
+    return errors
+
+
+def load_experiment(data: Any, source: str | None = None) -> Experiment:
+    """Validate a parsed document; raise :class:`ExperimentInvalid` listing every problem."""
+    if not isinstance(data, Mapping):
+        raise ExperimentInvalid(
+            [FieldError("(top level)", "an Experiment must be a YAML mapping")], source
+        )
+    try:
+        experiment = Experiment.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ExperimentInvalid(_from_pydantic(exc), source) from None
+    errors = list(check_spec(experiment.spec))
+    if errors:
+        raise ExperimentInvalid(errors, source)
+    return experiment
+
+
+def load_experiment_file(path: str) -> Experiment:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            docs = [d for d in yaml.safe_load_all(handle) if d is not None]
+    except OSError as exc:
+        raise ExperimentInvalid([FieldError("(file)", exc.strerror or str(exc))], path) from None
+    except yaml.YAMLError as exc:
+        raise ExperimentInvalid([FieldError("(file)", f"not valid YAML: {exc}")], path) from None
+    experiments = [d for d in docs if isinstance(d, Mapping) and d.get("kind") == "Experiment"]
+    if len(experiments) != 1:
+        raise ExperimentInvalid(
+            [
+                FieldError(
+                    "(file)", f"expected one document of kind Experiment, found {len(experiments)}"
+                )
+            ],
+            path,
+        )
+    return load_experiment(experiments[0], path)
+
+
+def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
+    """Rules that span several parts of the spec."""
+    objectives = spec.all_objectives
+    if spec.objective is not None and spec.objectives is not None:
+        yield FieldError("spec.objectives", "set either objective or objectives, not both")
+    if not objectives:
+        yield FieldError("spec.objective", "required: the metric to optimise and its direction")
+    metrics = [o.metric for o in objectives]
+    for i, name in enumerate(metrics):
+        if name in metrics[:i]:
+            yield FieldError(f"spec.objectives[{i}].metric", f"metric {name!r} is listed twice")
+
+    multi = len(objectives) > 1
+    if multi and spec.search.algorithm not in MULTI_OBJECTIVE_ALGORITHMS:
+        yield FieldError(
+            "spec.search.algorithm",
+            f"{spec.search.algorithm} cannot optimise several objectives; use one of "
+            f"{', '.join(sorted(MULTI_OBJECTIVE_ALGORITHMS))}",
+        )
+    if multi and spec.early_stopping.algorithm != "none":
+        yield FieldError(
+            "spec.earlyStopping.algorithm",
+            "early stopping compares one metric across trials; it cannot be used "
+            "with several objectives",
+        )
+
+    names = [p.name for p in spec.parameters]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            yield FieldError(f"spec.parameters[{i}].name", f"parameter {name!r} is defined twice")
+    if spec.search.algorithm == "grid":
+        for i, p in enumerate(spec.parameters):
+            if not p.bounded:
+                yield FieldError(
+                    f"spec.parameters[{i}]",
+                    f"grid search cannot enumerate float parameter {p.name!r} without a "
+                    "step; give it a step, make it discrete, or use another algorithm",
+                )
+
+    metrics_spec = spec.trial.metrics
+    if metrics_spec.format == "regex" and metrics_spec.pattern is None:
+        yield FieldError("spec.trial.metrics.pattern", "format regex needs a pattern")
+    if metrics_spec.source in ("file", "tensorboard") and metrics_spec.path is None:
+        yield FieldError(
+            "spec.trial.metrics.path", f"source {metrics_spec.source} needs the path to read"
+        )
+
+    yield from _check_settings(spec)
+    yield from _check_template(spec.trial.template, set(names))
+
+
+def _check_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
+    # Imported here: the engine depends on the API, not the other way round,
+    # but both must agree on which settings each algorithm accepts.
+    from trialforge.engine.plugins import pruner_settings, sampler_settings
+
+    for path, settings, accepted in (
+        ("spec.search.settings", spec.search.settings, sampler_settings(spec.search.algorithm)),
+        (
+            "spec.earlyStopping.settings",
+            spec.early_stopping.settings,
+            pruner_settings(spec.early_stopping.algorithm),
+        ),
+    ):
+        for key in settings or {}:
+            if to_snake(key) not in accepted:
+                allowed = ", ".join(sorted(accepted)) or "none"
+                yield FieldError(
+                    f"{path}.{key}", f"unknown setting; this algorithm accepts: {allowed}"
+                )
+
+
+def _check_template(template: dict[str, Any], parameters: set[str]) -> Iterator[FieldError]:
+    base = "spec.trial.template"
+    pod = template.get("spec")
+    if not isinstance(pod, Mapping):
+        yield FieldError(f"{base}.spec", "required: a pod spec with at least one container")
+        return
+    containers = pod.get("containers")
+    if not isinstance(containers, list) or not containers:
+        yield FieldError(f"{base}.spec.containers", "required: at least one container")
+        return
+    for i, container in enumerate(containers):
+        where = f"{base}.spec.containers[{i}]"
+        if not isinstance(container, Mapping):
+            yield FieldError(where, "must be a mapping")
+            continue
+        if not container.get("name"):
+            yield FieldError(f"{where}.name", "required field is missing")
+        if not container.get("image"):
+            yield FieldError(
+                f"{where}.image",
+                "required: the image that runs the trial on a cluster "
+                "(trialforge run ignores it and runs the command locally)",
+            )
+    for path, text in _strings(template, base):
+        for match in PLACEHOLDER.finditer(text):
+            name = match.group(1)
+            if name not in parameters:
+                known = ", ".join(sorted(parameters))
+                yield FieldError(path, f"${{params.{name}}} names no parameter (known: {known})")
+
+
+def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _strings(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{path}[{i}]")

@@ -1,0 +1,224 @@
+"""The ``trialforge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trialforge import __version__
+
+EPILOG = """examples:
+  trialforge run examples/digits-tpe-asha.yaml      run an experiment on this machine
+  trialforge validate examples/*.yaml               check specs, print every error
+  trialforge crds --check                           are crds/ in sync with the models?
+
+The same YAML is a cluster Experiment: kubectl apply -f examples/digits-tpe-asha.yaml
+"""
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from trialforge.api.validation import ExperimentInvalid, load_experiment_file
+
+    failed = 0
+    for path in args.files:
+        try:
+            experiment = load_experiment_file(path)
+        except ExperimentInvalid as exc:
+            failed += 1
+            print(f"{path}: invalid", file=sys.stderr)
+            for error in exc.errors:
+                print(f"  {error}", file=sys.stderr)
+            continue
+        spec = experiment.spec
+        objectives = ", ".join(f"{o.direction} {o.metric}" for o in spec.all_objectives)
+        print(
+            f"{path}: ok — {experiment.name}: {objectives}; {len(spec.parameters)} parameters; "
+            f"{spec.search.algorithm} search, {spec.early_stopping.algorithm} early stopping; "
+            f"{spec.budget.max_trials} trials, {spec.budget.parallelism} at a time"
+        )
+    return 1 if failed else 0
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from trialforge.api.crd import all_crds, render
+
+    out = Path(args.output)
+    drift = []
+    for name, crd in all_crds().items():
+        text = render(crd)
+        path = out / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                drift.append(str(path))
+        elif args.stdout:
+            sys.stdout.write("---\n" + text)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    if drift:
+        print(
+            "out of date with the models: " + ", ".join(drift) + "\nrun: trialforge crds",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from trialforge.api.validation import ExperimentInvalid, load_experiment_file
+    from trialforge.engine.errors import EngineError
+    from trialforge.local.runner import LocalRunError, LocalRunner, local_command
+    from trialforge.report import plots, table
+
+    console = Console(stderr=False)
+    try:
+        experiment = load_experiment_file(args.file)
+    except ExperimentInvalid as exc:
+        print(f"{args.file}: invalid", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 2
+    workdir = Path(args.file).resolve().parent
+    run_dir = Path(args.dir) if args.dir else Path("runs") / experiment.name
+    image = (experiment.spec.trial.template["spec"]["containers"][0]).get("image")
+    try:
+        argv = local_command(experiment)
+    except LocalRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        console.print(
+            f"[dim]running locally in {workdir}: {' '.join(argv)}"
+            + (f"\n(the image {image} is used on a cluster only)" if image else "")
+            + f"\nrecording to {run_dir}[/dim]"
+        )
+
+    live: Live | None = None
+
+    def update(runner: LocalRunner, plan: Any) -> None:
+        if live is None:
+            return
+        latest: dict[str, dict[str, float]] = {}
+        for name, obs in runner.observations.items():
+            if obs:
+                latest[name] = {**obs[-1].metrics, "__step__": obs[-1].step}
+        best = plan.best.name if plan.best else None
+        grid = table.trials_table(runner.spec, runner.sorted_records(), latest, best)
+        live.update(table.progress(runner.name, runner.spec, plan, grid))
+
+    try:
+        runner = LocalRunner(experiment, run_dir, workdir, on_update=update)
+    except (LocalRunError, EngineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    show_live = not args.quiet and console.is_terminal and not args.no_table
+    try:
+        if show_live:
+            with Live(console=console, refresh_per_second=4, transient=False) as live_view:
+                live = live_view
+                result = runner.run()
+        else:
+            result = runner.run()
+    except LocalRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.monotonic() - started
+
+    made = plots.write_all(
+        runner.spec,
+        result.records,
+        runner.planner.search.study,
+        result.plan.pareto_front if result.plan else [],
+        run_dir,
+    )
+    if not args.quiet:
+        latest = {
+            n: {**o[-1].metrics, "__step__": o[-1].step}
+            for n, o in runner.observations.items()
+            if o
+        }
+        if not show_live:
+            best = result.plan.best.name if result.plan and result.plan.best else None
+            console.print(
+                table.trials_table(runner.spec, result.records, latest, best, max_rows=50)
+            )
+        console.print(table.headline(runner.name, runner.spec, result.plan))
+        if result.plan and runner.spec.multi_objective and result.plan.pareto_front:
+            console.print(table.pareto_table(runner.spec, result.plan))
+        style = "green" if result.phase == "Succeeded" else "red"
+        console.print(
+            f"[{style}]{result.phase}[/{style}] ({result.reason}): {result.message} "
+            f"in {elapsed:.1f}s"
+        )
+        for path in made:
+            console.print(f"[dim]plot: {path}[/dim]")
+        console.print(f"[dim]records: {run_dir}[/dim]")
+    if args.json:
+        print(json.dumps(runner.dir.load_state(), indent=1))
+    if result.interrupted:
+        return 130
+    return 0 if result.phase == "Succeeded" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trialforge",
+        description="Run ML experiments: hyperparameter search, early stopping and "
+        "statistics, on this machine or on Kubernetes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"trialforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run an experiment's trials as local processes",
+        description="Run an Experiment on this machine: each trial runs the first container's "
+        "command (with ${params.NAME} filled in) as a subprocess in the YAML file's folder. "
+        "Metrics are read from the trainer's stdout. Everything is recorded in the run "
+        "directory; running again on the same directory resumes an interrupted experiment.",
+    )
+    run.add_argument("file", help="the Experiment YAML")
+    run.add_argument("--dir", help="run directory (default: runs/<experiment name>)")
+    run.add_argument("--no-table", action="store_true", help="no live table")
+    run.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    run.add_argument("--json", action="store_true", help="print the final state as JSON")
+    run.set_defaults(func=_cmd_run)
+
+    validate = sub.add_parser(
+        "validate",
+        help="check Experiment files and print every error with its field path",
+        description="Validate Experiment YAML files. Exits 1 if any is invalid.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=_cmd_validate)
+
+    crds = sub.add_parser(
+        "crds",
+        help="write the CustomResourceDefinitions generated from the models",
+        description="Write crds/experiments.trialforge.io.yaml and crds/trials.trialforge.io.yaml.",
+    )
+    crds.add_argument("--output", "-o", default="crds", help="folder (default: crds)")
+    crds.add_argument("--check", action="store_true", help="exit 1 if the files differ")
+    crds.add_argument("--stdout", action="store_true", help="print instead of writing")
+    crds.set_defaults(func=_cmd_crds)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""How a finished trial's reported series becomes its outcome."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from trialforge.api.experiment import ExperimentSpec, Objective
+from trialforge.api.observation import Observation
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a trial's end means: its phase, why, and its objective values."""
+
+    phase: str  # Succeeded | Failed
+    reason: str
+    message: str
+    values: tuple[float, ...] | None = None
+    retryable: bool = True
+
+
+def series(observations: Sequence[Observation], metric: str) -> list[tuple[int, float]]:
+    return [(o.step, o.metrics[metric]) for o in observations if metric in o.metrics]
+
+
+def final_value(points: Sequence[tuple[int, float]], objective: Objective) -> float | None:
+    if not points:
+        return None
+    values = [v for _, v in points]
+    if objective.final == "last":
+        return values[-1]
+    if objective.final == "best":
+        finite = [v for v in values if math.isfinite(v)]
+        if not finite:
+            return values[-1]
+        return max(finite) if objective.direction == "maximize" else min(finite)
+    window = values[-objective.window :]
+    return sum(window) / len(window)
+
+
+def conclude(
+    spec: ExperimentSpec,
+    exit_code: int | None,
+    observations: Sequence[Observation],
+    failure: str | None = None,
+) -> Outcome:
+    """The outcome of a trial whose process (or Job) has ended.
+
+    ``failure`` is a reason the runtime already knows (Timeout, a Kubernetes
+    reason such as DeadlineExceeded or OOMKilled); it wins over the exit code.
+    """
+    if failure is not None:
+        return Outcome("Failed", failure, f"trial ended: {failure}")
+    if exit_code not in (0, None):
+        return Outcome("Failed", "Error", f"trainer exited with code {exit_code}")
+    values: list[float] = []
+    for objective in spec.all_objectives:
+        value = final_value(series(observations, objective.metric), objective)
+        if value is None:
+            return Outcome(
+                "Failed",
+                "MissingObjective",
+                f"the trainer never reported {objective.metric!r}",
+                retryable=False,
+            )
+        if not math.isfinite(value):
+            return Outcome(
+                "Failed",
+                "ObjectiveNotFinite",
+                f"objective {objective.metric!r} is {value} — the training diverged",
+                retryable=False,
+            )
+        values.append(value)
+    return Outcome("Succeeded", "Completed", "trial completed", tuple(values))
+
+
+def better(a: float, b: float, direction: str) -> bool:
+    return a > b if direction == "maximize" else a < b
+
+
+def meets_goal(value: float, objective: Objective) -> bool:
+    if objective.goal is None:
+        return False
+    return value >= objective.goal if objective.direction == "maximize" else value <= objective.goal
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """Pareto dominance: a is no worse anywhere and strictly better somewhere."""
+    no_worse = all(
+        (x >= y if d == "maximize" else x <= y) for x, y, d in zip(a, b, directions, strict=True)
+    )
+    strictly = any(better(x, y, d) for x, y, d in zip(a, b, directions, strict=True))
+    return no_worse and strictly

@@ -1,0 +1,124 @@
+"""Which Optuna sampler and pruner each algorithm name stands for.
+
+A small registry in the spirit of Optuna's own plug-in classes: one entry per
+name the user may write, its factory, and the settings it accepts (read from
+the Optuna constructor, so a setting Optuna gains is usable at once and a typo
+is caught before a trial runs).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from pydantic.alias_generators import to_snake
+
+from trialforge.engine.errors import EngineError
+
+# Settings Trialforge sets itself; a user value would fight ours.
+_RESERVED = {"seed", "search_space", "self"}
+
+
+@dataclass(frozen=True)
+class SamplerPlugin:
+    name: str
+    cls: type[optuna.samplers.BaseSampler]
+    multi_objective: bool
+    requires: str | None = None  # an optional module the sampler imports
+    defaults: Callable[[int], dict[str, Any]] | None = None  # parallelism -> kwargs
+
+    def settings(self) -> set[str]:
+        return _accepted(self.cls)
+
+
+@dataclass(frozen=True)
+class PrunerPlugin:
+    name: str
+    cls: type[optuna.pruners.BasePruner]
+
+    def settings(self) -> set[str]:
+        return _accepted(self.cls)
+
+
+def _accepted(cls: type) -> set[str]:
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        n
+        for n, p in params.items()
+        if n not in _RESERVED and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def _tpe_defaults(parallelism: int) -> dict[str, Any]:
+    # With several trials in flight TPE would otherwise suggest near-identical
+    # points to each; the constant liar treats running trials as bad guesses.
+    return {"constant_liar": parallelism > 1, "multivariate": True}
+
+
+SAMPLERS: dict[str, SamplerPlugin] = {
+    "random": SamplerPlugin("random", optuna.samplers.RandomSampler, True),
+    "grid": SamplerPlugin("grid", optuna.samplers.GridSampler, True),
+    "tpe": SamplerPlugin("tpe", optuna.samplers.TPESampler, True, defaults=_tpe_defaults),
+    "cmaes": SamplerPlugin("cmaes", optuna.samplers.CmaEsSampler, False, requires="cmaes"),
+    "gp": SamplerPlugin("gp", optuna.samplers.GPSampler, True, requires="torch"),
+    "qmc": SamplerPlugin(
+        "qmc", optuna.samplers.QMCSampler, True, defaults=lambda _: {"scramble": True}
+    ),
+    "nsga2": SamplerPlugin("nsga2", optuna.samplers.NSGAIISampler, True),
+}
+
+PRUNERS: dict[str, PrunerPlugin] = {
+    "none": PrunerPlugin("none", optuna.pruners.NopPruner),
+    "median": PrunerPlugin("median", optuna.pruners.MedianPruner),
+    "asha": PrunerPlugin("asha", optuna.pruners.SuccessiveHalvingPruner),
+    "hyperband": PrunerPlugin("hyperband", optuna.pruners.HyperbandPruner),
+}
+
+
+def sampler_settings(algorithm: str) -> set[str]:
+    plugin = SAMPLERS.get(algorithm)
+    return plugin.settings() if plugin else set()
+
+
+def pruner_settings(algorithm: str) -> set[str]:
+    plugin = PRUNERS.get(algorithm)
+    return plugin.settings() if plugin else set()
+
+
+def _kwargs(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {to_snake(k): v for k, v in (settings or {}).items()}
+
+
+def make_sampler(
+    algorithm: str,
+    seed: int,
+    settings: Mapping[str, Any] | None,
+    parallelism: int,
+    grid: Mapping[str, list[Any]] | None = None,
+) -> optuna.samplers.BaseSampler:
+    plugin = SAMPLERS[algorithm]
+    if plugin.requires and importlib.util.find_spec(plugin.requires) is None:
+        raise EngineError(
+            f"search algorithm {algorithm!r} needs the Python package {plugin.requires!r}; "
+            f"install it (pip install {plugin.requires}) or choose another algorithm"
+        )
+    kwargs = plugin.defaults(parallelism) if plugin.defaults else {}
+    kwargs.update(_kwargs(settings))
+    try:
+        if algorithm == "grid":
+            return optuna.samplers.GridSampler(dict(grid or {}), seed=seed, **kwargs)
+        return plugin.cls(seed=seed, **kwargs)  # type: ignore[call-arg]
+    except (TypeError, ValueError) as exc:
+        raise EngineError(f"spec.search.settings: {exc}") from None
+
+
+def make_pruner(algorithm: str, settings: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
+    plugin = PRUNERS[algorithm]
+    try:
+        return plugin.cls(**_kwargs(settings))
+    except (TypeError, ValueError) as exc:
+        raise EngineError(f"spec.earlyStopping.settings: {exc}") from None

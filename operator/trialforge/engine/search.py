@@ -1,0 +1,206 @@
+"""The search: Optuna's ask/tell behind our own small interface.
+
+One :class:`Search` per experiment holds an in-memory Optuna study whose trial
+numbers are the experiment's trial indices.  It is a cache of the world, never
+the truth: :meth:`Search.sync` brings it in line with the trials as they are
+recorded, so a process that restarts rebuilds the same study from the same
+records and goes on with the same suggestions.
+
+Determinism comes from seeding the sampler afresh for every suggestion with a
+seed derived from the experiment's seed and the trial index: what index *n*
+gets depends only on the history, not on how many random numbers an earlier
+process happened to draw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.storages import InMemoryStorage
+from optuna.trial import TrialState, create_trial
+
+from trialforge.api.experiment import ExperimentSpec
+from trialforge.engine import plugins, space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
+
+_STATES = {
+    "Succeeded": TrialState.COMPLETE,
+    "Pruned": TrialState.PRUNED,
+    "Failed": TrialState.FAIL,
+    "Cancelled": TrialState.FAIL,
+}
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    index: int
+    parameters: dict[str, Any]
+    seed: int
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Known:
+    reported_step: int = -1
+    final: bool = False
+    # Optuna's pruners decide at the step a value is reported (ASHA only at a
+    # rung's step), so a "stop" decision is latched rather than asked again.
+    prune: bool = False
+
+
+class Search:
+    """Suggests configurations, hears intermediate and final values, decides pruning."""
+
+    def __init__(self, spec: ExperimentSpec, study_name: str) -> None:
+        self.spec = spec
+        self.seed = spec.search.seed if spec.search.seed is not None else derive_seed(0, study_name)
+        self._distributions = space.distributions(spec.parameters)
+        self._grid = space.grid(spec.parameters) if spec.search.algorithm == "grid" else None
+        directions = [o.direction for o in spec.all_objectives]
+        # Fail fast on a missing optional package or bad settings.
+        self._sampler_for(0)
+        self._study = optuna.create_study(
+            storage=InMemoryStorage(),
+            study_name=study_name,
+            directions=directions,
+            sampler=self._sampler_for(0),
+            pruner=plugins.make_pruner(spec.early_stopping.algorithm, spec.early_stopping.settings),
+        )
+        self._known: dict[int, _Known] = {}
+        self._suggested: dict[int, Suggestion] = {}
+
+    # -- the world as recorded -------------------------------------------------
+
+    @property
+    def study(self) -> optuna.Study:
+        """The underlying study, read-only by convention (reports and plots)."""
+        return self._study
+
+    @property
+    def size(self) -> int:
+        """How many trial indices the study holds (asked or restored)."""
+        return len(self._study._storage.get_all_trials(self._study._study_id, deepcopy=False))
+
+    def capacity(self) -> int | None:
+        """How many distinct configurations the space holds, when finite and small."""
+        return space.grid_size(self.spec.parameters) if self._grid is not None else None
+
+    def restore(
+        self,
+        index: int,
+        parameters: Mapping[str, Any],
+        state: Mapping[str, Any] | None,
+    ) -> None:
+        """Add a trial recorded by an earlier process (or another replica)."""
+        if index < self.size:
+            return
+        while index > self.size:
+            # A gap: an index was decided but its trial never recorded (a crash
+            # between the two, or a failed create).  Suggest it again; the
+            # planner sees it missing and starts it.
+            self.suggest(self.size)
+        state = state or {}
+        trial = create_trial(
+            state=TrialState.RUNNING,
+            params=dict(parameters),
+            distributions={k: v for k, v in self._distributions.items() if k in parameters},
+            system_attrs=dict(state.get("trial", {})),
+        )
+        self._study.add_trial(trial)
+        for key, value in dict(state.get("study", {})).items():
+            self._study._storage.set_study_system_attr(self._study._study_id, key, value)
+        self._known[index] = _Known()
+
+    def report(self, index: int, intermediate: Mapping[int, float]) -> bool:
+        """Record intermediate values of the first objective; True when the trial should stop."""
+        known = self._known.setdefault(index, _Known())
+        if known.final:
+            return False
+        trial_id = self._trial_id(index)
+        for step in sorted(s for s in intermediate if s > known.reported_step):
+            value = float(intermediate[step])
+            self._study._storage.set_trial_intermediate_value(trial_id, step, value)
+            known.reported_step = step
+            # Checked step by step so the pruner's per-rung records (ASHA) come
+            # out the same whether values arrive one at a time or replayed.
+            if self._should_prune(trial_id) or not math.isfinite(value):
+                known.prune = True
+        return known.prune
+
+    def should_prune(self, index: int) -> bool:
+        known = self._known.get(index)
+        return known is not None and not known.final and known.prune
+
+    def finish(self, index: int, phase: str, values: tuple[float, ...] | None = None) -> None:
+        """Tell the study a trial's final outcome (idempotent)."""
+        known = self._known.setdefault(index, _Known())
+        if known.final:
+            return
+        state = _STATES[phase]
+        if state == TrialState.COMPLETE and values is None:
+            state = TrialState.FAIL
+        self._study.tell(index, list(values) if state == TrialState.COMPLETE else None, state=state)
+        known.final = True
+
+    # -- suggestions ---------------------------------------------------------------
+
+    def suggest(self, index: int) -> Suggestion:
+        """The configuration for trial ``index`` (the next one, or one already asked)."""
+        if index in self._suggested:
+            return self._suggested[index]
+        if index != self.size:
+            raise ValueError(f"can only suggest index {self.size} next, not {index}")
+        self._study.sampler = self._sampler_for(index)
+        trial = self._study.ask(fixed_distributions=self._distributions)
+        parameters = {name: trial.params[name] for name in self._distributions}
+        suggestion = Suggestion(
+            index=index,
+            parameters=parameters,
+            seed=derive_seed(self.seed, "trial", index),
+            state=self._state(trial._trial_id),
+        )
+        self._suggested[index] = suggestion
+        self._known[index] = _Known()
+        return suggestion
+
+    # -- internals -------------------------------------------------------------------
+
+    def _sampler_for(self, index: int) -> optuna.samplers.BaseSampler:
+        return plugins.make_sampler(
+            self.spec.search.algorithm,
+            derive_seed(self.seed, "sampler", index),
+            self.spec.search.settings,
+            self.spec.budget.parallelism,
+            self._grid,
+        )
+
+    def _trial_id(self, index: int) -> int:
+        return self._study._storage.get_trial_id_from_study_id_trial_number(
+            self._study._study_id, index
+        )
+
+    def _should_prune(self, trial_id: int) -> bool:
+        if self.spec.multi_objective:
+            return False
+        trial = self._study._storage.get_trial(trial_id)
+        return bool(self._study.pruner.prune(self._study, trial))
+
+    def _state(self, trial_id: int) -> dict[str, Any]:
+        storage = self._study._storage
+        return {
+            "trial": dict(storage.get_trial_system_attrs(trial_id)),
+            "study": dict(storage.get_study_system_attrs(self._study._study_id)),
+        }

@@ -1,0 +1,126 @@
+"""One trial attempt as a local subprocess, its output read into observations."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from trialforge.api.observation import Observation
+from trialforge.metrics.parsers import ObservationReader
+
+
+class TrialProcess:
+    """Runs a trainer in its own process group, so stopping it stops its children too."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        log_path: Path,
+        observations_path: Path,
+        reader: ObservationReader,
+        wakeup: queue.Queue[tuple[str, str]],
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.cwd = cwd
+        self.log_path = log_path
+        self.observations_path = observations_path
+        self.reader = reader
+        self.wakeup = wakeup
+        self.observations: list[Observation] = []
+        self.started_at: float | None = None
+        self.exit_code: int | None = None
+        self.stop_reason: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._kill_at: float | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def start(self) -> None:
+        self.started_at = time.time()
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            # A missing program is the trial's failure, not the runner's.
+            self.log_path.write_text(f"trialforge: cannot start {self.argv[0]!r}: {exc}\n")
+            self.exit_code = 127
+            self._done.set()
+            self.wakeup.put(("exit", self.name))
+            return
+        threading.Thread(target=self._pump, name=f"trial-{self.name}", daemon=True).start()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def snapshot(self) -> list[Observation]:
+        with self._lock:
+            return list(self.observations)
+
+    def stop(self, reason: str, grace: float = 5.0) -> None:
+        """Ask the process group to end (SIGTERM), and kill it after ``grace`` seconds."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._signal(signal.SIGTERM)
+        if self._kill_at is None:
+            self._kill_at = time.monotonic() + grace
+
+    def enforce(self) -> None:
+        """Kill a process group that ignored SIGTERM past its grace period."""
+        if self._kill_at is not None and not self.done and time.monotonic() >= self._kill_at:
+            self._signal(signal.SIGKILL)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None or self.done:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    def _pump(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        with (
+            open(self.log_path, "ab") as log,
+            open(self.observations_path, "a", encoding="utf-8") as obs_file,
+        ):
+            for raw in self._proc.stdout:
+                log.write(raw)
+                log.flush()
+                observation = self.reader.feed_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                if observation is None:
+                    continue
+                if observation.time is None:
+                    observation = Observation(observation.step, observation.metrics, time.time())
+                obs_file.write(json.dumps(observation.to_dict()) + "\n")
+                obs_file.flush()
+                with self._lock:
+                    self.observations.append(observation)
+                self.wakeup.put(("observation", self.name))
+        self.exit_code = self._proc.wait()
+        self._done.set()
+        self.wakeup.put(("exit", self.name))

@@ -1,0 +1,356 @@
+"""The embedded runtime: an experiment's trials as processes on this machine.
+
+A thin adapter over the engine, like the Kubernetes one: it observes its trials
+(records and processes), asks the planner what to do, and does it.  It decides
+nothing itself.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trialforge.api.experiment import Experiment
+from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
+from trialforge.api.trial import trial_name
+from trialforge.engine.objective import conclude, series
+from trialforge.engine.planner import (
+    FinishExperiment,
+    Plan,
+    Planner,
+    StartTrial,
+    StopTrial,
+    TrialView,
+)
+from trialforge.engine.template import substitute_container, trial_environment
+from trialforge.local.process import TrialProcess
+from trialforge.local.rundir import RunDirectory, TrialRecord
+from trialforge.metrics.parsers import ObservationReader, make_parser
+
+
+class LocalRunError(RuntimeError):
+    """The experiment cannot run locally as written (not a trial's failure)."""
+
+
+@dataclass
+class RunResult:
+    phase: str
+    reason: str
+    message: str
+    plan: Plan | None
+    records: list[TrialRecord] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def local_command(experiment: Experiment) -> list[str]:
+    """The first container's command + args: what a local trial runs."""
+    metrics = experiment.spec.trial.metrics
+    if metrics.source in ("file", "tensorboard"):
+        raise LocalRunError(
+            f"spec.trial.metrics.source: {metrics.source} is read by the collector sidecar on a "
+            "cluster; trialforge run reads the trainer's stdout (or trialforge.report() pushes)"
+        )
+    containers = experiment.spec.trial.template.get("spec", {}).get("containers", [])
+    container = containers[0] if containers else {}
+    argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+    if not argv:
+        raise LocalRunError(
+            "spec.trial.template.spec.containers[0].command: trialforge run needs a command "
+            "to run each trial locally (an image's entrypoint cannot be read without Docker)"
+        )
+    return argv
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        experiment: Experiment,
+        run_dir: Path,
+        workdir: Path,
+        on_update: Callable[[LocalRunner, Plan], None] | None = None,
+        stop_grace: float = 5.0,
+    ) -> None:
+        self.experiment = experiment
+        self.spec = experiment.spec
+        self.name = experiment.name
+        self.dir = RunDirectory(run_dir)
+        self.workdir = workdir
+        self.on_update = on_update
+        self.stop_grace = stop_grace
+        local_command(experiment)  # fail before anything starts
+        self.planner = Planner(self.spec, self.name)
+        self.records: dict[str, TrialRecord] = {}
+        self.processes: dict[str, TrialProcess] = {}
+        self.observations: dict[str, list[Any]] = {}
+        self.wakeup: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.started_at: float | None = None
+        self.resumed = False
+
+    # -- setup ----------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        doc = self.experiment.model_dump(by_alias=True, exclude_none=True, mode="json")
+        doc.pop("status", None)
+        if self.dir.exists():
+            recorded = self.dir.recorded_spec() or {}
+            if recorded.get("spec") != doc.get("spec"):
+                raise LocalRunError(
+                    f"{self.dir.root} holds a run of a different spec; resume needs the same "
+                    "spec (use another --dir, or delete the directory to start over)"
+                )
+            self.resumed = True
+            state = self.dir.load_state()
+            self.started_at = state.get("startTime")
+            for record in self.dir.load_trials():
+                if record.phase in ACTIVE_PHASES:
+                    # Its process died with the previous run: run the same attempt again.
+                    record.phase = "Pending"
+                    record.reason = "Resumed"
+                    for path in (
+                        self.dir.log_path(record.name),
+                        self.dir.observations_path(record.name),
+                    ):
+                        path.unlink(missing_ok=True)
+                    self.dir.save_trial(record)
+                self.records[record.name] = record
+                self.observations[record.name] = self.dir.load_observations(record.name)
+            self.dir.event("Resumed", f"resuming with {len(self.records)} recorded trials")
+        else:
+            self.dir.create(doc)
+        if self.started_at is None:
+            self.started_at = time.time()
+        self._save_state("Running", "Running", "trials are running")
+
+    def _save_state(self, phase: str, reason: str, message: str, plan: Plan | None = None) -> None:
+        state: dict[str, Any] = {
+            "name": self.name,
+            "phase": phase,
+            "reason": reason,
+            "message": message,
+            "startTime": self.started_at,
+        }
+        if phase in ("Succeeded", "Failed"):
+            state["completionTime"] = time.time()
+        if plan is not None:
+            state["trials"] = plan.counts
+            if plan.best is not None:
+                state["best"] = {
+                    "trial": plan.best.name,
+                    "parameters": dict(plan.best.parameters),
+                    "values": list(plan.best.values),
+                }
+            if plan.pareto_front and self.spec.multi_objective:
+                state["paretoFront"] = [
+                    {"trial": b.name, "parameters": dict(b.parameters), "values": list(b.values)}
+                    for b in plan.pareto_front
+                ]
+        self.dir.save_state(state)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self._prepare()
+        plan: Plan | None = None
+        try:
+            while True:
+                self._collect()
+                plan = self.planner.plan(self._views(), now=time.time(), started_at=self.started_at)
+                finished = self._act(plan)
+                if self.on_update:
+                    self.on_update(self, plan)
+                if finished is not None and not self._running():
+                    self._save_state(finished.phase, finished.reason, finished.message, plan)
+                    self.dir.event(finished.reason, finished.message)
+                    return RunResult(
+                        finished.phase,
+                        finished.reason,
+                        finished.message,
+                        plan,
+                        self.sorted_records(),
+                    )
+                self._wait()
+        except KeyboardInterrupt:
+            self._stop_all("Interrupted")
+            self._save_state(
+                "Interrupted", "Interrupted", "stopped by the user; run again to resume", plan
+            )
+            self.dir.event("Interrupted", "stopped by the user")
+            return RunResult(
+                "Interrupted",
+                "Interrupted",
+                "stopped by the user",
+                plan,
+                self.sorted_records(),
+                True,
+            )
+
+    def sorted_records(self) -> list[TrialRecord]:
+        return sorted(self.records.values(), key=lambda r: (r.index, r.attempt))
+
+    def _running(self) -> bool:
+        return any(not p.done for p in self.processes.values())
+
+    def _wait(self) -> None:
+        timeout = 0.5
+        for name, process in self.processes.items():
+            process.enforce()
+            limit = self.spec.trial.timeout_seconds
+            if limit is not None and process.started_at is not None and not process.done:
+                left = process.started_at + limit - time.time()
+                if left <= 0:
+                    process.stop("Timeout", self.stop_grace)
+                    self.dir.event("TrialTimeout", f"{name} ran past {self.spec.trial.timeout}")
+                timeout = min(timeout, max(left, 0.01))
+        try:
+            self.wakeup.get(timeout=timeout)
+            # Drain what else arrived, so one plan covers a burst of events.
+            while True:
+                self.wakeup.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _views(self) -> list[TrialView]:
+        metric = self.spec.all_objectives[0].metric
+        views = []
+        for r in self.records.values():
+            obs = self.observations.get(r.name, [])
+            views.append(
+                TrialView(
+                    name=r.name,
+                    index=r.index,
+                    attempt=r.attempt,
+                    phase=r.phase,
+                    parameters=r.parameters,
+                    seed=r.seed,
+                    values=tuple(r.values) if r.values is not None else None,
+                    intermediate=dict(series(obs, metric)),
+                    reason=r.reason,
+                    retryable=r.retryable,
+                    search_state=r.search_state,
+                )
+            )
+        return views
+
+    def _collect(self) -> None:
+        """Bring records in line with processes: observations in, ended processes concluded."""
+        for name, process in list(self.processes.items()):
+            self.observations[name] = process.snapshot()
+            record = self.records[name]
+            if not process.done or record.phase in TERMINAL_PHASES:
+                continue
+            record.exit_code = process.exit_code
+            record.completion_time = time.time()
+            record.junk_lines = process.reader.junk
+            if process.stop_reason in ("Pruned", "Cancelled"):
+                record.phase = process.stop_reason
+            else:
+                outcome = conclude(
+                    self.spec,
+                    process.exit_code,
+                    self.observations[name],
+                    failure="Timeout" if process.stop_reason == "Timeout" else None,
+                )
+                record.phase = outcome.phase
+                record.reason = outcome.reason
+                record.message = outcome.message
+                record.retryable = outcome.retryable
+                record.values = list(outcome.values) if outcome.values else None
+            self.dir.save_trial(record)
+            self.dir.event(f"Trial{record.phase}", f"{name}: {record.message or record.phase}")
+            del self.processes[name]
+        # Records that should be running but have no process (a resume) start now.
+        for record in self.records.values():
+            if record.phase == "Pending" and record.name not in self.processes:
+                self._launch(record)
+
+    def _act(self, plan: Plan) -> FinishExperiment | None:
+        for action in plan.actions:
+            if isinstance(action, StopTrial):
+                self._stop(action)
+        for action in plan.of(StartTrial):
+            name = trial_name(self.name, action.index, action.attempt)
+            if name in self.records:
+                continue
+            record = TrialRecord(
+                name=name,
+                index=action.index,
+                attempt=action.attempt,
+                parameters=action.parameters,
+                seed=action.seed,
+                search_state=action.search_state,
+                reason="Retry" if action.why == "retry" else None,
+            )
+            self.records[name] = record
+            self.dir.save_trial(record)
+            if action.why == "retry":
+                self.dir.event("TrialRetried", f"{name}: attempt {action.attempt}")
+            self._launch(record)
+        return plan.finished
+
+    def _stop(self, action: StopTrial) -> None:
+        record = self.records.get(action.name)
+        process = self.processes.get(action.name)
+        if record is None or record.phase in TERMINAL_PHASES:
+            return
+        record.reason = action.reason
+        record.message = action.message
+        if process is not None:
+            process.stop(action.phase, self.stop_grace)
+        else:
+            record.phase = action.phase
+            record.completion_time = time.time()
+            self.dir.save_trial(record)
+
+    def _launch(self, record: TrialRecord) -> None:
+        containers = self.spec.trial.template["spec"]["containers"]
+        container = substitute_container(containers[0], record.parameters)
+        argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+        env = dict(os.environ)
+        # `python` in a command means the interpreter running Trialforge, so the
+        # trainer sees the same installed packages.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["PYTHONUNBUFFERED"] = "1"
+        for item in container.get("env") or []:
+            if isinstance(item, dict) and "value" in item:
+                env[str(item["name"])] = str(item["value"])
+        env.update(
+            trial_environment(
+                self.name, record.name, record.parameters, record.seed, record.attempt
+            )
+        )
+        metrics = self.spec.trial.metrics
+        # Locally, trialforge.report() writes JSON lines to stdout, so push reads as json.
+        fmt = "json" if metrics.source == "push" else metrics.format
+        reader = ObservationReader(make_parser(fmt, metrics.pattern))
+        process = TrialProcess(
+            record.name,
+            argv,
+            env,
+            self.workdir,
+            self.dir.log_path(record.name),
+            self.dir.observations_path(record.name),
+            reader,
+            self.wakeup,
+        )
+        record.phase = "Running"
+        record.start_time = time.time()
+        self.dir.save_trial(record)
+        self.processes[record.name] = process
+        self.observations[record.name] = []
+        process.start()
+
+    def _stop_all(self, reason: str) -> None:
+        for process in self.processes.values():
+            process.stop(reason, self.stop_grace)
+        deadline = time.monotonic() + self.stop_grace
+        for process in self.processes.values():
+            process.wait(max(0.0, deadline - time.monotonic()))
+            if not process.done:
+                process.kill()
+                process.wait(2.0)
