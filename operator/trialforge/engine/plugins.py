@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,18 @@ import optuna
 from pydantic.alias_generators import to_snake
 
 from trialforge.engine.errors import EngineError
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """GridSampler without its habit of stopping the study when the grid is used up.
+
+    ``Study.stop`` only works inside ``optimize``; under ask/tell it raises.  The
+    planner knows the grid's size and stops suggesting by itself.
+    """
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
 
 # Settings Trialforge sets itself; a user value would fight ours.
 _RESERVED = {"seed", "search_space", "self"}
@@ -30,6 +43,10 @@ class SamplerPlugin:
     multi_objective: bool
     requires: str | None = None  # an optional module the sampler imports
     defaults: Callable[[int], dict[str, Any]] | None = None  # parallelism -> kwargs
+    # Grid and QMC walk one fixed sequence (shuffled or scrambled by the seed)
+    # and find their place in it from the study; they need the same seed for
+    # every suggestion.  The others draw fresh randomness per suggestion.
+    sequence: bool = False
 
     def settings(self) -> set[str]:
         return _accepted(self.cls)
@@ -61,12 +78,16 @@ def _tpe_defaults(parallelism: int) -> dict[str, Any]:
 
 SAMPLERS: dict[str, SamplerPlugin] = {
     "random": SamplerPlugin("random", optuna.samplers.RandomSampler, True),
-    "grid": SamplerPlugin("grid", optuna.samplers.GridSampler, True),
+    "grid": SamplerPlugin("grid", optuna.samplers.GridSampler, True, sequence=True),
     "tpe": SamplerPlugin("tpe", optuna.samplers.TPESampler, True, defaults=_tpe_defaults),
     "cmaes": SamplerPlugin("cmaes", optuna.samplers.CmaEsSampler, False, requires="cmaes"),
     "gp": SamplerPlugin("gp", optuna.samplers.GPSampler, True, requires="torch"),
     "qmc": SamplerPlugin(
-        "qmc", optuna.samplers.QMCSampler, True, defaults=lambda _: {"scramble": True}
+        "qmc",
+        optuna.samplers.QMCSampler,
+        True,
+        defaults=lambda _: {"scramble": True},
+        sequence=True,
     ),
     "nsga2": SamplerPlugin("nsga2", optuna.samplers.NSGAIISampler, True),
 }
@@ -110,8 +131,11 @@ def make_sampler(
     kwargs.update(_kwargs(settings))
     try:
         if algorithm == "grid":
-            return optuna.samplers.GridSampler(dict(grid or {}), seed=seed, **kwargs)
-        return plugin.cls(seed=seed, **kwargs)  # type: ignore[call-arg]
+            return _GridSampler(dict(grid or {}), seed=seed, **kwargs)
+        with warnings.catch_warnings():
+            # QMC is marked experimental in Optuna; users chose it knowingly.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return plugin.cls(seed=seed, **kwargs)  # type: ignore[call-arg]
     except (TypeError, ValueError) as exc:
         raise EngineError(f"spec.search.settings: {exc}") from None
 

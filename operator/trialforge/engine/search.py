@@ -179,9 +179,11 @@ class Search:
     # -- internals -------------------------------------------------------------------
 
     def _sampler_for(self, index: int) -> optuna.samplers.BaseSampler:
+        algorithm = self.spec.search.algorithm
+        per_trial = not plugins.SAMPLERS[algorithm].sequence
         return plugins.make_sampler(
-            self.spec.search.algorithm,
-            derive_seed(self.seed, "sampler", index),
+            algorithm,
+            derive_seed(self.seed, "sampler", index if per_trial else 0),
             self.spec.search.settings,
             self.spec.budget.parallelism,
             self._grid,

@@ -1,0 +1,80 @@
+"""Invariants of the planner under arbitrary event orders (hypothesis)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.factories import experiment_doc
+from trialforge.api import load_experiment
+from trialforge.engine.planner import Planner, StartTrial, StopTrial, TrialView
+
+OUTCOMES = ["Succeeded", "Failed", "Pruned"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    max_trials=st.integers(1, 12),
+    parallelism=st.integers(1, 5),
+    retries=st.integers(0, 2),
+    max_failed=st.one_of(st.none(), st.integers(0, 4)),
+    algorithm=st.sampled_from(["random", "tpe"]),
+    events=st.lists(
+        st.tuples(st.integers(0, 50), st.sampled_from(OUTCOMES), st.floats(0, 1)), max_size=80
+    ),
+)
+def test_planner_invariants(
+    max_trials: int,
+    parallelism: int,
+    retries: int,
+    max_failed: int | None,
+    algorithm: str,
+    events: list[tuple[int, str, float]],
+) -> None:
+    parallelism = min(parallelism, max_trials)
+    doc = experiment_doc(
+        search={"algorithm": algorithm, "seed": 0},
+        budget={"maxTrials": max_trials, "parallelism": parallelism, "maxFailedTrials": max_failed},
+    )
+    doc["spec"]["trial"]["retries"] = retries
+    spec = load_experiment(doc).spec
+    planner = Planner(spec, "p")
+    views: dict[str, TrialView] = {}
+    started: set[tuple[int, int]] = set()
+    finished = False
+    for pick, outcome, value in [*events, *[(0, "Succeeded", 0.5)] * 60]:
+        plan = planner.plan(list(views.values()), now=0.0)
+        for action in plan.actions:
+            if isinstance(action, StartTrial):
+                key = (action.index, action.attempt)
+                # Never the same trial started twice.
+                assert key not in started
+                started.add(key)
+                assert action.attempt <= retries
+                name = f"p-{action.index}-{action.attempt}"
+                views[name] = TrialView(
+                    name,
+                    action.index,
+                    action.attempt,
+                    "Running",
+                    action.parameters,
+                    search_state=action.search_state,
+                )
+            elif isinstance(action, StopTrial):
+                views[action.name] = replace(views[action.name], phase=action.phase)
+        running = [v for v in views.values() if v.phase == "Running"]
+        # Never more running than parallelism; never more configurations than maxTrials.
+        assert len(running) <= parallelism
+        assert len({i for i, _ in started}) <= max_trials
+        if plan.finished is not None:
+            finished = True
+            assert not plan.of(StartTrial)
+            assert running == []
+            break
+        if running:
+            view = running[pick % len(running)]
+            values = (value,) if outcome == "Succeeded" else None
+            views[view.name] = replace(view, phase=outcome, values=values)
+    assert finished, "the experiment must end once every trial has"
