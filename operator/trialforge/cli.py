@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -169,6 +171,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.phase == "Succeeded" else 1
 
 
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from trialforge.kube.operator import OperatorConfig, run
+
+    handler = logging.StreamHandler()
+    if args.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), handlers=[handler], force=True
+    )
+    key = None
+    if args.ingest_key_file:
+        key = Path(args.ingest_key_file).read_bytes().strip()
+    elif os.environ.get("TRIALFORGE_INGEST_KEY"):
+        key = os.environ["TRIALFORGE_INGEST_KEY"].encode()
+    if args.all_namespaces and args.namespace:
+        print("error: --namespace and --all-namespaces exclude each other", file=sys.stderr)
+        return 2
+    cfg = OperatorConfig(
+        namespaces=[] if args.all_namespaces else (args.namespace or ["default"]),
+        lease_namespace=args.lease_namespace,
+        identity=args.identity or "",
+        listen=args.listen,
+        port=args.port,
+        ingest_url=args.ingest_url,
+        ingest_key=key,
+        workers=args.workers,
+        resync=args.resync,
+    )
+    run(cfg, args.kubeconfig)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trialforge",
@@ -212,6 +261,44 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="exit 1 if the files differ")
     crds.add_argument("--stdout", action="store_true", help="print instead of writing")
     crds.set_defaults(func=_cmd_crds)
+
+    op = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator (from a kubeconfig or in-cluster)",
+        description="Watch Experiments and run their trials as Jobs. Several replicas may run; "
+        "a Lease elects the one that acts. Serves /healthz, /metrics and the ingest "
+        "endpoint /v1/observations on --port.",
+    )
+    op.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, or in-cluster")
+    op.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        help="watch this namespace (repeatable; default: default)",
+    )
+    op.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    op.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the leader-election Lease (default: $POD_NAMESPACE or default)",
+    )
+    op.add_argument("--identity", help="this replica's name in the Lease (default: host-pid)")
+    op.add_argument("--listen", default="0.0.0.0", help="address to serve on")
+    op.add_argument("--port", type=int, default=8080, help="port for /healthz, /metrics, ingest")
+    op.add_argument(
+        "--ingest-url",
+        help="the URL trial pods reach the ingest endpoint at "
+        "(e.g. http://trialforge.trialforge-system.svc:8080/v1/observations)",
+    )
+    op.add_argument(
+        "--ingest-key-file",
+        help="secret key for per-trial tokens (or $TRIALFORGE_INGEST_KEY); no key: ingest off",
+    )
+    op.add_argument("--workers", type=int, default=4, help="experiments reconciled at once")
+    op.add_argument("--resync", type=float, default=30.0, help="seconds between resyncs")
+    op.add_argument("--log-format", choices=["json", "text"], default="json")
+    op.add_argument("--log-level", default="info")
+    op.set_defaults(func=_cmd_operator)
     return parser
 
 

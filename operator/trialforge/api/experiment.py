@@ -340,7 +340,8 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             reason="FieldValueInvalid",
         ),
         _cel(
-            "!has(self.objectives) || size(self.objectives) < 2 || "
+            "!has(self.objectives) || size(self.objectives) < 2 || !has(self.search) || "
+            "!has(self.search.algorithm) || "
             "self.search.algorithm in ['random', 'grid', 'tpe', 'qmc', 'nsga2', 'gp']",
             "this search algorithm cannot optimise several objectives; "
             "use tpe, nsga2, random, grid, qmc or gp",
@@ -348,13 +349,14 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             reason="FieldValueInvalid",
         ),
         _cel(
-            "!has(self.objectives) || size(self.objectives) < 2 || "
-            "self.earlyStopping.algorithm == 'none'",
+            "!has(self.objectives) || size(self.objectives) < 2 || !has(self.earlyStopping) "
+            "|| !has(self.earlyStopping.algorithm) || self.earlyStopping.algorithm == 'none'",
             "early stopping needs a single objective",
             fieldPath=".earlyStopping.algorithm",
             reason="FieldValueInvalid",
         ),
         _cel(
+            "!has(self.search) || !has(self.search.algorithm) || "
             "self.search.algorithm != 'grid' || self.parameters.all(p, "
             "p.type != 'float' || has(p.step))",
             "grid search needs every float parameter to have a step",
@@ -376,12 +378,8 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             fieldPath=".min",
             reason="FieldValueInvalid",
         ),
-        _cel(
-            "!(self.type in ['categorical', 'discrete']) || has(self.values)",
-            "categorical and discrete parameters need values",
-            fieldPath=".values",
-            reason="FieldValueRequired",
-        ),
+        # No CEL for `values`: its items may be strings, numbers or booleans, a
+        # type CEL cannot see into; validate/operator check it instead.
     ],
     "BudgetSpec": [
         _cel(
@@ -393,13 +391,13 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
     ],
     "MetricsSpec": [
         _cel(
-            "self.format != 'regex' || has(self.pattern)",
+            "!has(self.format) || self.format != 'regex' || has(self.pattern)",
             "format regex needs a pattern",
             fieldPath=".pattern",
             reason="FieldValueRequired",
         ),
         _cel(
-            "!(self.source in ['file', 'tensorboard']) || has(self.path)",
+            "!has(self.source) || !(self.source in ['file', 'tensorboard']) || has(self.path)",
             "sources file and tensorboard need a path",
             fieldPath=".path",
             reason="FieldValueRequired",

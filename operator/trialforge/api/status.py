@@ -28,7 +28,8 @@ class MetricSummary(WireModel):
 
 class HistoryPoint(WireModel):
     step: int
-    value: float
+    value: float | None = Field(default=None, description="Null when not finite; see nonFinite.")
+    non_finite: str | None = Field(default=None, description="nan, inf or -inf (JSON has none).")
     time: float | None = None
 
 
@@ -56,6 +57,9 @@ class TrialStatus(WireModel):
     image_digest: str | None = None
     exit_code: int | None = None
     gpu_seconds: float | None = None
+    retryable: bool | None = Field(
+        default=None, description="False when running it again cannot help (a NaN objective)."
+    )
     last_sequence: int | None = Field(
         default=None, description="The last observation sequence number stored."
     )

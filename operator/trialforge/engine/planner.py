@@ -8,6 +8,7 @@ that crashed half way through carrying them out simply calls it again.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,9 +49,10 @@ class StartTrial:
 @dataclass(frozen=True)
 class StopTrial:
     name: str
-    phase: str  # Pruned | Cancelled
+    phase: str  # Pruned | Cancelled | Failed (its objective went non-finite)
     reason: str
     message: str
+    retryable: bool = True  # for phase Failed: may the trial run again?
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,23 @@ class Planner:
         # Trials stopped this round no longer hold a slot, but they are not
         # terminal in the world yet; count them as such for the decisions below.
         stopping: dict[str, StopTrial] = {}
+        metric = spec.all_objectives[0].metric
         for view in latest.values():
-            if view.phase == "Running" and self.search.should_prune(view.index):
+            if view.phase != "Running":
+                continue
+            diverged = _non_finite(view.intermediate)
+            if diverged is not None:
+                # The search stops a non-finite series too, but this is a failure
+                # of the training, not the pruner's judgement: fail it, for good.
+                step, value = diverged
+                stopping[view.name] = StopTrial(
+                    view.name,
+                    "Failed",
+                    "ObjectiveNotFinite",
+                    f"objective {metric!r} is {value} at step {step} — the training diverged",
+                    retryable=False,
+                )
+            elif self.search.should_prune(view.index):
                 stopping[view.name] = StopTrial(
                     view.name,
                     "Pruned",
@@ -271,6 +288,13 @@ class Planner:
         ]
         front.sort(key=lambda b: b.index)
         return None, front
+
+
+def _non_finite(intermediate: Mapping[int, float]) -> tuple[int, float] | None:
+    for step in sorted(intermediate):
+        if not math.isfinite(intermediate[step]):
+            return step, intermediate[step]
+    return None
 
 
 def _latest_attempts(trials: Sequence[TrialView]) -> dict[int, TrialView]:

@@ -1,0 +1,62 @@
+# Trialforge developer commands. `make demo` and `make test` work on a fresh machine
+# with Python >= 3.11 and Go (for the local Kubernetes control plane).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv demo smoke test unit cluster-test lint format crds cluster-build cluster-up cluster-down bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv with trialforge and the dev tools
+
+demo: $(STAMP)  ## run the digits example (TPE + ASHA) locally
+	$(BIN)/trialforge run examples/digits-tpe-asha.yaml
+
+smoke: $(STAMP)  ## a run that finishes in seconds
+	$(BIN)/trialforge run examples/smoke.yaml
+
+test: $(STAMP) cluster-build  ## every test: lint, unit, and against the real local control plane
+	$(BIN)/ruff check .
+	$(BIN)/trialforge crds --check
+	$(BIN)/pytest
+
+unit: $(STAMP)  ## the fast tests only (no cluster)
+	$(BIN)/pytest -m "not cluster"
+
+cluster-test: $(STAMP) cluster-build  ## only the tests against the local control plane
+	$(BIN)/pytest -m cluster
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check operator tests
+
+format: $(STAMP)
+	$(BIN)/ruff format operator tests bench examples
+	$(BIN)/ruff check --fix .
+
+crds: $(STAMP)  ## regenerate crds/ from the models
+	$(BIN)/trialforge crds
+
+cluster-build:  ## build the control plane binaries from Go modules (cached in ~/.cache/trialforge)
+	e2e/cluster build
+
+cluster-up: $(STAMP) cluster-build  ## start a local control plane; then: eval $$(e2e/cluster env)
+	e2e/cluster up
+
+cluster-down:
+	e2e/cluster down
+
+bench: $(STAMP)  ## local overhead benchmark
+	$(BIN)/python bench/local_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,185 @@
+"""A thin layer over the official client: plain dicts in, plain dicts out.
+
+Lists come back as parsed JSON (``_preload_content=False``) rather than model
+objects: at a thousand trials the model conversion costs more than the call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from trialforge.api.experiment import GROUP, VERSION
+from trialforge.kube import names
+
+
+class Kube:
+    def __init__(
+        self, api_client: client.ApiClient, component: str = "trialforge-operator"
+    ) -> None:
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.component = component
+        self.writes = 0  # API write requests made (for the benchmark and tests)
+
+    @staticmethod
+    def _json(resp: Any) -> dict[str, Any]:
+        return json.loads(resp.data)
+
+    # -- custom resources -----------------------------------------------------------
+
+    def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._json(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, names.EXPERIMENTS, name, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_experiments(self, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace:
+            resp = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, names.EXPERIMENTS, _preload_content=False
+            )
+        else:
+            resp = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, names.EXPERIMENTS, _preload_content=False
+            )
+        return self._json(resp)["items"]
+
+    def list_trials(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
+        resp = self.custom.list_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            names.TRIALS,
+            label_selector=f"{names.LABEL_EXPERIMENT}={experiment}",
+            _preload_content=False,
+        )
+        return self._json(resp)["items"]
+
+    def get_trial(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._json(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, names.TRIALS, name, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_trial(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create, or None when it exists already (a deterministic name decided twice)."""
+        self.writes += 1
+        try:
+            return self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, names.TRIALS, dict(body)
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            # A merge patch with a resourceVersion is conditional: 409 if it moved.
+            body["metadata"] = {"resourceVersion": resource_version}
+        self.writes += 1
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, plural, name, body
+        )
+
+    # -- workloads --------------------------------------------------------------------
+
+    def list_jobs(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
+        resp = self.batch.list_namespaced_job(
+            namespace,
+            label_selector=f"{names.LABEL_EXPERIMENT}={experiment}",
+            _preload_content=False,
+        )
+        return self._json(resp)["items"]
+
+    def list_pods(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
+        resp = self.core.list_namespaced_pod(
+            namespace,
+            label_selector=f"{names.LABEL_EXPERIMENT}={experiment}",
+            _preload_content=False,
+        )
+        return self._json(resp)["items"]
+
+    def create(self, obj: Mapping[str, Any]) -> bool:
+        """Create a Job, Service or Secret; False when it already exists."""
+        self.writes += 1
+        namespace = obj["metadata"]["namespace"]
+        kind = obj["kind"]
+        try:
+            if kind == "Job":
+                self.batch.create_namespaced_job(namespace, dict(obj))
+            elif kind == "Service":
+                self.core.create_namespaced_service(namespace, dict(obj))
+            elif kind == "Secret":
+                self.core.create_namespaced_secret(namespace, dict(obj))
+            else:
+                raise ValueError(f"cannot create {kind}")
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.writes += 1
+        try:
+            self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", grace_period_seconds=5
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def event(self, obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on ``obj``; never fails the caller (events are best effort)."""
+        meta = obj["metadata"]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.component},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        self.writes += 1
+        with contextlib.suppress(ApiException):
+            self.core.create_namespaced_event(meta["namespace"], body)

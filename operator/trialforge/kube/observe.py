@@ -1,0 +1,213 @@
+"""Reading the world: a Trial's state from its Job and pods, as the cluster reports it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from trialforge.api.experiment import ExperimentSpec
+from trialforge.api.status import TERMINAL_PHASES
+from trialforge.engine.history import observations_from, point_value
+from trialforge.engine.objective import conclude
+from trialforge.engine.planner import TrialView
+
+GPU = "nvidia.com/gpu"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    text = str(value).replace("Z", "+00:00")
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+def _iso(value: Any) -> str | None:
+    ts = parse_time(value)
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind and c.get("status") == "True":
+            return c
+    return None
+
+
+def _gpus(pod_spec: Mapping[str, Any]) -> float:
+    total = 0.0
+    for c in pod_spec.get("containers") or []:
+        res = c.get("resources") or {}
+        value = (res.get("limits") or {}).get(GPU) or (res.get("requests") or {}).get(GPU)
+        if value is not None:
+            total += float(value)
+    return total
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the Job and pods say about one trial attempt."""
+
+    status: dict[str, Any]  # the fields to merge into Trial.status
+    event: tuple[str, str, str] | None = None  # (type, reason, message) when the phase changed
+
+
+def trial_status_from(
+    spec: ExperimentSpec,
+    trial: Mapping[str, Any],
+    job: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+) -> Observed:
+    """The Trial status fields the Job and pods imply (the trial's phase and where it ran)."""
+    status = dict(trial.get("status") or {})
+    phase = status.get("phase", "Pending")
+    name = trial["metadata"]["name"]
+    if phase in TERMINAL_PHASES:
+        return Observed({})
+    out: dict[str, Any] = {}
+    pod = _main_pod(pods)
+    if pod is not None:
+        out.update(_where(pod))
+    if job is None:
+        return Observed(out if out else {"phase": "Pending"} if "phase" not in status else {})
+    jstatus = job.get("status") or {}
+    start = jstatus.get("startTime")
+    if start and not status.get("startTime"):
+        out["startTime"] = _iso(start)
+    complete = _condition(job, "Complete")
+    failed = _condition(job, "Failed")
+    if complete or failed:
+        end = jstatus.get("completionTime") or (failed or {}).get("lastTransitionTime")
+        out["completionTime"] = _iso(end) or now_iso()
+        exit_code = _exit_code(pod)
+        if exit_code is not None:
+            out["exitCode"] = exit_code
+        failure = None
+        if failed:
+            reason = failed.get("reason") or "Failed"
+            failure = "Timeout" if reason == "DeadlineExceeded" else _pod_reason(pod) or reason
+        history = status.get("history") or {}
+        outcome = conclude(spec, 0 if complete else exit_code, observations_from(history), failure)
+        out.update(
+            phase=outcome.phase,
+            reason=outcome.reason,
+            message=outcome.message,
+        )
+        if outcome.values:
+            out["values"] = list(outcome.values)
+            out["objective"] = outcome.values[0]
+        if not outcome.retryable:
+            out["retryable"] = False
+        gpu = _gpus((job.get("spec") or {}).get("template", {}).get("spec", {}))
+        began = parse_time(out.get("startTime") or status.get("startTime"))
+        ended = parse_time(out["completionTime"])
+        if gpu and began and ended:
+            workers = int((job.get("spec") or {}).get("parallelism") or 1)
+            out["gpuSeconds"] = round(gpu * workers * max(0.0, ended - began), 3)
+        kind = "Normal" if outcome.phase == "Succeeded" else "Warning"
+        return Observed(out, (kind, f"Trial{outcome.phase}", f"{name}: {outcome.message}"))
+    if (job.get("spec") or {}).get("suspend"):
+        out.update(phase="Pending", reason="WaitingForAdmission", message="the Job waits for Kueue")
+    elif pod is not None and (pod.get("status") or {}).get("phase") == "Running":
+        out.update(phase="Running", reason="Running", message="")
+    elif pod is not None:
+        unschedulable = _unschedulable(pod)
+        if unschedulable:
+            out.update(phase="Pending", reason="Unschedulable", message=unschedulable)
+        else:
+            out.update(phase="Pending", reason="Starting", message="")
+    else:
+        out.setdefault("phase", "Pending")
+    changed = {k: v for k, v in out.items() if status.get(k) != v}
+    event = None
+    if changed.get("phase") == "Running":
+        event = ("Normal", "TrialStarted", f"{name} is running on {out.get('node', '?')}")
+    elif changed.get("reason") == "Unschedulable":
+        event = ("Warning", "TrialUnschedulable", f"{name}: {out['message']}")
+    return Observed(changed, event)
+
+
+def _main_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    if not pods:
+        return None
+
+    def rank(p: Mapping[str, Any]) -> tuple[int, str]:
+        index = (p.get("metadata", {}).get("annotations") or {}).get(
+            "batch.kubernetes.io/job-completion-index", "0"
+        )
+        return (
+            int(index) if str(index).isdigit() else 0,
+            p["metadata"].get("creationTimestamp") or "",
+        )
+
+    return sorted(pods, key=rank)[0]
+
+
+def _where(pod: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = (pod.get("spec") or {}).get("nodeName")
+    if node:
+        out["node"] = node
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        image_id = cs.get("imageID")
+        if image_id:
+            out["imageDigest"] = image_id.split("://", 1)[-1]
+            break
+    return out
+
+
+def _exit_code(pod: Mapping[str, Any] | None) -> int | None:
+    if pod is None:
+        return None
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term and term.get("exitCode") is not None:
+            return int(term["exitCode"])
+    return None
+
+
+def _pod_reason(pod: Mapping[str, Any] | None) -> str | None:
+    if pod is None:
+        return None
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term and term.get("reason") not in (None, "Completed", "Error"):
+            return str(term["reason"])  # OOMKilled, ContainerCannotRun, ...
+    return None
+
+
+def _unschedulable(pod: Mapping[str, Any]) -> str | None:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable":
+            return str(c.get("message") or "no node can run it")
+    return None
+
+
+def trial_view(spec: ExperimentSpec, trial: Mapping[str, Any]) -> TrialView:
+    tspec = trial["spec"]
+    status = trial.get("status") or {}
+    metric = spec.all_objectives[0].metric
+    history = (status.get("history") or {}).get(metric) or []
+    values = status.get("values")
+    return TrialView(
+        name=trial["metadata"]["name"],
+        index=int(tspec["index"]),
+        attempt=int(tspec.get("attempt", 0)),
+        phase=status.get("phase", "Pending"),
+        parameters=tspec["parameters"],
+        seed=int(tspec.get("seed", 0)),
+        values=tuple(values) if values else None,
+        intermediate={int(p["step"]): point_value(p) for p in history},
+        reason=status.get("reason"),
+        retryable=status.get("retryable", True) is not False,
+        search_state=tspec.get("searchState"),
+    )

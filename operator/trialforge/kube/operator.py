@@ -1,0 +1,271 @@
+"""``trialforge operator``: kopf watches, one coalescing queue of reconciles, the ingest server.
+
+Explicit registration on our own registry, as kopf's docs recommend for
+libraries.  Every watched change (an Experiment, one of our Trials, Jobs or
+pods) only *requests* a reconcile of the Experiment it belongs to; a queue
+coalesces bursts so a hundred pod updates cost one reconcile, and reconciles of
+different experiments run in parallel threads.  Only the Lease holder acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from aiohttp import web
+from kubernetes import client, config
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from trialforge.api.experiment import GROUP, VERSION
+from trialforge.kube import names
+from trialforge.kube.client import Kube
+from trialforge.kube.ingest import Ingest
+from trialforge.kube.leader import LeaderElection
+from trialforge.kube.reconcile import Reconciler, objective_directions
+
+log = logging.getLogger("trialforge.operator")
+
+RECONCILE_SECONDS = Histogram(
+    "trialforge_reconcile_duration_seconds", "Time to reconcile one experiment."
+)
+RECONCILE_ERRORS = Counter("trialforge_reconcile_errors_total", "Reconciles that raised.")
+OBSERVATIONS = Counter("trialforge_observations_ingested_total", "Observations stored.")
+REJECTED = Counter("trialforge_observations_rejected_total", "Ingest requests refused.", ["reason"])
+
+Key = tuple[str, str]
+
+
+@dataclass
+class OperatorConfig:
+    namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
+    lease_namespace: str = "default"
+    identity: str = ""
+    listen: str = "0.0.0.0"
+    port: int = 8080
+    ingest_url: str | None = None
+    ingest_key: bytes | None = None
+    workers: int = 4
+    resync: float = 30.0
+
+
+class Queue:
+    """Reconcile requests, coalesced per experiment; one reconcile per experiment at a time."""
+
+    def __init__(self, reconciler: Reconciler, leader: LeaderElection, workers: int) -> None:
+        self.reconciler = reconciler
+        self.leader = leader
+        self.workers = workers
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._pending: set[Key] = set()
+        self._running: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.loop = asyncio.get_running_loop()
+
+    def request(self, key: Key) -> None:
+        if key in self._running:
+            self._dirty.add(key)
+        elif key not in self._pending:
+            self._pending.add(key)
+            self._queue.put_nowait(key)
+
+    def request_threadsafe(self, key: Key) -> None:
+        self.loop.call_soon_threadsafe(self.request, key)
+
+    def later(self, key: Key, seconds: float) -> None:
+        old = self._timers.pop(key, None)
+        if old:
+            old.cancel()
+        self._timers[key] = self.loop.call_later(seconds, self.request, key)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._pending.discard(key)
+            if not self.leader.is_leader:
+                continue  # the leader will do it; we resync on winning the lease
+            self._running.add(key)
+            started = time.perf_counter()
+            try:
+                again = await asyncio.to_thread(self.reconciler.reconcile, *key)
+            except Exception:
+                RECONCILE_ERRORS.inc()
+                log.exception("reconcile of %s/%s failed; retrying", *key)
+                again = 5.0
+            finally:
+                RECONCILE_SECONDS.observe(time.perf_counter() - started)
+                self._running.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.request(key)
+            elif again is not None:
+                self.later(key, again)
+
+
+def _owner_experiment(body: Any) -> str | None:
+    labels = body.get("metadata", {}).get("labels") or {}
+    return labels.get(names.LABEL_EXPERIMENT)
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        # Watches that hang silently are kopf's best known failure (DESIGN §5).
+        settings.watching.server_timeout = 120
+        settings.watching.client_timeout = 150
+        settings.watching.connect_timeout = 10
+        settings.posting.level = logging.WARNING
+        settings.peering.standalone = True
+        # Only on.event handlers: nothing to store; keep kopf's marks out of our status.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+        await _start(memo)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        await _stop(memo)
+
+    @kopf.on.event(GROUP, VERSION, names.EXPERIMENTS, registry=registry)
+    async def experiment_event(event: dict[str, Any], body: Any, memo: kopf.Memo, **_: Any) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event.get("type") == "DELETED":
+            memo.reconciler.forget(*key)
+            return
+        memo.queue.request(key)
+
+    managed = {names.LABEL_MANAGED: names.MANAGER}
+
+    async def owned(body: Any, memo: kopf.Memo, **_: Any) -> None:
+        experiment = _owner_experiment(body)
+        if experiment and hasattr(memo, "queue"):
+            memo.queue.request((body["metadata"]["namespace"], experiment))
+
+    kopf.on.event(GROUP, VERSION, names.TRIALS, labels=managed, registry=registry)(owned)
+    kopf.on.event("batch", "v1", "jobs", labels=managed, registry=registry)(owned)
+    kopf.on.event("", "v1", "pods", labels=managed, registry=registry)(owned)
+    return registry
+
+
+async def _start(memo: kopf.Memo) -> None:
+    cfg: OperatorConfig = memo.config
+    api_client = memo.api_client
+    kube = Kube(api_client)
+    reconciler = Reconciler(kube, cfg.ingest_url, cfg.ingest_key, cfg.resync)
+    memo.kube = kube
+    memo.reconciler = reconciler
+
+    def on_leadership(held: bool) -> None:
+        if held:
+            # A new leader trusts nothing it did not read: look at every experiment.
+            for namespace in cfg.namespaces or [None]:
+                for xp in kube.list_experiments(namespace):
+                    memo.queue.request_threadsafe(
+                        (xp["metadata"]["namespace"], xp["metadata"]["name"])
+                    )
+
+    leader = LeaderElection(api_client, cfg.lease_namespace, cfg.identity, on_change=on_leadership)
+    memo.leader = leader
+    memo.queue = Queue(reconciler, leader, cfg.workers)
+    memo.queue.start()
+    leader.start()
+    memo.runner = await _serve(memo, cfg, kube, reconciler)
+
+
+async def _stop(memo: kopf.Memo) -> None:
+    if hasattr(memo, "queue"):
+        await memo.queue.stop()
+    if hasattr(memo, "leader"):
+        await asyncio.to_thread(memo.leader.stop)
+    if hasattr(memo, "runner"):
+        await memo.runner.cleanup()
+
+
+async def _serve(
+    memo: kopf.Memo, cfg: OperatorConfig, kube: Kube, reconciler: Reconciler
+) -> web.AppRunner:
+    ingest = None
+    if cfg.ingest_key is not None:
+        ingest = Ingest(
+            kube,
+            cfg.ingest_key,
+            lambda ns, xp: objective_directions(reconciler, ns, xp),
+            lambda ns, xp: memo.queue.request_threadsafe((ns, xp)),
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "leader": memo.leader.is_leader})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def observations(request: web.Request) -> web.Response:
+        if ingest is None:
+            return web.json_response({"error": "ingest is disabled"}, status=404)
+        try:
+            payload = await request.json()
+        except ValueError:
+            REJECTED.labels("malformed").inc()
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+        answer = await asyncio.to_thread(ingest.handle, payload)
+        if answer.reason:
+            REJECTED.labels(answer.reason).inc()
+        else:
+            OBSERVATIONS.inc(answer.body.get("accepted", 0))
+        return web.json_response(answer.body, status=answer.status)
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/observations", observations)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, cfg.listen, cfg.port).start()
+    log.info("serving /healthz, /metrics and /v1/observations on %s:%d", cfg.listen, cfg.port)
+    return runner
+
+
+def load_api_client(kubeconfig: str | None) -> client.ApiClient:
+    if kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_kube_config(config_file=kubeconfig)
+    else:
+        config.load_incluster_config()
+    return client.ApiClient()
+
+
+def run(cfg: OperatorConfig, kubeconfig: str | None = None) -> None:
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
+    api_client = load_api_client(kubeconfig)
+    cfg.identity = cfg.identity or f"{socket.gethostname()}-{os.getpid()}"
+    memo = kopf.Memo(config=cfg, api_client=api_client)
+    kopf.run(
+        registry=build_registry(),
+        standalone=True,
+        clusterwide=not cfg.namespaces,
+        namespaces=cfg.namespaces,
+        memo=memo,
+    )

@@ -1,0 +1,426 @@
+"""The reconcile: one Experiment, the world as it is, the planner's actions carried out.
+
+Level-based and idempotent, in controller-runtime's sense: whatever event woke
+it, it reads the Experiment, its Trials, their Jobs and pods, brings each
+Trial's status in line with its Job, asks the planner, and acts.  Trial names
+are deterministic, so an action repeated after a crash finds its object
+already there (AlreadyExists is success) and a trial is never duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from trialforge.api.experiment import Experiment
+from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
+from trialforge.api.trial import trial_name
+from trialforge.api.validation import ExperimentInvalid, load_experiment
+from trialforge.engine.planner import FinishExperiment, Plan, Planner, StartTrial, StopTrial
+from trialforge.kube import names
+from trialforge.kube.client import Kube
+from trialforge.kube.jobs import build_job, owner_reference, trial_labels
+from trialforge.kube.observe import now_iso, parse_time, trial_status_from, trial_view
+
+log = logging.getLogger("trialforge.reconcile")
+
+DEFAULT_RESYNC = 30.0
+
+
+def ingest_token(key: bytes, namespace: str, trial: str) -> str:
+    """The per-trial token: an HMAC the operator can check without storing it."""
+    return hmac.new(key, f"{namespace}/{trial}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class _Cached:
+    uid: str
+    fingerprint: str
+    planner: Planner
+
+
+def _fingerprint(experiment: Experiment) -> str:
+    spec = experiment.spec
+    fixed = {
+        "objectives": [o.model_dump() for o in spec.all_objectives],
+        "parameters": [p.model_dump() for p in spec.parameters],
+        "search": spec.search.model_dump(),
+        "earlyStopping": spec.early_stopping.model_dump(),
+    }
+    return hashlib.sha256(repr(fixed).encode()).hexdigest()
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        ingest_url: str | None = None,
+        ingest_key: bytes | None = None,
+        resync: float = DEFAULT_RESYNC,
+    ) -> None:
+        self.kube = kube
+        self.ingest_url = ingest_url
+        self.ingest_key = ingest_key
+        self.resync = resync
+        self._cache: dict[tuple[str, str], _Cached] = {}
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._cache.pop((namespace, name), None)
+
+    # -- the reconcile ------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Reconcile one Experiment; returns seconds until it should be looked at again."""
+        obj = self.kube.get_experiment(namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            # Owner references take its Trials, Jobs, pods and Services with it.
+            self.forget(namespace, name)
+            return None
+        status = obj.get("status") or {}
+        try:
+            experiment = load_experiment({k: v for k, v in obj.items() if k != "status"})
+        except ExperimentInvalid as exc:
+            self._invalid(obj, exc)
+            return None
+        if status.get("phase") in ("Succeeded", "Failed") and status.get("completionTime"):
+            return None
+
+        planner = self._planner(obj, experiment)
+        trials = self.kube.list_trials(namespace, name)
+        jobs = {j["metadata"]["name"]: j for j in self.kube.list_jobs(namespace, name)}
+        pods: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for pod in self.kube.list_pods(namespace, name):
+            trial = (pod["metadata"].get("labels") or {}).get(names.LABEL_TRIAL)
+            if trial:
+                pods[trial].append(pod)
+
+        for trial in trials:
+            self._observe(
+                experiment, trial, jobs.get(names.job_name(trial["metadata"]["name"])), pods
+            )
+            phase = (trial.get("status") or {}).get("phase", "Pending")
+            tname = trial["metadata"]["name"]
+            if phase not in TERMINAL_PHASES and names.job_name(tname) not in jobs:
+                # Decided and recorded, but its Job never made it (a crash, a failed create).
+                self._start_job(experiment, trial)
+
+        now = time.time()
+        started_at = parse_time(status.get("startTime")) or now
+        plan = planner.plan(
+            [trial_view(experiment.spec, t) for t in trials],
+            now=now,
+            started_at=started_at,
+            suspended=experiment.spec.suspend,
+        )
+        by_name = {t["metadata"]["name"]: t for t in trials}
+        for action in plan.actions:
+            if isinstance(action, StopTrial):
+                self._stop(by_name.get(action.name), action)
+        for action in plan.of(StartTrial):
+            created = self._create_trial(obj, experiment, action)
+            if created is not None:
+                by_name[created["metadata"]["name"]] = created
+        self._write_status(obj, experiment, plan, list(by_name.values()), started_at)
+        deadline = experiment.spec.budget.deadline_seconds
+        if deadline is not None and plan.finished is None:
+            return max(1.0, min(self.resync, started_at + deadline - now))
+        return None if plan.finished else self.resync
+
+    # -- pieces -------------------------------------------------------------------------
+
+    def _planner(self, obj: Mapping[str, Any], experiment: Experiment) -> Planner:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        uid = obj["metadata"]["uid"]
+        fingerprint = _fingerprint(experiment)
+        cached = self._cache.get(key)
+        if cached is None or cached.uid != uid or cached.fingerprint != fingerprint:
+            # A new process, a new object under an old name, or a changed search:
+            # the planner is rebuilt from the Trials on its first plan.
+            cached = _Cached(uid, fingerprint, Planner(experiment.spec, experiment.name))
+            self._cache[key] = cached
+        cached.planner.spec = experiment.spec  # budget and suspend may change
+        return cached.planner
+
+    def _observe(
+        self,
+        experiment: Experiment,
+        trial: dict[str, Any],
+        job: Mapping[str, Any] | None,
+        pods: Mapping[str, list[dict[str, Any]]],
+    ) -> None:
+        tname = trial["metadata"]["name"]
+        observed = trial_status_from(experiment.spec, trial, job, pods.get(tname, []))
+        if not observed.status:
+            return
+        try:
+            updated = self.kube.patch_status(
+                names.TRIALS,
+                trial["metadata"]["namespace"],
+                tname,
+                observed.status,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        trial["status"] = updated.get("status") or {
+            **(trial.get("status") or {}),
+            **observed.status,
+        }
+        trial["metadata"]["resourceVersion"] = updated["metadata"]["resourceVersion"]
+        if observed.event:
+            self.kube.event(trial, *observed.event)
+
+    def _create_trial(
+        self, obj: Mapping[str, Any], experiment: Experiment, action: StartTrial
+    ) -> dict[str, Any] | None:
+        namespace = obj["metadata"]["namespace"]
+        name = trial_name(experiment.name, action.index, action.attempt)
+        body = {
+            "apiVersion": names.api_version(),
+            "kind": "Trial",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": trial_labels(experiment.name, name, action.index, action.attempt),
+                "ownerReferences": [owner_reference(obj)],
+            },
+            "spec": {
+                "experiment": experiment.name,
+                "index": action.index,
+                "attempt": action.attempt,
+                "parameters": action.parameters,
+                "seed": action.seed,
+                "searchState": action.search_state,
+            },
+        }
+        created = self.kube.create_trial(namespace, body)
+        if created is None:
+            created = self.kube.get_trial(namespace, name)
+            if created is None:
+                return None
+        if action.why == "retry":
+            self.kube.event(obj, "Normal", "TrialRetried", f"{name}: attempt {action.attempt}")
+        self._start_job(experiment, created)
+        return created
+
+    def _start_job(self, experiment: Experiment, trial: Mapping[str, Any]) -> None:
+        name = trial["metadata"]["name"]
+        namespace = trial["metadata"]["namespace"]
+        if self.ingest_key is not None:
+            self.kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": names.token_secret_name(name),
+                        "namespace": namespace,
+                        "labels": trial_labels(
+                            experiment.name,
+                            name,
+                            trial["spec"]["index"],
+                            trial["spec"].get("attempt", 0),
+                        ),
+                        "ownerReferences": [owner_reference(trial)],
+                    },
+                    "type": "Opaque",
+                    "stringData": {
+                        names.INGEST_TOKEN_KEY: ingest_token(self.ingest_key, namespace, name)
+                    },
+                }
+            )
+        job, service = build_job(experiment, trial, self.ingest_url if self.ingest_key else None)
+        if service is not None:
+            self.kube.create(service)
+        self.kube.create(job)
+
+    def _stop(self, trial: Mapping[str, Any] | None, action: StopTrial) -> None:
+        if trial is None:
+            return
+        namespace = trial["metadata"]["namespace"]
+        self.kube.delete_job(namespace, names.job_name(action.name))
+        status: dict[str, Any] = {
+            "phase": action.phase,
+            "reason": action.reason,
+            "message": action.message,
+            "completionTime": now_iso(),
+        }
+        if not action.retryable:
+            status["retryable"] = False
+        try:
+            self.kube.patch_status(names.TRIALS, namespace, action.name, status)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        kind = "Warning" if action.phase == "Failed" else "Normal"
+        self.kube.event(trial, kind, f"Trial{action.phase}", f"{action.name}: {action.message}")
+
+    # -- experiment status ----------------------------------------------------------------
+
+    def _write_status(
+        self,
+        obj: Mapping[str, Any],
+        experiment: Experiment,
+        plan: Plan,
+        trials: list[dict[str, Any]],
+        started_at: float,
+    ) -> None:
+        old = obj.get("status") or {}
+        spec = experiment.spec
+        finished = plan.finished
+        running = plan.counts["running"] + plan.counts["pending"]
+        if finished is not None:
+            phase, reason, message = finished.phase, finished.reason, finished.message
+        elif spec.suspend:
+            phase, reason, message = "Suspended", "Suspended", "spec.suspend is true: no new trials"
+        elif plan.counts["total"]:
+            phase, reason, message = "Running", "Running", f"{running} trials running"
+        else:
+            phase, reason, message = "Pending", "Starting", "no trial has started yet"
+        status: dict[str, Any] = {
+            "phase": phase,
+            "reason": reason,
+            "message": message,
+            "trials": plan.counts,
+            "observedGeneration": obj["metadata"].get("generation"),
+            "startTime": old.get("startTime")
+            or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
+        }
+        gpu = sum(float((t.get("status") or {}).get("gpuSeconds") or 0) for t in trials)
+        if gpu:
+            status["gpuSeconds"] = round(gpu, 3)
+        if plan.best is not None:
+            status["best"] = {
+                "trial": plan.best.name,
+                "parameters": dict(plan.best.parameters),
+                "value": plan.best.values[0],
+            }
+            status["bestValue"] = plan.best.values[0]
+        if spec.multi_objective and plan.pareto_front:
+            status["paretoFront"] = [
+                {"trial": b.name, "parameters": dict(b.parameters), "values": list(b.values)}
+                for b in plan.pareto_front
+            ]
+        if finished is not None:
+            status["completionTime"] = old.get("completionTime") or now_iso()
+        status["conditions"] = _conditions(
+            old.get("conditions") or [], phase, finished, spec.suspend, obj
+        )
+        if all(old.get(k) == v for k, v in status.items()):
+            return  # nothing changed: no write
+        self.kube.patch_status(
+            names.EXPERIMENTS, obj["metadata"]["namespace"], obj["metadata"]["name"], status
+        )
+        if finished is not None and old.get("phase") != finished.phase:
+            kind = "Normal" if finished.phase == "Succeeded" else "Warning"
+            self.kube.event(obj, kind, finished.reason, finished.message)
+
+    def _invalid(self, obj: Mapping[str, Any], exc: ExperimentInvalid) -> None:
+        """Refuse a spec the API server let through; touch no running trial."""
+        old = obj.get("status") or {}
+        message = "; ".join(str(e) for e in exc.errors)[:2000]
+        conditions = [c for c in old.get("conditions") or [] if c.get("type") != "SpecValid"]
+        previous = next(
+            (c for c in old.get("conditions") or [] if c.get("type") == "SpecValid"), None
+        )
+        if previous and previous.get("status") == "False" and previous.get("message") == message:
+            return
+        conditions.append(_condition("SpecValid", "False", "InvalidSpec", message, obj, previous))
+        status: dict[str, Any] = {
+            "conditions": conditions,
+            "observedGeneration": obj["metadata"].get("generation"),
+        }
+        if not old.get("phase"):
+            status.update(phase="Pending", reason="InvalidSpec", message=message)
+        self.kube.patch_status(
+            names.EXPERIMENTS, obj["metadata"]["namespace"], obj["metadata"]["name"], status
+        )
+        self.kube.event(obj, "Warning", "InvalidSpec", message)
+        log.warning(
+            "experiment %s/%s is invalid: %s",
+            obj["metadata"]["namespace"],
+            obj["metadata"]["name"],
+            message,
+        )
+
+
+def _condition(
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    obj: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    same = previous is not None and previous.get("status") == status
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": (previous or {}).get("lastTransitionTime") if same else now_iso(),
+        "observedGeneration": obj["metadata"].get("generation"),
+    }
+
+
+def _conditions(
+    old: list[Mapping[str, Any]],
+    phase: str,
+    finished: FinishExperiment | None,
+    suspended: bool,
+    obj: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    previous = {c.get("type"): c for c in old}
+    wanted = [
+        ("SpecValid", "True", "Valid", "the spec is valid"),
+        (
+            "Running",
+            "True" if phase == "Running" else "False",
+            "TrialsRunning" if phase == "Running" else phase,
+            "trials are running" if phase == "Running" else (finished.message if finished else ""),
+        ),
+        (
+            "Suspended",
+            "True" if suspended else "False",
+            "Suspended" if suspended else "NotSuspended",
+            "",
+        ),
+    ]
+    if finished is not None:
+        wanted.append((finished.phase, "True", finished.reason, finished.message))
+        for kind in ("GoalReached", "BudgetExhausted"):
+            hit = finished.reason == kind or (
+                kind == "BudgetExhausted" and finished.reason == "SearchSpaceExhausted"
+            )
+            wanted.append(
+                (kind, "True" if hit else "False", finished.reason, finished.message if hit else "")
+            )
+    return [_condition(k, s, r, m, obj, previous.get(k)) for k, s, r, m in wanted]
+
+
+__all__ = ["ACTIVE_PHASES", "Reconciler", "ingest_token"]
+
+
+def objective_directions(
+    reconciler: Reconciler, namespace: str, name: str
+) -> dict[str, str] | None:
+    """Which way each objective metric improves, for the ingest's 'best' bookkeeping."""
+    cached = reconciler._cache.get((namespace, name))
+    spec = cached.planner.spec if cached else None
+    if spec is None:
+        obj = reconciler.kube.get_experiment(namespace, name)
+        if obj is None:
+            return None
+        try:
+            spec = load_experiment({k: v for k, v in obj.items() if k != "status"}).spec
+        except ExperimentInvalid:
+            return None
+    return {o.metric: o.direction for o in spec.all_objectives}
