@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trialforge.api.experiment import Experiment
-from trialforge.engine.template import substitute_container, trial_environment
+from trialforge.engine.template import substitute_container, substitute_text, trial_environment
 from trialforge.kube import names
 
 
@@ -60,6 +60,12 @@ def build_job(
 
     template = copy.deepcopy(spec.trial.template)
     pod_meta = template.setdefault("metadata", {})
+    # Parameters may also label and annotate the pods (dashboards, schedulers).
+    for key in ("labels", "annotations"):
+        if isinstance(pod_meta.get(key), dict):
+            pod_meta[key] = {
+                k: substitute_text(str(v), parameters) for k, v in pod_meta[key].items()
+            }
     pod_meta.setdefault("labels", {}).update(labels)
     pod_spec = template.setdefault("spec", {})
     # Retries are new attempts decided by the engine, never the kubelet's.
