@@ -200,10 +200,14 @@ class Planner:
         return min(limit, capacity) if capacity is not None else limit
 
     def _sync(self, latest: Mapping[int, TrialView]) -> None:
-        for index in sorted(latest):
+        # Trials the study already knows the end of cannot change it any more:
+        # skipping them keeps a plan's sync to the trials still in play rather
+        # than every trial so far.
+        pending = [i for i in sorted(latest) if not self.search.is_finished(i)]
+        for index in pending:
             view = latest[index]
             self.search.restore(index, view.parameters, view.search_state)
-        for index in sorted(latest):
+        for index in pending:
             view = latest[index]
             if view.intermediate:
                 self.search.report(index, view.intermediate)
@@ -254,8 +258,8 @@ class Planner:
                 phase, "DeadlineExceeded", f"the deadline ({spec.budget.deadline}) passed"
             )
         limit = self._limit()
-        done = [i for i in range(limit) if outcome.get(i) is not None]
-        if len(done) >= limit:
+        done = sum(1 for i, o in outcome.items() if i < limit and o is not None)
+        if done >= limit:
             reason = (
                 "BudgetExhausted" if limit == spec.budget.max_trials else "SearchSpaceExhausted"
             )
@@ -270,19 +274,21 @@ class Planner:
 
     def _best(self, latest: Mapping[int, TrialView]) -> tuple[Best | None, list[Best]]:
         directions = [o.direction for o in self.spec.all_objectives]
-        done = [
-            Best(v.name, v.index, v.parameters, tuple(v.values))
+        succeeded = [
+            v
             for v in latest.values()
             if v.phase == "Succeeded" and v.values is not None and len(v.values) == len(directions)
         ]
-        if not done:
+        if not succeeded:
             return None, []
         if len(directions) == 1:
-            best = done[0]
-            for candidate in done[1:]:
-                if better(candidate.values[0], best.values[0], directions[0]):
-                    best = candidate
+            top = succeeded[0]
+            for candidate in succeeded[1:]:
+                if better(candidate.values[0], top.values[0], directions[0]):
+                    top = candidate
+            best = Best(top.name, top.index, top.parameters, tuple(top.values))
             return best, [best]
+        done = [Best(v.name, v.index, v.parameters, tuple(v.values)) for v in succeeded]
         front = [
             a for a in done if not any(dominates(b.values, a.values, directions) for b in done)
         ]

@@ -144,6 +144,11 @@ class Search:
         known = self._known.get(index)
         return known is not None and not known.final and known.prune
 
+    def is_finished(self, index: int) -> bool:
+        """Whether the study was told this trial's final outcome."""
+        known = self._known.get(index)
+        return known is not None and known.final
+
     def finish(self, index: int, phase: str, values: tuple[float, ...] | None = None) -> None:
         """Tell the study a trial's final outcome (idempotent)."""
         known = self._known.setdefault(index, _Known())

@@ -14,9 +14,16 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from prometheus_client import Counter
 
 from trialforge.api.experiment import GROUP, VERSION
 from trialforge.kube import names
+
+API_WRITES = Counter(
+    "trialforge_api_writes_total",
+    "Write requests the operator sent to the Kubernetes API.",
+    ["resource", "verb"],
+)
 
 
 class Kube:
@@ -29,6 +36,10 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.component = component
         self.writes = 0  # API write requests made (for the benchmark and tests)
+
+    def _wrote(self, resource: str, verb: str) -> None:
+        self.writes += 1
+        API_WRITES.labels(resource, verb).inc()
 
     @staticmethod
     def _json(resp: Any) -> dict[str, Any]:
@@ -84,7 +95,7 @@ class Kube:
 
     def create_trial(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Create, or None when it exists already (a deterministic name decided twice)."""
-        self.writes += 1
+        self._wrote("trials", "create")
         try:
             return self.custom.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, names.TRIALS, dict(body)
@@ -106,7 +117,7 @@ class Kube:
         if resource_version is not None:
             # A merge patch with a resourceVersion is conditional: 409 if it moved.
             body["metadata"] = {"resourceVersion": resource_version}
-        self.writes += 1
+        self._wrote(f"{plural}/status", "patch")
         return self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, plural, name, body
         )
@@ -131,9 +142,9 @@ class Kube:
 
     def create(self, obj: Mapping[str, Any]) -> bool:
         """Create a Job, Service or Secret; False when it already exists."""
-        self.writes += 1
         namespace = obj["metadata"]["namespace"]
         kind = obj["kind"]
+        self._wrote(f"{kind.lower()}s", "create")
         try:
             if kind == "Job":
                 self.batch.create_namespaced_job(namespace, dict(obj))
@@ -150,7 +161,7 @@ class Kube:
         return True
 
     def delete_job(self, namespace: str, name: str) -> None:
-        self.writes += 1
+        self._wrote("jobs", "delete")
         try:
             self.batch.delete_namespaced_job(
                 name, namespace, propagation_policy="Background", grace_period_seconds=5
@@ -180,6 +191,6 @@ class Kube:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        self.writes += 1
+        self._wrote("events", "create")
         with contextlib.suppress(ApiException):
             self.core.create_namespaced_event(meta["namespace"], body)

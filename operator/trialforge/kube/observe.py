@@ -88,13 +88,20 @@ def trial_status_from(
     if complete or failed:
         end = jstatus.get("completionTime") or (failed or {}).get("lastTransitionTime")
         out["completionTime"] = _iso(end) or now_iso()
-        exit_code = _exit_code(pod)
+        exit_code = _exit_code(pods)
         if exit_code is not None:
             out["exitCode"] = exit_code
         failure = None
         if failed:
             reason = failed.get("reason") or "Failed"
-            failure = "Timeout" if reason == "DeadlineExceeded" else _pod_reason(pod) or reason
+            if reason == "DeadlineExceeded":
+                failure = "Timeout"
+            else:
+                # BackoffLimitExceeded (with backoffLimit 0) only says a pod failed:
+                # the container's own reason (OOMKilled, ...) or its exit code says why.
+                failure = _pod_reason(pods)
+                if failure is None and not exit_code:
+                    failure = reason  # the Job failed and no container says why
         history = status.get("history") or {}
         outcome = conclude(spec, 0 if complete else exit_code, observations_from(history), failure)
         out.update(
@@ -165,22 +172,29 @@ def _where(pod: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _exit_code(pod: Mapping[str, Any] | None) -> int | None:
-    if pod is None:
-        return None
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated")
-        if term and term.get("exitCode") is not None:
-            return int(term["exitCode"])
-    return None
+def _terminated(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The terminated states of the pods' main containers, the main pod's first."""
+    ordered = sorted(pods, key=lambda p: p is not _main_pod(pods))
+    out = []
+    for pod in ordered:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated")
+            if term:
+                out.append(term)
+    return out
 
 
-def _pod_reason(pod: Mapping[str, Any] | None) -> str | None:
-    if pod is None:
+def _exit_code(pods: Sequence[Mapping[str, Any]]) -> int | None:
+    """The trial's exit code: the first non-zero one of any worker, else 0 (None: unknown)."""
+    codes = [int(t["exitCode"]) for t in _terminated(pods) if t.get("exitCode") is not None]
+    if not codes:
         return None
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated")
-        if term and term.get("reason") not in (None, "Completed", "Error"):
+    return next((c for c in codes if c != 0), 0)
+
+
+def _pod_reason(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    for term in _terminated(pods):
+        if term.get("reason") not in (None, "Completed", "Error"):
             return str(term["reason"])  # OOMKilled, ContainerCannotRun, ...
     return None
 

@@ -262,6 +262,10 @@ def run(cfg: OperatorConfig, kubeconfig: str | None = None) -> None:
     api_client = load_api_client(kubeconfig)
     cfg.identity = cfg.identity or f"{socket.gethostname()}-{os.getpid()}"
     memo = kopf.Memo(config=cfg, api_client=api_client)
+    # kopf logs every handler call at INFO: one line per watched event, which
+    # drowns the operator's own log. Keep its per-object chatter for --log-level debug.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         registry=build_registry(),
         standalone=True,

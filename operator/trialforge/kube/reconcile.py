@@ -108,9 +108,14 @@ class Reconciler:
             )
             phase = (trial.get("status") or {}).get("phase", "Pending")
             tname = trial["metadata"]["name"]
-            if phase not in TERMINAL_PHASES and names.job_name(tname) not in jobs:
+            job = jobs.get(names.job_name(tname))
+            if phase not in TERMINAL_PHASES and job is None:
                 # Decided and recorded, but its Job never made it (a crash, a failed create).
                 self._start_job(experiment, trial)
+            elif phase in TERMINAL_PHASES and job is not None and _job_active(job):
+                # Stopped (pruned, cancelled) but its Job still runs: a crash
+                # between the verdict and the delete.
+                self.kube.delete_job(namespace, job["metadata"]["name"])
 
         now = time.time()
         started_at = parse_time(status.get("startTime")) or now
@@ -157,20 +162,36 @@ class Reconciler:
         pods: Mapping[str, list[dict[str, Any]]],
     ) -> None:
         tname = trial["metadata"]["name"]
-        observed = trial_status_from(experiment.spec, trial, job, pods.get(tname, []))
-        if not observed.status:
-            return
-        try:
-            updated = self.kube.patch_status(
-                names.TRIALS,
-                trial["metadata"]["namespace"],
-                tname,
-                observed.status,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
+        namespace = trial["metadata"]["namespace"]
+        for _ in range(5):
+            observed = trial_status_from(experiment.spec, trial, job, pods.get(tname, []))
+            if not observed.status:
                 return
-            raise
+            # Concluding a trial reads its stored history: make that write
+            # conditional, so observations the ingest stored since this read are
+            # not concluded without (a 409 means: read again, conclude again).
+            ends = observed.status.get("phase") in TERMINAL_PHASES
+            try:
+                updated = self.kube.patch_status(
+                    names.TRIALS,
+                    namespace,
+                    tname,
+                    observed.status,
+                    trial["metadata"]["resourceVersion"] if ends else None,
+                )
+                break
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                if exc.status != 409 or not ends:
+                    raise
+            fresh = self.kube.get_trial(namespace, tname)
+            if fresh is None:
+                return
+            trial.clear()
+            trial.update(fresh)
+        else:
+            raise RuntimeError(f"trial {namespace}/{tname} kept changing while it was concluded")
         trial["status"] = updated.get("status") or {
             **(trial.get("status") or {}),
             **observed.status,
@@ -246,7 +267,6 @@ class Reconciler:
         if trial is None:
             return
         namespace = trial["metadata"]["namespace"]
-        self.kube.delete_job(namespace, names.job_name(action.name))
         status: dict[str, Any] = {
             "phase": action.phase,
             "reason": action.reason,
@@ -255,11 +275,15 @@ class Reconciler:
         }
         if not action.retryable:
             status["retryable"] = False
+        # The verdict first, then the Job: a crash in between leaves a terminal
+        # Trial whose Job the next reconcile deletes (never a stopped trial whose
+        # missing Job would be started again).
         try:
             self.kube.patch_status(names.TRIALS, namespace, action.name, status)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        self.kube.delete_job(namespace, names.job_name(action.name))
         kind = "Warning" if action.phase == "Failed" else "Normal"
         self.kube.event(trial, kind, f"Trial{action.phase}", f"{action.name}: {action.message}")
 
@@ -350,6 +374,15 @@ class Reconciler:
             obj["metadata"]["name"],
             message,
         )
+
+
+def _job_active(job: Mapping[str, Any]) -> bool:
+    if job["metadata"].get("deletionTimestamp"):
+        return False
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+            return False
+    return True
 
 
 def _condition(

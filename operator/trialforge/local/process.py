@@ -4,17 +4,55 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from trialforge.api.observation import Observation
 from trialforge.metrics.parsers import ObservationReader
+
+log = logging.getLogger(__name__)
+
+
+class _Pumps:
+    """Daemon threads that read trials' output, each reused from trial to trial.
+
+    ``Thread.start()`` waits until the new thread runs, and right after a fork
+    that is a scheduler's wake-up away (a millisecond or more on a busy
+    machine), every trial.  Handing the work to an idle thread does not wait.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self._tasks.put(task)
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                return
+        threading.Thread(target=self._work, name="trialforge-pump", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            try:
+                task()
+            except Exception:
+                log.exception("reading a trial's output failed")
+            with self._lock:
+                self._idle += 1
+
+
+_PUMPS = _Pumps()
 
 
 class TrialProcess:
@@ -67,7 +105,7 @@ class TrialProcess:
             self._done.set()
             self.wakeup.put(("exit", self.name))
             return
-        threading.Thread(target=self._pump, name=f"trial-{self.name}", daemon=True).start()
+        _PUMPS.submit(self._pump)
 
     @property
     def done(self) -> bool:
@@ -84,6 +122,17 @@ class TrialProcess:
         self._signal(signal.SIGTERM)
         if self._kill_at is None:
             self._kill_at = time.monotonic() + grace
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called (the process may still be ending)."""
+        return self._kill_at is not None
+
+    def kill_in(self) -> float | None:
+        """Seconds until :meth:`enforce` kills a stopping process; None if not stopping."""
+        if self._kill_at is None or self.done:
+            return None
+        return self._kill_at - time.monotonic()
 
     def enforce(self) -> None:
         """Kill a process group that ignored SIGTERM past its grace period."""
@@ -105,8 +154,9 @@ class TrialProcess:
     def _pump(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         with (
-            open(self.log_path, "ab") as log,
-            open(self.observations_path, "a", encoding="utf-8") as obs_file,
+            # Afresh: output of an attempt that a crash cut short is not this one's.
+            open(self.log_path, "wb") as log,
+            open(self.observations_path, "w", encoding="utf-8") as obs_file,
         ):
             for raw in self._proc.stdout:
                 log.write(raw)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -99,7 +100,10 @@ class RunDirectory:
     # -- trials ---------------------------------------------------------------------
 
     def save_trial(self, record: TrialRecord) -> None:
-        write_json_atomic(self.trials_dir / f"{record.name}.json", asdict(record))
+        write_json_atomic(self.record_path(record.name), asdict(record))
+
+    def record_path(self, name: str) -> Path:
+        return self.trials_dir / f"{name}.json"
 
     def load_trials(self) -> list[TrialRecord]:
         if not self.trials_dir.exists():
@@ -128,6 +132,10 @@ class RunDirectory:
                 continue  # a line cut short by a crash
         return out
 
+    def writer(self) -> RecordWriter:
+        """A writer that saves trial records here in the background."""
+        return RecordWriter(self)
+
     # -- events ---------------------------------------------------------------------
 
     def event(self, kind: str, message: str, **fields: Any) -> None:
@@ -140,3 +148,77 @@ class RunDirectory:
         if path.exists():
             for line in path.read_text().splitlines():
                 yield json.loads(line)
+
+
+class RecordWriter:
+    """Saves trial records on a thread of its own, so a slow disk never holds up a run.
+
+    :meth:`save` takes a snapshot of the record and returns at once; the thread
+    writes each record's latest snapshot, atomically as :meth:`RunDirectory.save_trial`
+    does (a state that a newer one replaced before its turn is not written).
+    :meth:`flush` waits until every snapshot taken so far is on disk and raises
+    what a write raised (so does the next :meth:`save` after a failed write);
+    :meth:`close` flushes and lets the thread end.
+    """
+
+    def __init__(self, directory: RunDirectory) -> None:
+        self._dir = directory
+        self._cond = threading.Condition()
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._writing = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    def save(self, record: TrialRecord) -> None:
+        snapshot = asdict(record)
+        with self._cond:
+            self._raise()
+            self._pending[record.name] = snapshot
+            if self._thread is None:
+                self._closing = False
+                self._thread = threading.Thread(
+                    target=self._run, name="trialforge-records", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        with self._cond:
+            while (self._pending or self._writing) and self._error is None:
+                self._cond.wait()
+            self._raise()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self.flush()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    if self._closing:
+                        self._thread = None
+                        return
+                    self._cond.wait()
+                name = next(iter(self._pending))
+                snapshot = self._pending.pop(name)
+                self._writing = True
+            try:
+                write_json_atomic(self._dir.record_path(name), snapshot)
+            except BaseException as exc:
+                with self._cond:
+                    self._error = exc
+                    self._writing = False
+                    self._thread = None
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()

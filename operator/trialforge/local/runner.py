@@ -7,6 +7,7 @@ nothing itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -89,6 +90,15 @@ class LocalRunner:
         self.processes: dict[str, TrialProcess] = {}
         self.observations: dict[str, list[Any]] = {}
         self.wakeup: queue.Queue[tuple[str, str]] = queue.Queue()
+        # Trial records are written in the background, so that starting the
+        # next trial never waits for the disk.  A crash can lose the last few
+        # changes: a trial that ended is then still recorded as running, one
+        # that started has no record yet; a resume runs both again (from the
+        # start: their log and observations begin afresh), as it does any trial
+        # that was running when the crash came.
+        self.writer = self.dir.writer()
+        # Views of ended trials: they no longer change, so each is built once.
+        self._ended_views: dict[str, TrialView] = {}
         self.started_at: float | None = None
         self.resumed = False
 
@@ -164,7 +174,10 @@ class LocalRunner:
                 finished = self._act(plan)
                 if self.on_update:
                     self.on_update(self, plan)
-                if finished is not None and not self._running():
+                # Done when no process is left to collect: one that ended after
+                # _collect looked is concluded (and recorded) next round.
+                if finished is not None and not self.processes:
+                    self.writer.close()
                     self._save_state(finished.phase, finished.reason, finished.message, plan)
                     self.dir.event(finished.reason, finished.message)
                     return RunResult(
@@ -177,6 +190,7 @@ class LocalRunner:
                 self._wait()
         except KeyboardInterrupt:
             self._stop_all("Interrupted")
+            self.writer.close()
             self._save_state(
                 "Interrupted", "Interrupted", "stopped by the user; run again to resume", plan
             )
@@ -189,24 +203,33 @@ class LocalRunner:
                 self.sorted_records(),
                 True,
             )
+        except BaseException:
+            # Whatever stopped the run, what it recorded reaches the disk.
+            with contextlib.suppress(Exception):
+                self.writer.close()
+            raise
 
     def sorted_records(self) -> list[TrialRecord]:
         return sorted(self.records.values(), key=lambda r: (r.index, r.attempt))
 
-    def _running(self) -> bool:
-        return any(not p.done for p in self.processes.values())
-
     def _wait(self) -> None:
         timeout = 0.5
+        limit = self.spec.trial.timeout_seconds
         for name, process in self.processes.items():
             process.enforce()
-            limit = self.spec.trial.timeout_seconds
-            if limit is not None and process.started_at is not None and not process.done:
+            if process.done:
+                continue
+            if limit is not None and process.started_at is not None and not process.stopping:
                 left = process.started_at + limit - time.time()
                 if left <= 0:
                     process.stop("Timeout", self.stop_grace)
                     self.dir.event("TrialTimeout", f"{name} ran past {self.spec.trial.timeout}")
-                timeout = min(timeout, max(left, 0.01))
+                else:
+                    timeout = min(timeout, left)
+            kill_in = process.kill_in()
+            if kill_in is not None:
+                # Wake for the SIGKILL of a process that ignores SIGTERM.
+                timeout = min(timeout, max(kill_in, 0.01))
         try:
             self.wakeup.get(timeout=timeout)
             # Drain what else arrived, so one plan covers a burst of events.
@@ -219,6 +242,10 @@ class LocalRunner:
         metric = self.spec.all_objectives[0].metric
         views = []
         for r in self.records.values():
+            ended = self._ended_views.get(r.name)
+            if ended is not None:
+                views.append(ended)
+                continue
             obs = self.observations.get(r.name, [])
             views.append(
                 TrialView(
@@ -235,6 +262,8 @@ class LocalRunner:
                     search_state=r.search_state,
                 )
             )
+            if r.phase in TERMINAL_PHASES:
+                self._ended_views[r.name] = views[-1]
         return views
 
     def _collect(self) -> None:
@@ -247,7 +276,8 @@ class LocalRunner:
             record.exit_code = process.exit_code
             record.completion_time = time.time()
             record.junk_lines = process.reader.junk
-            if process.stop_reason in ("Pruned", "Cancelled"):
+            if process.stop_reason in ("Pruned", "Cancelled", "Failed"):
+                # Stopped by the planner, which set the record's reason when it did.
                 record.phase = process.stop_reason
             else:
                 outcome = conclude(
@@ -261,7 +291,7 @@ class LocalRunner:
                 record.message = outcome.message
                 record.retryable = outcome.retryable
                 record.values = list(outcome.values) if outcome.values else None
-            self.dir.save_trial(record)
+            self.writer.save(record)
             self.dir.event(f"Trial{record.phase}", f"{name}: {record.message or record.phase}")
             del self.processes[name]
         # Records that should be running but have no process (a resume) start now.
@@ -287,7 +317,6 @@ class LocalRunner:
                 reason="Retry" if action.why == "retry" else None,
             )
             self.records[name] = record
-            self.dir.save_trial(record)
             if action.why == "retry":
                 self.dir.event("TrialRetried", f"{name}: attempt {action.attempt}")
             self._launch(record)
@@ -300,12 +329,13 @@ class LocalRunner:
             return
         record.reason = action.reason
         record.message = action.message
+        record.retryable = action.retryable
         if process is not None:
             process.stop(action.phase, self.stop_grace)
         else:
             record.phase = action.phase
             record.completion_time = time.time()
-            self.dir.save_trial(record)
+            self.writer.save(record)
 
     def _launch(self, record: TrialRecord) -> None:
         containers = self.spec.trial.template["spec"]["containers"]
@@ -340,7 +370,7 @@ class LocalRunner:
         )
         record.phase = "Running"
         record.start_time = time.time()
-        self.dir.save_trial(record)
+        self.writer.save(record)
         self.processes[record.name] = process
         self.observations[record.name] = []
         process.start()

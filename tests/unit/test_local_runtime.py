@@ -1,0 +1,606 @@
+"""The local runtime end to end (issue 3, items 6 and 7).
+
+Every test runs tiny trainers (tests/unit/trainers/tiny.py) as real
+subprocesses, through ``LocalRunner`` or the ``trialforge`` command line, and
+checks what the run directory and the trainers' own evidence say happened.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from trialforge.api import load_experiment
+from trialforge.local.rundir import RunDirectory, TrialRecord
+from trialforge.local.runner import LocalRunError, LocalRunner, RunResult
+
+TRAINER = Path(__file__).parent / "trainers" / "tiny.py"
+STOP_GRACE = 0.5
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def experiment(
+    out: Path,
+    *trainer_args: str,
+    name: str = "tiny",
+    max_trials: int = 1,
+    parallelism: int = 1,
+    **spec: Any,
+) -> dict[str, Any]:
+    """An Experiment whose trials run tiny.py with ``trainer_args``; spec fields override."""
+    doc: dict[str, Any] = {
+        "apiVersion": "trialforge.io/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": {"metric": "loss", "direction": "minimize"},
+            "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0}],
+            "search": {"algorithm": "random", "seed": 3},
+            "budget": {"maxTrials": max_trials, "parallelism": parallelism},
+            "trial": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "trainer",
+                                "image": "registry.example/tiny:1",
+                                "command": [
+                                    "python",
+                                    str(TRAINER),
+                                    "--out",
+                                    str(out),
+                                    "--x=${params.x}",
+                                    *trainer_args,
+                                ],
+                            }
+                        ]
+                    }
+                }
+            },
+        },
+    }
+    for key, value in spec.items():
+        if key == "trial":
+            doc["spec"]["trial"].update(value)
+        else:
+            doc["spec"][key] = value
+    return doc
+
+
+def run_local(doc: dict[str, Any], tmp_path: Path) -> tuple[RunResult, RunDirectory, float]:
+    run_dir = tmp_path / "run"
+    runner = LocalRunner(load_experiment(doc), run_dir, tmp_path, stop_grace=STOP_GRACE)
+    started = time.monotonic()
+    result = runner.run()
+    return result, RunDirectory(run_dir), time.monotonic() - started
+
+
+def trainer_events(out: Path) -> list[list[str]]:
+    """The lines tiny.py appended to OUT/events.log, split into fields."""
+    path = out / "events.log"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def pids(out: Path, trial: str) -> list[int]:
+    """The trainer's and its children's process ids, for one trial."""
+    return [int(e[2]) for e in trainer_events(out) if e[0] in ("start", "child") and e[1] == trial]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent (maybe init) has yet to reap it
+
+
+def assert_gone(pid_list: list[int]) -> None:
+    assert pid_list, "the trainer left no pids to check"
+    deadline = time.monotonic() + 1.0
+    while any(alive(p) for p in pid_list) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [p for p in pid_list if alive(p)] == [], "processes of a stopped trial still run"
+
+
+def by_name(records: list[TrialRecord]) -> dict[str, TrialRecord]:
+    return {r.name: r for r in records}
+
+
+def expected_loss(x: float, steps: int = 3) -> float:
+    return (x - 0.3) ** 2 + 1.0 / steps  # tiny.py's loss at its last step
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trialforge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# --- trials that succeed, fail, time out, diverge ---------------------------------------
+
+
+def test_successful_trials_are_recorded_in_the_run_directory(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--steps", "3", max_trials=3, parallelism=1)
+    result, rd, _ = run_local(doc, tmp_path)
+
+    assert (result.phase, result.reason) == ("Succeeded", "BudgetExhausted")
+    assert [r.name for r in result.records] == ["tiny-0", "tiny-1", "tiny-2"]
+    for record in result.records:
+        assert record.phase == "Succeeded" and record.reason == "Completed"
+        assert record.exit_code == 0
+        assert record.values == pytest.approx([expected_loss(record.parameters["x"])])
+        assert record.start_time is not None and record.completion_time is not None
+        assert record.start_time <= record.completion_time
+        # Each attempt has its record, its output and its observations on disk.
+        on_disk = json.loads((rd.trials_dir / f"{record.name}.json").read_text())
+        assert on_disk["phase"] == "Succeeded" and on_disk["values"] == record.values
+        log = rd.log_path(record.name).read_text().splitlines()
+        assert len(log) == 3 and json.loads(log[-1])["step"] == 2
+        observations = rd.load_observations(record.name)
+        assert [o.step for o in observations] == [0, 1, 2]
+        assert observations[-1].metrics["loss"] == pytest.approx(record.values[0])
+
+    state = rd.load_state()
+    assert state["phase"] == "Succeeded" and state["reason"] == "BudgetExhausted"
+    assert state["trials"]["succeeded"] == 3 and state["trials"]["total"] == 3
+    best = min(result.records, key=lambda r: r.values[0])
+    assert state["best"]["trial"] == best.name
+    assert state["best"]["values"] == best.values
+    assert state["completionTime"] >= state["startTime"]
+    recorded = yaml.safe_load((rd.root / "experiment.yaml").read_text())
+    assert recorded["metadata"]["name"] == "tiny"
+    assert recorded["spec"]["trial"]["template"] == doc["spec"]["trial"]["template"]
+    assert recorded["spec"]["budget"]["maxTrials"] == 3
+    events = Counter(e["event"] for e in rd.events())
+    assert events["TrialSucceeded"] == 3 and events["BudgetExhausted"] == 1
+
+    # Running a finished experiment again starts nothing and says the same.
+    starts = len(trainer_events(out))
+    again, _, _ = run_local(doc, tmp_path)
+    assert (again.phase, again.reason) == ("Succeeded", "BudgetExhausted")
+    assert len(trainer_events(out)) == starts
+
+
+def test_failing_trainer_fails_its_trial_with_the_exit_code(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result, rd, _ = run_local(experiment(out, "--exit", "3"), tmp_path)
+
+    [record] = result.records
+    assert (record.phase, record.reason, record.exit_code) == ("Failed", "Error", 3)
+    assert "code 3" in (record.message or "")
+    assert record.values is None
+    assert (result.phase, result.reason) == ("Failed", "NoTrialSucceeded")
+    assert rd.load_state()["phase"] == "Failed"
+
+
+def test_a_program_that_cannot_start_fails_the_trial_not_the_run(tmp_path: Path) -> None:
+    doc = experiment(tmp_path / "out", max_trials=2)
+    container = doc["spec"]["trial"]["template"]["spec"]["containers"][0]
+    container["command"] = [str(tmp_path / "no-such-trainer"), "${params.x}"]
+    result, rd, _ = run_local(doc, tmp_path)
+
+    assert [(r.phase, r.exit_code) for r in result.records] == [("Failed", 127)] * 2
+    assert "cannot start" in rd.log_path("tiny-0").read_text()
+    assert (result.phase, result.reason) == ("Failed", "NoTrialSucceeded")
+
+
+@pytest.mark.parametrize("ignore_term", [False, True], ids=["sigterm", "needs-sigkill"])
+def test_timeout_fails_the_trial_and_kills_its_process_group(
+    tmp_path: Path, ignore_term: bool
+) -> None:
+    out = tmp_path / "out"
+    args = ["--hang", *(["--ignore-term"] if ignore_term else [])]
+    doc = experiment(out, *args, trial={"timeout": "1s", "retries": 0})
+    result, rd, elapsed = run_local(doc, tmp_path)
+
+    [record] = result.records
+    assert (record.phase, record.reason) == ("Failed", "Timeout")
+    assert record.exit_code == (-signal.SIGKILL if ignore_term else -signal.SIGTERM)
+    # The trainer and the child it started are both gone: the whole group was stopped.
+    trial_pids = pids(out, "tiny-0")
+    assert len(trial_pids) == 2
+    assert_gone(trial_pids)
+    # 1s of timeout, then SIGTERM (and SIGKILL after the grace period): not 120s of sleep.
+    assert 1.0 <= elapsed < 1.0 + STOP_GRACE + 2.0
+    events = Counter(e["event"] for e in rd.events())
+    assert events["TrialTimeout"] == 1  # once, not once per loop while it dies
+    assert (result.phase, result.reason) == ("Failed", "NoTrialSucceeded")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--steps", "3", "--nan-at", "2"],  # the last value is NaN, then it exits 0
+        ["--steps", "200", "--sleep", "0.05", "--nan-at", "1"],  # diverges and goes on
+    ],
+    ids=["at-exit", "mid-run"],
+)
+def test_non_finite_objective_fails_the_trial_without_retry(
+    tmp_path: Path, args: list[str]
+) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, *args, trial={"retries": 2})
+    result, rd, elapsed = run_local(doc, tmp_path)
+
+    [record] = result.records  # never retried, though retries: 2
+    assert (record.phase, record.reason) == ("Failed", "ObjectiveNotFinite")
+    assert record.retryable is False
+    assert "loss" in (record.message or "") and "nan" in (record.message or "")
+    assert record.values is None
+    assert elapsed < 5.0  # a diverged trial is stopped, not left to run its 10s
+    assert_gone(pids(out, "tiny-0"))
+    assert (result.phase, result.reason) == ("Failed", "NoTrialSucceeded")
+    assert rd.load_state()["trials"]["retried"] == 0
+
+
+@pytest.mark.parametrize(
+    "early_stopping",
+    [
+        {"algorithm": "median", "settings": {"nStartupTrials": 2, "nWarmupSteps": 0}},
+        {"algorithm": "asha", "settings": {"minResource": 1, "reductionFactor": 2}},
+    ],
+    ids=["median", "asha"],
+)
+def test_pruner_stops_a_hopeless_trial_and_kills_it(
+    tmp_path: Path, early_stopping: dict[str, Any]
+) -> None:
+    out = tmp_path / "out"
+    # Trials 0 and 1 report loss 0.5 at steps 0..2; trial 2 reports 1000 every 50 ms
+    # for 200 steps (10 s) unless it is stopped.
+    doc = experiment(
+        out,
+        "--steps",
+        "3",
+        "--value",
+        "0.5",
+        "--bad-from",
+        "2",
+        max_trials=3,
+        earlyStopping=early_stopping,
+    )
+    result, rd, elapsed = run_local(doc, tmp_path)
+
+    records = by_name(result.records)
+    assert [records[f"tiny-{i}"].phase for i in range(3)] == ["Succeeded", "Succeeded", "Pruned"]
+    pruned = records["tiny-2"]
+    assert pruned.reason == "EarlyStopped"
+    assert pruned.values is None
+    assert len(rd.load_observations("tiny-2")) < 20
+    assert_gone(pids(out, "tiny-2"))
+    assert not any(e[0] == "end" and e[1] == "tiny-2" for e in trainer_events(out))
+    assert elapsed < 6.0
+    assert (result.phase, result.reason) == ("Succeeded", "BudgetExhausted")
+    state = rd.load_state()
+    assert state["trials"]["pruned"] == 1 and state["trials"]["succeeded"] == 2
+    assert Counter(e["event"] for e in rd.events())["TrialPruned"] == 1
+
+
+# --- retries and failure budget ---------------------------------------------------------
+
+
+def test_failed_attempt_is_retried_under_a_new_name(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--fail-attempts", "1", max_trials=2, trial={"retries": 1})
+    result, rd, _ = run_local(doc, tmp_path)
+
+    records = by_name(result.records)
+    assert list(records) == ["tiny-0", "tiny-0-r1", "tiny-1", "tiny-1-r1"]
+    for i in range(2):
+        first, retry = records[f"tiny-{i}"], records[f"tiny-{i}-r1"]
+        assert (first.phase, first.reason, first.exit_code) == ("Failed", "Error", 1)
+        assert (retry.phase, retry.attempt, retry.reason) == ("Succeeded", 1, "Completed")
+        # The same configuration again, with the same seed.
+        assert retry.parameters == first.parameters and retry.seed == first.seed
+    # TRIALFORGE_ATTEMPT told each attempt which one it was.
+    attempts = [(e[1], e[4]) for e in trainer_events(out) if e[0] == "start"]
+    assert attempts == [("tiny-0", "0"), ("tiny-0-r1", "1"), ("tiny-1", "0"), ("tiny-1-r1", "1")]
+    assert (result.phase, result.reason) == ("Succeeded", "BudgetExhausted")
+    counts = rd.load_state()["trials"]
+    assert counts["retried"] == 2 and counts["succeeded"] == 2 and counts["failed"] == 0
+    assert Counter(e["event"] for e in rd.events())["TrialRetried"] == 2
+
+
+def test_retries_run_out(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--fail-attempts", "9", max_trials=1, trial={"retries": 1})
+    result, rd, _ = run_local(doc, tmp_path)
+
+    assert [(r.name, r.phase) for r in result.records] == [
+        ("tiny-0", "Failed"),
+        ("tiny-0-r1", "Failed"),
+    ]
+    assert (result.phase, result.reason) == ("Failed", "NoTrialSucceeded")
+    assert rd.load_state()["trials"]["retried"] == 1
+
+
+def test_too_many_failures_stop_the_experiment(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--exit", "1", max_trials=6)
+    doc["spec"]["budget"]["maxFailedTrials"] = 1
+    result, rd, _ = run_local(doc, tmp_path)
+
+    # One failure is allowed; the second is one too many, and nothing more starts.
+    assert [(r.name, r.phase) for r in result.records] == [
+        ("tiny-0", "Failed"),
+        ("tiny-1", "Failed"),
+    ]
+    assert (result.phase, result.reason) == ("Failed", "TooManyFailures")
+    assert "maxFailedTrials" in result.message
+    state = rd.load_state()
+    assert (state["phase"], state["reason"]) == ("Failed", "TooManyFailures")
+    assert len([e for e in trainer_events(out) if e[0] == "start"]) == 2
+
+
+# --- budget, parallelism, parameters, metrics, goal ----------------------------------
+
+
+@pytest.mark.parametrize(("parallelism", "max_trials"), [(2, 5), (3, 7)])
+def test_parallelism_and_max_trials_are_respected(
+    tmp_path: Path, parallelism: int, max_trials: int
+) -> None:
+    out = tmp_path / "out"
+    doc = experiment(
+        out, "--steps", "3", "--sleep", "0.08", max_trials=max_trials, parallelism=parallelism
+    )
+    result, _, _ = run_local(doc, tmp_path)
+
+    assert (result.phase, result.reason) == ("Succeeded", "BudgetExhausted")
+    assert sorted(r.index for r in result.records) == list(range(max_trials))
+    assert all(r.phase == "Succeeded" and r.attempt == 0 for r in result.records)
+    # The trainers' own clocks: at no moment did more than `parallelism` run.
+    spans = {}
+    for event in trainer_events(out):
+        if event[0] in ("start", "end"):
+            spans.setdefault(event[1], {})[event[0]] = float(event[3])
+    assert len(spans) == max_trials
+    assert all(set(s) == {"start", "end"} for s in spans.values())
+    # An end at the same instant as a start counts first (-1 sorts before +1).
+    edges = sorted(
+        [(s["start"], 1) for s in spans.values()] + [(s["end"], -1) for s in spans.values()]
+    )
+    running = peak = 0
+    for _, change in edges:
+        running += change
+        peak = max(peak, running)
+    assert peak == parallelism  # never more, and the slots were really used
+
+
+def test_parameters_and_trial_identity_reach_the_trainer(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--dump", "--tag", "${params.opt}-${params.n}", max_trials=2)
+    doc["spec"]["parameters"] += [
+        {"name": "opt", "type": "categorical", "values": ["sgd", "adam"]},
+        {"name": "n", "type": "int", "min": 1, "max": 4},
+    ]
+    container = doc["spec"]["trial"]["template"]["spec"]["containers"][0]
+    container["env"] = [
+        {"name": "TEST_X", "value": "x=${params.x}"},
+        {"name": "TEST_PLAIN", "value": "plain"},
+    ]
+    result, _, _ = run_local(doc, tmp_path)
+
+    assert result.phase == "Succeeded"
+    for record in result.records:
+        params = record.parameters
+        dump = json.loads((out / f"{record.name}.env.json").read_text())
+        argv, env = dump["argv"], dump["env"]
+        assert argv[1:4] == ["--out", str(out), f"--x={params['x']!r}"]
+        assert argv[-2:] == ["--tag", f"{params['opt']}-{params['n']}"]
+        assert json.loads(env["TRIALFORGE_PARAMS"]) == params
+        assert env["TRIALFORGE_TRIAL"] == record.name
+        assert env["TRIALFORGE_SEED"] == str(record.seed)
+        assert env["TRIALFORGE_EXPERIMENT"] == "tiny"
+        assert env["TRIALFORGE_ATTEMPT"] == "0"
+        assert env["TEST_X"] == f"x={params['x']!r}"
+        assert env["TEST_PLAIN"] == "plain"
+        # The substituted value is what the trainer trained with.
+        assert record.values == pytest.approx([expected_loss(params["x"])])
+    assert len({r.seed for r in result.records}) == 2
+    assert len({r.parameters["x"] for r in result.records}) == 2
+
+
+def test_junk_lines_are_counted_not_fatal(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result, rd, _ = run_local(experiment(out, "--steps", "3", "--junk", "2"), tmp_path)
+
+    [record] = result.records
+    assert record.phase == "Succeeded"
+    assert record.junk_lines == 6
+    assert len(rd.load_observations("tiny-0")) == 3
+    assert rd.log_path("tiny-0").read_text().count("not a metric") == 6
+    assert json.loads((rd.trials_dir / "tiny-0.json").read_text())["junk_lines"] == 6
+
+
+def test_goal_reached_stops_the_experiment_early(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # Trial 0 reports 0.9 at once, trial 1 trains slowly (10 s), trial 2 reports 0.3,
+    # which meets the goal while trial 1 still runs.
+    doc = experiment(out, "--values", "0.9,0.9,0.3", "--slow", "1", max_trials=10, parallelism=2)
+    doc["spec"]["objective"]["goal"] = 0.5
+    result, rd, elapsed = run_local(doc, tmp_path)
+
+    assert (result.phase, result.reason) == ("Succeeded", "GoalReached")
+    records = by_name(result.records)
+    assert [(n, r.phase) for n, r in records.items()] == [
+        ("tiny-0", "Succeeded"),
+        ("tiny-1", "Cancelled"),
+        ("tiny-2", "Succeeded"),
+    ]
+    assert records["tiny-2"].values == [0.3]
+    assert records["tiny-1"].reason == "GoalReached"
+    assert_gone(pids(out, "tiny-1"))
+    assert elapsed < 6.0
+    assert sorted(e[1] for e in trainer_events(out) if e[0] == "start") == list(records)
+    state = rd.load_state()
+    assert (state["phase"], state["reason"]) == ("Succeeded", "GoalReached")
+    assert state["best"]["trial"] == "tiny-2"
+    assert state["trials"]["cancelled"] == 1 and state["trials"]["succeeded"] == 2
+
+
+# --- the command line: interrupt and resume, refusals, validation ------------------------
+
+
+def write_yaml(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_interrupt_then_resume_finishes_without_repeating_a_trial(tmp_path: Path) -> None:
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    # Trials 0 and 1 finish at once; 2 and up keep training until OUT/gate exists.
+    doc = experiment(
+        out, "--steps", "2", "--sleep", "0.05", "--gate-from", "2", max_trials=5, parallelism=2
+    )
+    spec_file = write_yaml(tmp_path / "exp.yaml", doc)
+    argv = [sys.executable, "-m", "trialforge.cli", "run", str(spec_file), "--dir", str(run_dir)]
+    rd = RunDirectory(run_dir)
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def mid_run() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended early: {proc.communicate()}")
+            done = {r.name for r in rd.load_trials() if r.phase == "Succeeded"}
+            started = {e[1] for e in trainer_events(out) if e[0] == "start"}
+            return {"tiny-0", "tiny-1"} <= done and {"tiny-2", "tiny-3"} <= started
+
+        wait_for(mid_run, 30, "trials 0-1 to succeed and 2-3 to be running")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Interrupted" in stdout  # the summary says so
+    state = rd.load_state()
+    assert (state["phase"], state["reason"]) == ("Interrupted", "Interrupted")
+    # Ctrl-C stopped the running trainers too.
+    assert_gone(pids(out, "tiny-2") + pids(out, "tiny-3"))
+    before = {r.name: r for r in rd.load_trials() if r.phase == "Succeeded"}
+    assert set(before) == {"tiny-0", "tiny-1"}
+
+    (out / "gate").touch()
+    second = subprocess.run(
+        [*argv, "--quiet", "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 0, second.stderr
+    final_state = json.loads(second.stdout)
+    assert (final_state["phase"], final_state["reason"]) == ("Succeeded", "BudgetExhausted")
+    assert final_state["startTime"] == state["startTime"]
+
+    records = rd.load_trials()
+    assert sorted(r.index for r in records) == [0, 1, 2, 3, 4]  # one record per index
+    assert all(r.phase == "Succeeded" and r.attempt == 0 for r in records)
+    for name, earlier in before.items():
+        now = by_name(records)[name]
+        assert now.start_time == earlier.start_time  # not run again
+        assert now.values == earlier.values
+    starts = Counter(e[1] for e in trainer_events(out) if e[0] == "start")
+    ends = Counter(e[1] for e in trainer_events(out) if e[0] == "end")
+    assert starts == {"tiny-0": 1, "tiny-1": 1, "tiny-2": 2, "tiny-3": 2, "tiny-4": 1}
+    assert ends == dict.fromkeys(starts, 1)  # no index ran to completion twice
+    # The interrupted attempts start over: their output is that of the second run only.
+    for name in ("tiny-2", "tiny-3"):
+        assert [o.step for o in rd.load_observations(name)][:2] == [0, 1]
+    kinds = [e["event"] for e in rd.events()]
+    assert kinds.index("Interrupted") < kinds.index("Resumed") < kinds.index("BudgetExhausted")
+
+    # What the run directory holds after a run with successes.
+    assert {"state.json", "experiment.yaml", "events.jsonl", "history.png"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    assert (run_dir / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for record in records:
+        for suffix in (".json", ".log", ".jsonl"):
+            assert (rd.trials_dir / f"{record.name}{suffix}").stat().st_size > 0
+
+
+def test_resume_with_a_different_spec_is_refused(tmp_path: Path) -> None:
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    doc = experiment(out, "--steps", "2", max_trials=1)
+    spec_file = write_yaml(tmp_path / "exp.yaml", doc)
+    result, _, _ = run_local(doc, tmp_path)
+    assert result.phase == "Succeeded"
+    state_before = (run_dir / "state.json").read_bytes()
+    starts = len(trainer_events(out))
+
+    changed = copy.deepcopy(doc)
+    changed["spec"]["parameters"][0]["max"] = 2.0
+    changed_file = write_yaml(tmp_path / "changed.yaml", changed)
+    refused = cli("run", str(changed_file), "--dir", str(run_dir), "--quiet")
+    assert refused.returncode == 2
+    assert "different spec" in refused.stderr and str(run_dir) in refused.stderr
+    # Nothing in the directory was touched and nothing ran.
+    assert (run_dir / "state.json").read_bytes() == state_before
+    assert len(trainer_events(out)) == starts
+    with pytest.raises(LocalRunError, match="different spec"):
+        LocalRunner(load_experiment(changed), run_dir, tmp_path).run()
+
+    # The same spec from the YAML file is accepted: it is the run it recorded.
+    same = cli("run", str(spec_file), "--dir", str(run_dir), "--quiet")
+    assert same.returncode == 0, same.stderr
+    assert len(trainer_events(out)) == starts
+
+
+def invalid_doc(tmp_path: Path) -> dict[str, Any]:
+    doc = experiment(tmp_path / "out", max_trials=2)
+    doc["spec"]["parameters"][0].update({"min": 1.0, "max": 0.5})
+    doc["spec"]["budget"]["maxTrails"] = 3
+    return doc
+
+
+def test_cli_validate_names_the_field_and_exits_1(tmp_path: Path) -> None:
+    bad = write_yaml(tmp_path / "bad.yaml", invalid_doc(tmp_path))
+    good = write_yaml(tmp_path / "good.yaml", experiment(tmp_path / "out"))
+
+    done = cli("validate", str(good), str(bad))
+    assert done.returncode == 1
+    assert f"{good}: ok" in done.stdout
+    assert f"{bad}: invalid" in done.stderr
+    assert "spec.parameters[0].max:" in done.stderr
+    assert "spec.budget.maxTrails: unknown field" in done.stderr
+    assert "maxTrials" in done.stderr  # the suggestion
+
+    assert cli("validate", str(good)).returncode == 0
+
+
+def test_cli_run_refuses_an_invalid_spec_with_exit_2(tmp_path: Path) -> None:
+    bad = write_yaml(tmp_path / "bad.yaml", invalid_doc(tmp_path))
+    done = cli("run", str(bad), "--dir", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 2
+    assert "spec.parameters[0].max:" in done.stderr
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "out").exists()  # no trainer ran
