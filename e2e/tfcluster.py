@@ -1,0 +1,889 @@
+#!/usr/bin/env python3
+"""Trialforge's local Kubernetes control plane: build, start, stop (stdlib only).
+
+The binaries are built with the Go toolchain from Go modules pinned in
+e2e/tools/*/go.mod and cached outside the repository; the cluster is started by
+kwokctl's "binary" runtime with those binaries (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, kwok-controller). See e2e/README.md.
+
+Entry points: e2e/build (= `tfcluster.py build`) and e2e/cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+E2E = Path(__file__).resolve().parent
+REPO = E2E.parent
+TOOLS = E2E / "tools"
+STAGES = E2E / "kwok" / "stages.yaml"
+MIN_GO = (1, 26)
+DEFAULT_NAME = "trialforge"
+KUBE_LDFLAGS_DATE = "2026-01-01T00:00:00Z"  # fixed: reproducible builds
+
+
+class ClusterError(RuntimeError):
+    """A failure with a message meant for people."""
+
+
+def log(msg: str) -> None:
+    print(f"[e2e] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Build
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One wrapper module in e2e/tools/<name> and the binaries built from it."""
+
+    name: str
+    module: str  # the pinned upstream module, required in e2e/tools/<name>/go.mod
+    packages: dict[str, str] = field(default_factory=dict)  # binary -> package path
+
+    @property
+    def dir(self) -> Path:
+        return TOOLS / self.name
+
+    def version(self) -> str:
+        text = (self.dir / "go.mod").read_text()
+        m = re.search(rf"^\s*(?:require\s+)?{re.escape(self.module)} (v\S+)", text, re.M)
+        if not m:
+            raise ClusterError(f"{self.dir}/go.mod does not require {self.module}")
+        return m.group(1)
+
+    def ldflags(self) -> list[str]:
+        flags = ["-s", "-w"]
+        v = self.version()
+        if self.name == "kube":
+            major, minor = v.lstrip("v").split(".")[:2]
+            for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+                for key, val in (
+                    ("gitVersion", v),
+                    ("gitMajor", major),
+                    ("gitMinor", minor),
+                    ("gitTreeState", "clean"),
+                    ("buildDate", KUBE_LDFLAGS_DATE),
+                ):
+                    flags.append(f"-X={pkg}.{key}={val}")
+        elif self.name == "helm":
+            flags += [f"-X=helm.sh/helm/v3/internal/version.version={v}",
+                      "-X=helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+            text = (self.dir / "go.mod").read_text()
+            m = re.search(r"k8s\.io/client-go v0\.(\d+)\.", text)
+            if m:
+                for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+                    flags += [f"-X={pkg}.k8sVersionMajor=1",
+                              f"-X={pkg}.k8sVersionMinor={m.group(1)}"]
+        return flags
+
+    def stamp(self) -> str:
+        h = hashlib.sha256()
+        for f in sorted(self.dir.iterdir()):
+            if f.suffix in (".mod", ".sum", ".go"):
+                data = f.read_bytes()
+                if f.suffix == ".mod":  # comments don't change what is built
+                    data = re.sub(rb"(?m)^\s*//.*\n", b"", data)
+                h.update(f.name.encode() + b"\0" + data)
+        h.update(json.dumps([self.ldflags(), sorted(self.packages.items())]).encode())
+        return h.hexdigest()
+
+
+TOOLSET: tuple[Tool, ...] = (
+    Tool("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "."}),
+    Tool("kwok", "sigs.k8s.io/kwok", {"kwok": "sigs.k8s.io/kwok/cmd/kwok",
+                                      "kwokctl": "sigs.k8s.io/kwok/cmd/kwokctl"}),
+    Tool("kube", "k8s.io/kubernetes", {
+        "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+        "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+        "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    }),
+    Tool("helm", "helm.sh/helm/v3", {"helm": "helm.sh/helm/v3/cmd/helm"}),
+)
+
+
+def cache_root() -> Path:
+    env = os.environ.get("TRIALFORGE_CACHE")
+    if env:
+        return Path(env).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trialforge"
+
+
+def tool_dir(tool: Tool) -> Path:
+    return cache_root() / f"{tool.name}-{tool.version()}"
+
+
+def bin_dir() -> Path:
+    """One directory with every tool (symlinks into the versioned cache dirs)."""
+    return cache_root() / "bin"
+
+
+def tool_is_built(tool: Tool) -> bool:
+    d = tool_dir(tool)
+    stamp = d / "stamp"
+    if not stamp.is_file() or stamp.read_text().strip() != tool.stamp():
+        return False
+    return all(os.access(d / "bin" / b, os.X_OK) for b in tool.packages)
+
+
+def find_go() -> tuple[str, str]:
+    override = os.environ.get("TRIALFORGE_GO")
+    go = override or shutil.which("go")
+    if override and not os.access(override, os.X_OK):
+        raise ClusterError(f"TRIALFORGE_GO={override} is not an executable Go toolchain")
+    if not go:
+        for cand in ("/usr/local/go/bin/go", str(Path.home() / "go/bin/go"), "/usr/lib/go/bin/go"):
+            if os.access(cand, os.X_OK):
+                go = cand
+                break
+    if not go:
+        raise ClusterError(
+            f"go not found on PATH: install Go >= {MIN_GO[0]}.{MIN_GO[1]} (k8s.io/kubernetes "
+            f"{TOOLSET[2].version()} needs it), e.g. from https://go.dev/dl/ or a package manager"
+        )
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True,
+                         env=go_env()).stdout.strip()
+    m = re.match(r"go(\d+)\.(\d+)", out)
+    if not m or (int(m.group(1)), int(m.group(2))) < MIN_GO:
+        raise ClusterError(f"{go} is {out or 'unknown'}; need Go >= {MIN_GO[0]}.{MIN_GO[1]}")
+    return go, out
+
+
+def go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("GOTOOLCHAIN", "local")  # never download a toolchain
+    env.setdefault("GOFLAGS", "-mod=readonly")
+    env.pop("GOOS", None)
+    env.pop("GOARCH", None)
+    env.setdefault("CGO_ENABLED", "0")
+    return env
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_tool(tool: Tool, go: str) -> float:
+    """Build one tool's binaries into its cache dir; returns seconds spent."""
+    d = tool_dir(tool)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=cache_root()))
+    try:
+        (tmp / "bin").mkdir()
+        log(f"building {tool.name} {tool.version()} ({', '.join(tool.packages)}) "
+            f"into {d} -- the first build takes minutes")
+        t0 = time.monotonic()
+        cmd = [go, "build", "-trimpath", "-ldflags=" + " ".join(tool.ldflags()),
+               "-o", str(tmp / "bin") + "/"]
+        pkgs = list(tool.packages.values())
+        if pkgs == ["."]:
+            cmd[-1] = str(tmp / "bin" / next(iter(tool.packages)))
+        proc = subprocess.run([*cmd, *pkgs], cwd=tool.dir, env=go_env())
+        if proc.returncode != 0:
+            raise ClusterError(f"go build of {tool.name} failed (exit {proc.returncode}); "
+                               f"see the output above")
+        secs = time.monotonic() - t0
+        (tmp / "stamp").write_text(tool.stamp() + "\n")
+        (tmp / "build.json").write_text(json.dumps({
+            "tool": tool.name, "version": tool.version(), "seconds": round(secs, 1),
+            "go": go_version(go), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }) + "\n")
+        if d.exists():
+            shutil.rmtree(d)
+        tmp.rename(d)
+        log(f"built {tool.name} in {secs:.0f}s")
+        return secs
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def go_version(go: str) -> str:
+    return subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True,
+                          env=go_env()).stdout.strip()
+
+
+def link_bins() -> Path:
+    b = bin_dir()
+    b.mkdir(parents=True, exist_ok=True)
+    for tool in TOOLSET:
+        if not tool_is_built(tool):
+            continue
+        for name in tool.packages:
+            target = tool_dir(tool) / "bin" / name
+            link = b / name
+            if link.is_symlink() and os.readlink(link) == str(target):
+                continue
+            tmp = b / f".{name}.tmp{os.getpid()}"
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            tmp.symlink_to(target)
+            tmp.replace(link)
+    return b
+
+
+def build(only: Sequence[str] = (), force: bool = False) -> Path:
+    """Build whatever is missing (or everything with force); return the bin dir."""
+    tools = [t for t in TOOLSET if not only or t.name in only]
+    unknown = set(only) - {t.name for t in TOOLSET}
+    if unknown:
+        raise ClusterError(f"unknown tool(s) {sorted(unknown)}; known: "
+                           f"{[t.name for t in TOOLSET]}")
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with file_lock(cache_root() / ".build.lock"):
+        missing = [t for t in tools if force or not tool_is_built(t)]
+        if missing:
+            go, _ = find_go()
+            for tool in missing:
+                build_tool(tool, go)
+        return link_bins()
+
+
+CLUSTER_TOOLS = ("etcd", "kwok", "kube")  # what `up` needs; helm is for the chart tests
+
+
+def ensure_built(only: Sequence[str] = CLUSTER_TOOLS) -> Path:
+    """Like build(), but fast when nothing is missing (no lock, no go)."""
+    tools = [t for t in TOOLSET if t.name in only]
+    if all(tool_is_built(t) for t in tools):
+        b = bin_dir()
+        if all((b / n).exists() for t in tools for n in t.packages):
+            return b
+    return build(only)
+
+
+def regen_kube_gomod(version: str) -> None:
+    """Rewrite e2e/tools/kube/go.mod for k8s.io/kubernetes `version` and tidy it."""
+    go, _ = find_go()
+    out = subprocess.run([go, "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
+                         capture_output=True, text=True, env=go_env(), cwd=TOOLS / "kube")
+    if out.returncode != 0:
+        raise ClusterError(f"go mod download k8s.io/kubernetes@{version}: {out.stderr}")
+    gomod = Path(json.loads(out.stdout)["GoMod"]).read_text()
+    staging = re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/src/\S+", gomod, re.M)
+    go_line = re.search(r"^go (\S+)", gomod, re.M)
+    godebug = re.search(r"^godebug .*$", gomod, re.M)
+    stage_ver = "v0." + version.lstrip("v").split(".", 1)[1]
+    tools = TOOLSET[2].packages.values()
+    lines = [
+        f"// Generated by `e2e/build --regen-kube {version}` from k8s.io/kubernetes {version}'s",
+        "// go.mod: k8s.io/kubernetes points its k8s.io/* staging modules at ./staging paths,",
+        f"// so each one is replaced here by its published {stage_ver}. Do not edit by hand.",
+        "module trialforge.local/e2e/tools/kube", "",
+        f"go {go_line.group(1) if go_line else '1.26.0'}", "",
+    ]
+    if godebug:
+        lines += [godebug.group(0), ""]
+    lines += ["tool (", *[f"\t{p}" for p in tools], ")", "",
+              f"require k8s.io/kubernetes {version}", "", "replace ("]
+    lines += [f"\t{m} => {m} {stage_ver}" for m in staging]
+    lines += [")", ""]
+    (TOOLS / "kube" / "go.mod").write_text("\n".join(lines))
+    (TOOLS / "kube" / "go.sum").unlink(missing_ok=True)
+    env = go_env()
+    env["GOFLAGS"] = "-mod=mod"
+    subprocess.run([go, "mod", "tidy"], cwd=TOOLS / "kube", env=env, check=True)
+    log(f"rewrote {TOOLS / 'kube' / 'go.mod'} ({len(staging)} staging replaces)")
+
+
+# ---------------------------------------------------------------------------
+# Processes and state
+# ---------------------------------------------------------------------------
+
+
+def state_root() -> Path:
+    return E2E / ".state"
+
+
+def default_state_dir(name: str) -> Path:
+    env = os.environ.get("TRIALFORGE_CLUSTER_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    return state_root() / name
+
+
+def pid_alive(pid: int) -> bool:
+    """True if pid runs (zombies, which hold no port or memory, count as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def pid_cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def pid_start_time(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def listening_ports(pids: set[int]) -> dict[int, list[int]]:
+    """TCP ports in LISTEN state owned by these pids (from /proc, no ss needed)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        inodes[link[8:-1]] = pid
+    out: dict[int, list[int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and parts[9] in inodes:  # 0A = LISTEN
+                    out.setdefault(inodes[parts[9]], []).append(int(parts[1].split(":")[1], 16))
+    return out
+
+
+def port_listening(port: int) -> bool:
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
+                    return True
+    return False
+
+
+def kill_pids(pids: dict[int, str], grace: float = 5.0) -> list[int]:
+    """SIGTERM, wait, SIGKILL; only pids whose start time still matches. Returns survivors."""
+    live = {p: st for p, st in pids.items() if pid_alive(p) and pid_start_time(p) == st}
+    for p in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(pid_alive(p) for p in live):
+        time.sleep(0.1)
+    for p in live:
+        if pid_alive(p):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(pid_alive(p) for p in live):
+        time.sleep(0.1)
+    return [p for p in live if pid_alive(p)]
+
+
+@dataclass
+class Cluster:
+    """A cluster's state directory and what lives in it."""
+
+    state_dir: Path
+    name: str = DEFAULT_NAME
+
+    @property
+    def kwok_workdir(self) -> Path:
+        return self.state_dir / "kwok"
+
+    @property
+    def kwok_name(self) -> str:
+        """kwokctl's cluster name: as recorded at `up`, so --name may be omitted later."""
+        recorded = self.read_state().get("kwok_name")
+        return recorded or "tf-" + re.sub(r"[^a-z0-9-]", "-", self.name.lower())[:40]
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.kwok_workdir / "clusters" / self.kwok_name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def kwokctl_contexts(self) -> Path:
+        """kwokctl adds/removes a context in this file (instead of ~/.kube/config)."""
+        return self.state_dir / "kwokctl-contexts.kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def read_state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def write_state(self, data: dict) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.state_file)
+
+    def component_pids(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in sorted((self.cluster_dir / "pids").glob("*.pid")):
+            with contextlib.suppress(OSError, ValueError):
+                out[f.stem] = int(f.read_text().strip())
+        return out
+
+    def kwokctl_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KWOK_WORKDIR"] = str(self.kwok_workdir)
+        env.pop("KUBECONFIG", None)
+        return env
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60,
+                input_: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [str(bin_dir() / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              input=input_)
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def running(self) -> bool:
+        st = self.read_state()
+        pids = st.get("pids", {})
+        if not pids or not self.kubeconfig.is_file():
+            return False
+        for info in pids.values():
+            if not (pid_alive(info["pid"]) and pid_start_time(info["pid"]) == info["start"]):
+                return False
+        return self.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0
+
+    def write_kwokctl_config(self, bins: Path) -> Path:
+        kv = TOOLSET[2].version()
+        cfg = f"""\
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  kubeVersion: {kv}
+  securePort: true
+  kubeAuthorization: true
+  kubeAdmission: true
+  bindAddress: 127.0.0.1
+  quietPull: true
+  cacheDir: {self.kwok_workdir / "cache"}
+  etcdBinary: {bins / "etcd"}
+  kubeApiserverBinary: {bins / "kube-apiserver"}
+  kubeControllerManagerBinary: {bins / "kube-controller-manager"}
+  kubeSchedulerBinary: {bins / "kube-scheduler"}
+  kubectlBinary: {bins / "kubectl"}
+  kwokControllerBinary: {bins / "kwok"}
+  components: [etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok-controller]
+  # nothing optional, and nothing that would be downloaded
+  enableMetricsServer: false
+  prometheusPort: 0
+  jaegerPort: 0
+  dashboardPort: 0
+componentsPatches:
+# kwokctl's binary runtime lets kwok manage every node; we want only the nodes
+# annotated kwok.x-k8s.io/node=fake (so the setup matches kwok in a real cluster)
+- name: kwok-controller
+  extraArgs:
+  - key: manage-all-nodes
+    value: "false"
+    override: true
+  - key: manage-nodes-with-annotation-selector
+    value: kwok.x-k8s.io/node=fake
+"""
+        path = self.state_dir / "kwokctl.yaml"
+        path.write_text(cfg)
+        return path
+
+    def up(self, owner_pid: int | None = None, wait: float = 120) -> float:
+        t0 = time.monotonic()
+        bins = ensure_built()
+        gc_stale(exclude=self.state_dir)
+        if self.state_dir.exists():
+            if self.running():
+                log(f"cluster {self.name} already running ({self.kubeconfig})")
+                if owner_pid:
+                    self._start_watchdog(owner_pid)
+                return 0.0
+            log(f"cleaning a dead or partial cluster in {self.state_dir}")
+            self.down(quiet=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.write_state({"name": self.name, "kwok_name": self.kwok_name, "phase": "starting",
+                          "owner_pid": owner_pid, "creator_pid": os.getpid()})
+        cfg = self.write_kwokctl_config(bins)
+        cmd = [str(bins / "kwokctl"), "create", "cluster", "--name", self.kwok_name,
+               "--config", str(cfg), "--config", str(STAGES),
+               "--kubeconfig", str(self.kwokctl_contexts),
+               "--wait", f"{int(wait)}s", "--timeout", f"{int(wait)}s"]
+        proc = subprocess.run(cmd, env=self.kwokctl_env(), capture_output=True, text=True,
+                              timeout=wait + 60)
+        (self.state_dir / "kwokctl-create.log").write_text(proc.stdout + proc.stderr)
+        self._record_pids()
+        if proc.returncode != 0:
+            logs = self.tail_logs()
+            self.down(quiet=True)
+            raise ClusterError(f"kwokctl create cluster failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr[-3000:]}\n{logs}")
+        src = self.cluster_dir / "kubeconfig.yaml"
+        shutil.copyfile(src, self.kubeconfig)
+        try:
+            self._wait_ready(deadline=time.monotonic() + wait)
+        except ClusterError:
+            logs = self.tail_logs()
+            self.down(quiet=True)
+            raise ClusterError(f"cluster did not become ready:\n{logs}") from None
+        st = self.read_state()
+        st.update(phase="running", kubeconfig=str(self.kubeconfig), bin_dir=str(bins),
+                  up_seconds=round(time.monotonic() - t0, 2))
+        self.write_state(st)
+        if owner_pid:
+            self._start_watchdog(owner_pid)
+        return time.monotonic() - t0
+
+    def _record_pids(self) -> None:
+        st = self.read_state()
+        st["pids"] = {name: {"pid": pid, "start": pid_start_time(pid), "cmd": pid_cmdline(pid)}
+                      for name, pid in self.component_pids().items() if pid_alive(pid)}
+        self.write_state(st)
+
+    def _wait_ready(self, deadline: float) -> None:
+        checks: list[tuple[str, list[str]]] = [
+            ("apiserver /readyz", ["get", "--raw", "/readyz"]),
+            ("scheduler lease", ["-n", "kube-system", "get", "lease", "kube-scheduler"]),
+            ("controller-manager lease",
+             ["-n", "kube-system", "get", "lease", "kube-controller-manager"]),
+            ("default service account", ["-n", "default", "get", "serviceaccount", "default"]),
+        ]
+        for what, args in checks:
+            while True:
+                if self.kubectl(*args, check=False, timeout=10).returncode == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"timed out waiting for {what}")
+                dead = [n for n, i in self.read_state().get("pids", {}).items()
+                        if not pid_alive(i["pid"])]
+                if dead:
+                    raise ClusterError(f"component(s) exited: {', '.join(dead)}")
+                time.sleep(0.2)
+
+    def _start_watchdog(self, owner_pid: int) -> None:
+        st = self.read_state()
+        old = st.get("watchdog")
+        if old and pid_alive(old["pid"]) and pid_start_time(old["pid"]) == old["start"]:
+            if old.get("owner_pid") == owner_pid:
+                return
+            kill_pids({old["pid"]: old["start"]})
+        logf = open(self.state_dir / "watchdog.log", "a")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--dir", str(self.state_dir),
+             "--name", self.name, "_watchdog", "--owner-pid", str(owner_pid)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            close_fds=True,
+        )
+        logf.close()
+        st["owner_pid"] = owner_pid
+        st["watchdog"] = {"pid": proc.pid, "start": pid_start_time(proc.pid),
+                          "owner_pid": owner_pid}
+        self.write_state(st)
+
+    def down(self, quiet: bool = False, keep_watchdog: bool = False) -> float:
+        """Stop everything this cluster started and remove its state dir."""
+        t0 = time.monotonic()
+        st = self.read_state()
+        procs: dict[int, str] = {i["pid"]: i["start"] for i in st.get("pids", {}).values()}
+        # pids kwokctl wrote that we may not have recorded yet (crash during up)
+        for pid in self.component_pids().values():
+            if pid not in procs and pid_alive(pid) and str(self.cluster_dir) in pid_cmdline(pid):
+                procs[pid] = pid_start_time(pid)
+        kwokctl = bin_dir() / "kwokctl"
+        if self.cluster_dir.exists() and kwokctl.exists():
+            self.kwokctl_contexts.touch()
+            proc = subprocess.run(
+                [str(kwokctl), "delete", "cluster", "--name", self.kwok_name,
+                 "--kubeconfig", str(self.kwokctl_contexts)],
+                env=self.kwokctl_env(), capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0 and not quiet:
+                log(f"kwokctl delete cluster: {proc.stderr.strip()[-500:]}")
+        survivors = kill_pids(procs)
+        wd = st.get("watchdog")
+        if wd and not keep_watchdog and wd["pid"] != os.getpid():
+            kill_pids({wd["pid"]: wd["start"]}, grace=2)
+        if survivors:
+            raise ClusterError(f"processes would not die: {survivors}")
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        secs = time.monotonic() - t0
+        if not quiet:
+            log(f"cluster {self.name} down in {secs:.1f}s")
+        return secs
+
+    def status(self) -> dict:
+        st = self.read_state()
+        comps = {}
+        for name, info in st.get("pids", {}).items():
+            pid = info["pid"]
+            alive = pid_alive(pid) and pid_start_time(pid) == info["start"]
+            comps[name] = {"pid": pid, "alive": alive,
+                           "ports": sorted(listening_ports({pid}).get(pid, [])) if alive else []}
+        return {
+            "name": self.name,
+            "state_dir": str(self.state_dir),
+            "kubeconfig": str(self.kubeconfig) if self.kubeconfig.exists() else None,
+            "bin_dir": str(bin_dir()),
+            "running": self.running() if st else False,
+            "owner_pid": st.get("owner_pid"),
+            "components": comps,
+        }
+
+    def tail_logs(self, lines: int = 15) -> str:
+        out = []
+        for f in sorted((self.cluster_dir / "logs").glob("*.log")):
+            text = f.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {f.name} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(out)
+
+    # -- nodes -------------------------------------------------------------
+
+    def create_gpu_nodes(self, count: int, gpus: int = 8, prefix: str = "kwok-gpu-",
+                         product: str = "NVIDIA-H100-80GB-HBM3", cpu: str = "96",
+                         memory: str = "1Ti", pods: str = "110", start: int = 0) -> list[str]:
+        docs = []
+        names = []
+        for i in range(start, start + count):
+            name = f"{prefix}{i}"
+            names.append(name)
+            docs.append(gpu_node_manifest(name, gpus=gpus, product=product, cpu=cpu,
+                                          memory=memory, pods=pods))
+        self.kubectl("apply", "-f", "-", input_=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": docs}))
+        self.kubectl("wait", "--for=condition=Ready", "--timeout=60s",
+                     *[f"node/{n}" for n in names], timeout=90)
+        return names
+
+
+def gpu_node_manifest(name: str, gpus: int = 8, product: str = "NVIDIA-H100-80GB-HBM3",
+                      cpu: str = "96", memory: str = "1Ti", pods: str = "110") -> dict:
+    """A kwok-managed Node with nvidia.com/gpu capacity (no taint: kwok-only cluster)."""
+    res = {"cpu": cpu, "memory": memory, "pods": pods, "nvidia.com/gpu": str(gpus),
+           "ephemeral-storage": "1Ti"}
+    h = hashlib.sha256(name.encode()).digest()
+    ip = f"10.{240 + h[0] % 16}.{h[1]}.{1 + h[2] % 254}"  # stable per node name
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node.kubernetes.io/instance-type": f"gpu-{gpus}x",
+                "nvidia.com/gpu.present": "true" if gpus else "false",
+                "nvidia.com/gpu.product": product,
+                "nvidia.com/gpu.count": str(gpus),
+            },
+        },
+        "spec": {},
+        "status": {
+            "capacity": res,
+            "allocatable": res,
+            "addresses": [{"type": "InternalIP", "address": ip},
+                          {"type": "Hostname", "address": name}],
+        },
+    }
+
+
+def gc_stale(exclude: Path | None = None) -> list[Path]:
+    """Stop clusters under e2e/.state whose owner process has died."""
+    reaped = []
+    root = state_root()
+    if not root.is_dir():
+        return reaped
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or (exclude and d.resolve() == exclude.resolve()):
+            continue
+        try:
+            st = json.loads((d / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        owner = st.get("owner_pid")
+        if owner and not pid_alive(owner):
+            log(f"reaping stale cluster {d} (owner pid {owner} is gone)")
+            with contextlib.suppress(ClusterError, OSError, subprocess.SubprocessError):
+                Cluster(d, st.get("name", d.name)).down(quiet=True)
+            reaped.append(d)
+    return reaped
+
+
+def watchdog(cluster: Cluster, owner_pid: int) -> None:
+    """Stop the cluster when its owner (e.g. a killed pytest) is gone."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        if not cluster.state_file.exists():
+            return
+        if not pid_alive(owner_pid):
+            log(f"owner pid {owner_pid} is gone: stopping cluster {cluster.name}")
+            cluster.down(quiet=True, keep_watchdog=True)
+            return
+        time.sleep(1)
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def main_build(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="e2e/build",
+        description="Build the control-plane binaries (etcd, kwok, kwokctl, kube-apiserver, "
+        "kube-controller-manager, kube-scheduler, kubectl, helm) from the Go modules pinned in "
+        "e2e/tools/*/go.mod into the cache (~/.cache/trialforge or $TRIALFORGE_CACHE); only "
+        "what is missing or whose pins changed is rebuilt. Prints the bin dir.")
+    p.add_argument("tools", nargs="*", help="only these tools (etcd kwok kube helm)")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--list", action="store_true", help="show tools, versions, cache state")
+    p.add_argument("--regen-kube", metavar="VERSION",
+                   help="regenerate e2e/tools/kube/go.mod for another k8s.io/kubernetes version")
+    a = p.parse_args(argv)
+    try:
+        if a.regen_kube:
+            regen_kube_gomod(a.regen_kube)
+            return 0
+        if a.list:
+            for t in TOOLSET:
+                state = "built" if tool_is_built(t) else "missing"
+                print(f"{t.name:5} {t.module:28} {t.version():9} {state:8} {tool_dir(t)}")
+            return 0
+        print(build(a.tools, force=a.force))
+        return 0
+    except ClusterError as e:
+        print(f"e2e/build: error: {e}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="e2e/cluster",
+        description="A real local Kubernetes control plane for Trialforge's tests: etcd, "
+        "kube-apiserver (TLS, RBAC, admission), kube-controller-manager, kube-scheduler and "
+        "kwok (fake nodes, scripted pod lifecycles), built from Go modules and run by kwokctl "
+        "with --runtime binary. See e2e/README.md.")
+    p.add_argument("--name", default=None,
+                   help=f"cluster name (default $TRIALFORGE_CLUSTER_NAME, the name recorded in "
+                   f"--dir, or {DEFAULT_NAME})")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="state dir (default $TRIALFORGE_CLUSTER_DIR or e2e/.state/<name>)")
+    sub = p.add_subparsers(dest="cmd", required=True,
+                           metavar="{up,down,status,env,kubeconfig,build,nodes,gc,logs}")
+    sub.add_parser("build", help="build missing binaries; print the bin dir")
+    up = sub.add_parser("up", help="build what is missing, start the cluster, print kubeconfig")
+    up.add_argument("--owner-pid", type=int, default=None,
+                    help="stop the cluster automatically when this process exits")
+    up.add_argument("--nodes", type=int, default=0, help="create this many GPU nodes")
+    up.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
+    up.add_argument("--timeout", type=float, default=120, help="seconds to wait (default 120)")
+    sub.add_parser("down", help="stop everything the cluster started, remove its state")
+    sub.add_parser("status", help="print the cluster's components as JSON; exit 1 if not up")
+    sub.add_parser("env", help="print `export KUBECONFIG=...; export PATH=...` for eval")
+    sub.add_parser("kubeconfig", help="print the kubeconfig path")
+    nodes = sub.add_parser("nodes", help="create N kwok GPU nodes")
+    nodes.add_argument("count", type=int)
+    nodes.add_argument("--gpus", type=int, default=8)
+    nodes.add_argument("--prefix", default="kwok-gpu-")
+    nodes.add_argument("--start", type=int, default=0, help="first node index")
+    nodes.add_argument("--product", default="NVIDIA-H100-80GB-HBM3")
+    nodes.add_argument("--cpu", default="96")
+    nodes.add_argument("--memory", default="1Ti")
+    sub.add_parser("gc", help="stop clusters under e2e/.state whose owner process died")
+    logs = sub.add_parser("logs", help="print the tail of every component's log")
+    logs.add_argument("-n", type=int, default=30)
+    wd = sub.add_parser("_watchdog")
+    wd.add_argument("--owner-pid", type=int, required=True)
+    a = p.parse_args(argv)
+    name = a.name or os.environ.get("TRIALFORGE_CLUSTER_NAME")
+    if not name and a.dir:
+        name = Cluster(a.dir.expanduser().resolve()).read_state().get("name")
+    name = name or DEFAULT_NAME
+    state_dir = a.dir.expanduser().resolve() if a.dir else default_state_dir(name)
+    c = Cluster(state_dir, name)
+    try:
+        if a.cmd == "build":
+            print(build())
+        elif a.cmd == "up":
+            secs = c.up(owner_pid=a.owner_pid, wait=a.timeout)
+            if a.nodes:
+                c.create_gpu_nodes(a.nodes, gpus=a.gpus)
+            log(f"cluster {c.name} up in {secs:.1f}s; try: eval $({sys.argv[0]} env)")
+            print(c.kubeconfig)
+        elif a.cmd == "down":
+            if not state_dir.exists():
+                log(f"no cluster in {state_dir}")
+                return 0
+            c.down()
+        elif a.cmd == "status":
+            s = c.status()
+            print(json.dumps(s, indent=2))
+            return 0 if s["running"] else 1
+        elif a.cmd == "env":
+            if not c.kubeconfig.exists():
+                raise ClusterError(f"no cluster in {state_dir}; run e2e/cluster up first")
+            print(f"export KUBECONFIG={c.kubeconfig}; export PATH={bin_dir()}:$PATH")
+        elif a.cmd == "kubeconfig":
+            print(c.kubeconfig)
+        elif a.cmd == "nodes":
+            if not c.running():
+                raise ClusterError(f"no running cluster in {state_dir}")
+            for n in c.create_gpu_nodes(a.count, gpus=a.gpus, prefix=a.prefix, start=a.start,
+                                        product=a.product, cpu=a.cpu, memory=a.memory):
+                print(n)
+        elif a.cmd == "gc":
+            for d in gc_stale():
+                print(d)
+        elif a.cmd == "logs":
+            print(c.tail_logs(a.n))
+        elif a.cmd == "_watchdog":
+            watchdog(c, a.owner_pid)
+        return 0
+    except ClusterError as e:
+        print(f"e2e/cluster: error: {e}", file=sys.stderr)
+        return 1
+    except subprocess.TimeoutExpired as e:
+        print(f"e2e/cluster: error: timed out: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
