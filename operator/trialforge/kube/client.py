@@ -47,17 +47,21 @@ class Kube:
 
     # -- custom resources -----------------------------------------------------------
 
-    def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One custom object, or None when it does not exist."""
         try:
             return self._json(
                 self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, names.EXPERIMENTS, name, _preload_content=False
+                    GROUP, VERSION, namespace, plural, name, _preload_content=False
                 )
             )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+
+    def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(names.EXPERIMENTS, namespace, name)
 
     def list_experiments(self, namespace: str | None) -> list[dict[str, Any]]:
         if namespace:
@@ -82,16 +86,7 @@ class Kube:
         return self._json(resp)["items"]
 
     def get_trial(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._json(
-                self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, names.TRIALS, name, _preload_content=False
-                )
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._get(names.TRIALS, namespace, name)
 
     def create_trial(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Create, or None when it exists already (a deterministic name decided twice)."""
