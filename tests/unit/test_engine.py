@@ -14,6 +14,7 @@ from tests.factories import experiment_doc
 from trialforge.api import load_experiment
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.observation import Observation
+from trialforge.engine import plugins
 from trialforge.engine.errors import EngineError
 from trialforge.engine.objective import conclude
 from trialforge.engine.planner import (
@@ -148,6 +149,35 @@ def test_rebuilt_planner_continues_like_an_uninterrupted_one(algorithm: str) -> 
     assert restarted.suggested == uninterrupted.suggested
     indices = [i for i, attempt, _ in restarted.suggested if attempt == 0]
     assert len(indices) == len(set(indices)), "a trial index was started twice"
+
+
+@pytest.mark.parametrize("algorithm", [*ALGORITHMS, "grid"])
+def test_a_reseeded_sampler_suggests_what_a_fresh_one_would(
+    algorithm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reusing one sampler (re-seeded per suggestion) is only a speed-up, never a change."""
+    overrides: dict[str, Any] = {
+        "search": {"algorithm": algorithm, "seed": 11},
+        "budget": {"maxTrials": 14, "parallelism": 2},
+    }
+    if algorithm in ("grid", "cmaes"):
+        lr: dict[str, Any] = (
+            {"name": "lr", "type": "discrete", "values": [0.001, 0.01, 0.1]}
+            if algorithm == "grid"
+            else {"name": "lr", "type": "float", "min": 1e-4, "max": 1e-1, "log": True}
+        )
+        overrides["parameters"] = [lr, {"name": "layers", "type": "int", "min": 1, "max": 5}]
+        overrides["trial"] = {"template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}}
+    spec = spec_of(**overrides)
+    reused = World(Planner(spec, "x"))
+    reused.run(succeed)
+    assert plugins.SAMPLERS[algorithm].reusable
+    # The same experiment with every suggestion made by a freshly built sampler.
+    monkeypatch.setattr(plugins, "reseed", lambda sampler, seed: False)
+    fresh = World(Planner(spec, "x"))
+    fresh.run(succeed)
+    assert reused.suggested == fresh.suggested
+    assert len(reused.suggested) == 14
 
 
 def test_budget_and_parallelism_are_respected() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.samplers._lazy_random_state import LazyRandomState
 from pydantic.alias_generators import to_snake
 
 from trialforge.engine.errors import EngineError
@@ -47,9 +48,33 @@ class SamplerPlugin:
     # and find their place in it from the study; they need the same seed for
     # every suggestion.  The others draw fresh randomness per suggestion.
     sequence: bool = False
+    # Whether one sampler object may serve every suggestion, re-seeded in place
+    # (see :func:`reseed`).  Building a sampler seeds NumPy RandomStates from
+    # the OS first, which costs more than a random suggestion itself; a sampler
+    # that keeps other state between suggestions (GP caches its last fit as the
+    # next fit's start) must be built afresh, or a restarted process, which
+    # starts without that state, would suggest something else.
+    reusable: bool = True
 
     def settings(self) -> set[str]:
         return _accepted(self.cls)
+
+
+def reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> bool:
+    """Put ``sampler`` in the random state ``cls(seed=seed)`` starts in; False if it can't.
+
+    Optuna's samplers keep their randomness in ``LazyRandomState`` objects (the
+    sampler's own and those of the samplers it falls back to) seeded with the
+    constructor's seed; seeding each again is the same as building it anew.
+    """
+    found = False
+    for value in vars(sampler).values():
+        if isinstance(value, LazyRandomState):
+            value.rng.seed(seed)
+            found = True
+        elif isinstance(value, optuna.samplers.BaseSampler):
+            found = reseed(value, seed) or found
+    return found
 
 
 @dataclass(frozen=True)
@@ -81,7 +106,9 @@ SAMPLERS: dict[str, SamplerPlugin] = {
     "grid": SamplerPlugin("grid", optuna.samplers.GridSampler, True, sequence=True),
     "tpe": SamplerPlugin("tpe", optuna.samplers.TPESampler, True, defaults=_tpe_defaults),
     "cmaes": SamplerPlugin("cmaes", optuna.samplers.CmaEsSampler, False, requires="cmaes"),
-    "gp": SamplerPlugin("gp", optuna.samplers.GPSampler, True, requires="torch"),
+    "gp": SamplerPlugin(
+        "gp", optuna.samplers.GPSampler, True, requires="torch", reusable=False
+    ),
     "qmc": SamplerPlugin(
         "qmc",
         optuna.samplers.QMCSampler,

@@ -70,13 +70,13 @@ class Search:
         self._distributions = space.distributions(spec.parameters)
         self._grid = space.grid(spec.parameters) if spec.search.algorithm == "grid" else None
         directions = [o.direction for o in spec.all_objectives]
-        # Fail fast on a missing optional package or bad settings.
-        self._sampler_for(0)
+        # Built now: fails fast on a missing optional package or bad settings.
+        self._sampler = self._sampler_for(0)
         self._study = optuna.create_study(
             storage=InMemoryStorage(),
             study_name=study_name,
             directions=directions,
-            sampler=self._sampler_for(0),
+            sampler=self._sampler,
             pruner=plugins.make_pruner(spec.early_stopping.algorithm, spec.early_stopping.settings),
         )
         self._known: dict[int, _Known] = {}
@@ -168,7 +168,7 @@ class Search:
             return self._suggested[index]
         if index != self.size:
             raise ValueError(f"can only suggest index {self.size} next, not {index}")
-        self._study.sampler = self._sampler_for(index)
+        self._sampler = self._study.sampler = self._sampler_for(index)
         trial = self._study.ask(fixed_distributions=self._distributions)
         parameters = {name: trial.params[name] for name in self._distributions}
         suggestion = Suggestion(
@@ -184,14 +184,15 @@ class Search:
     # -- internals -------------------------------------------------------------------
 
     def _sampler_for(self, index: int) -> optuna.samplers.BaseSampler:
+        """A sampler in the state a fresh one seeded for trial ``index`` has."""
         algorithm = self.spec.search.algorithm
-        per_trial = not plugins.SAMPLERS[algorithm].sequence
+        plugin = plugins.SAMPLERS[algorithm]
+        seed = derive_seed(self.seed, "sampler", 0 if plugin.sequence else index)
+        current = getattr(self, "_sampler", None)
+        if current is not None and plugin.reusable and plugins.reseed(current, seed):
+            return current
         return plugins.make_sampler(
-            algorithm,
-            derive_seed(self.seed, "sampler", index if per_trial else 0),
-            self.spec.search.settings,
-            self.spec.budget.parallelism,
-            self._grid,
+            algorithm, seed, self.spec.search.settings, self.spec.budget.parallelism, self._grid
         )
 
     def _trial_id(self, index: int) -> int:
