@@ -53,6 +53,15 @@ class _Pumps:
 
 
 _PUMPS = _Pumps()
+_DEVNULL: int | None = None
+
+
+def _devnull() -> int:
+    """One /dev/null for every trial's stdin (Popen's DEVNULL opens it again each time)."""
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _DEVNULL
 
 
 class TrialProcess:
@@ -93,7 +102,7 @@ class TrialProcess:
                 self.argv,
                 cwd=self.cwd,
                 env=self.env,
-                stdin=subprocess.DEVNULL,
+                stdin=_devnull(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
