@@ -13,7 +13,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,tensorboard]'
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with trialforge and the dev tools
@@ -27,6 +27,7 @@ smoke: $(STAMP)  ## a run that finishes in seconds
 test: $(STAMP) cluster-build  ## every test: lint, unit, and against the real local control plane
 	$(BIN)/ruff check .
 	$(BIN)/trialforge crds --check
+	$(BIN)/trialforge crds --check -o charts/trialforge/crds
 	$(BIN)/pytest
 
 unit: $(STAMP)  ## the fast tests only (no cluster)
@@ -43,8 +44,9 @@ format: $(STAMP)
 	$(BIN)/ruff format operator tests bench examples
 	$(BIN)/ruff check --fix .
 
-crds: $(STAMP)  ## regenerate crds/ from the models
+crds: $(STAMP)  ## regenerate crds/ (and the chart's copy) from the models
 	$(BIN)/trialforge crds
+	$(BIN)/trialforge crds -o charts/trialforge/crds
 
 cluster-build:  ## build the control plane binaries from Go modules (cached in ~/.cache/trialforge)
 	e2e/cluster build
