@@ -2,20 +2,51 @@
 
 The public surface: ``report()`` and friends for trainers, and the API models.
 Everything else is internal and free to change.
+
+The API models are imported lazily (PEP 562): ``import trialforge`` alone costs
+only the standard library, so the trainer-side client and the metrics collector
+sidecar (which must stay small) never load pydantic.
 """
 
-from trialforge.api import (
-    Experiment,
-    ExperimentInvalid,
-    ExperimentSpec,
-    Observation,
-    Trial,
-    load_experiment,
-    load_experiment_file,
-)
-from trialforge.client import parameters, report, seed
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from trialforge.client import log_artifact, parameters, report, seed
+
+if TYPE_CHECKING:
+    from trialforge.api import (
+        Experiment,
+        ExperimentInvalid,
+        ExperimentSpec,
+        Observation,
+        Trial,
+        load_experiment,
+        load_experiment_file,
+    )
 
 __version__ = "0.1.0"
+
+_API = frozenset(
+    {
+        "Experiment",
+        "ExperimentInvalid",
+        "ExperimentSpec",
+        "Observation",
+        "Trial",
+        "load_experiment",
+        "load_experiment_file",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from trialforge import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'trialforge' has no attribute {name!r}")
+
 
 __all__ = [
     "Experiment",
@@ -26,6 +57,7 @@ __all__ = [
     "__version__",
     "load_experiment",
     "load_experiment_file",
+    "log_artifact",
     "parameters",
     "report",
     "seed",

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -29,16 +30,52 @@ def report(step: int | None = None, **metrics: float) -> None:
     line.update(values)
     url = os.environ.get("TRIALFORGE_REPORT_URL")
     if url:
-        body = json.dumps({"time": time.time(), **line}, allow_nan=True).encode()
-        request = urllib.request.Request(
-            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
+        _push(url, json.dumps({"time": time.time(), **line}, allow_nan=True).encode())
         return
     text = json.dumps(line, allow_nan=True)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def log_artifact(uri: str) -> None:
+    """Name what this trial produced (a path or URI) so Trialforge records it.
+
+    One JSON line ``{"artifact_uri": uri}`` on stdout (read by ``trialforge run``)
+    and, inside a Kubernetes container, the termination message at
+    ``/dev/termination-log`` (read by the operator from the pod's status).
+    The best trial's artifact becomes ``status.best.artifactUri``.
+    """
+    if not isinstance(uri, str) or not uri:
+        raise TypeError("the artifact URI must be a non-empty string")
+    line = json.dumps({"artifact_uri": uri})
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    path = os.environ.get("TRIALFORGE_TERMINATION_LOG", "/dev/termination-log")
+    if os.path.exists(path) and os.access(path, os.W_OK):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+def _push(url: str, body: bytes, attempts: int = 60) -> None:
+    """POST one observation to the collector sidecar.
+
+    Retries while the sidecar is not listening yet (connection refused: nothing
+    was received, so nothing is repeated) or its buffer is full (503)."""
+    for attempt in range(attempts):
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == attempts - 1:
+                raise
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ConnectionRefusedError) or attempt == attempts - 1:
+                raise
+        time.sleep(min(2.0, 0.05 * 2**attempt))
 
 
 def parameters() -> dict[str, Any]:

@@ -196,7 +196,13 @@ class EarlyStoppingSpec(WireModel):
 
 
 class BudgetSpec(WireModel):
-    max_trials: int = Field(ge=1, le=100_000)
+    max_trials: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="How many configurations the search tries (each runs `repeats` times). "
+        "Required unless spec.arms lists the configurations.",
+    )
     parallelism: int = Field(default=1, ge=1, le=10_000)
     max_failed_trials: int | None = Field(
         default=None,
@@ -209,17 +215,6 @@ class BudgetSpec(WireModel):
         pattern=DURATION_PATTERN,
         description="Wall-clock limit from the experiment's start, e.g. 6h.",
     )
-
-    @field_validator("parallelism")
-    @classmethod
-    def _parallelism_within_budget(cls, value: int, info: ValidationInfo) -> int:
-        max_trials = info.data.get("max_trials")
-        if max_trials is not None and value > max_trials:
-            raise ValueError(
-                f"parallelism ({value}) is more than maxTrials ({max_trials}); "
-                "no more than maxTrials trials can ever run at once"
-            )
-        return value
 
     @property
     def deadline_seconds(self) -> float | None:
@@ -267,9 +262,48 @@ class TrialSpecTemplate(WireModel):
 
 
 class Baseline(WireModel):
-    """A configuration to compare every candidate against (issue: experiment science)."""
+    """The configuration every candidate is compared against (e.g. what runs in production).
+
+    A full parameter set: every parameter of spec.parameters, each value inside
+    its parameter's space.  It runs ``spec.repeats`` times, as ``baseline``.
+    """
 
     parameters: dict[str, ParameterValue]
+
+
+ARM_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+class Arm(WireModel):
+    """One configuration of a comparison experiment (A/B or A/B/n): no search, these only."""
+
+    name: str = Field(pattern=ARM_NAME, max_length=63)
+    parameters: dict[str, ParameterValue]
+
+
+class ConfirmSpec(WireModel):
+    """After the search, run the best ``top`` configurations and the baseline again.
+
+    The best of many noisy trials is biased upward (it won partly by luck);
+    runs with fresh seeds measure it without that bias, and the comparison
+    uses these runs only.
+    """
+
+    top: int = Field(default=1, ge=1, le=100)
+    repeats: int = Field(
+        default=5, ge=2, le=1000, description="Runs per configuration, each with a fresh seed."
+    )
+
+
+class ComparisonSpec(WireModel):
+    """How candidates are compared with the baseline (see trialforge.stats)."""
+
+    test: Literal["welch", "mann-whitney", "auto"] = Field(
+        default="welch",
+        description="welch: Welch's t-test; mann-whitney: Mann-Whitney U; auto: "
+        "Mann-Whitney U when an arm looks non-normal and the sizes allow it.",
+    )
+    alpha: float = Field(default=0.05, gt=0.0, le=0.5)
 
 
 class ExperimentSpec(WireModel):
@@ -281,13 +315,41 @@ class ExperimentSpec(WireModel):
     budget: BudgetSpec
     trial: TrialSpecTemplate
     suspend: bool = Field(default=False, description="Start no new trials while true.")
+    suspend_policy: Literal["Finish", "Pause"] = Field(
+        default="Finish",
+        description="What spec.suspend does to running trials: Finish lets them finish; "
+        "Pause suspends their Jobs (the pods are deleted) and starts them again, from the "
+        "beginning or the trainer's own checkpoint, when spec.suspend is false again.",
+    )
     queue: str | None = Field(
         default=None,
         max_length=253,
         description="A Kueue LocalQueue: trial Jobs are created suspended and wait for Kueue.",
     )
-    code_version: str | None = Field(default=None, max_length=256)
-    data_version: str | None = Field(default=None, max_length=256)
+    code_version: str | None = Field(
+        default=None, max_length=256, description="e.g. a git SHA; recorded on every Trial."
+    )
+    data_version: str | None = Field(
+        default=None,
+        max_length=256,
+        description="e.g. a DVC, lakeFS or Delta version; recorded on every Trial.",
+    )
+    baseline: Baseline | None = None
+    repeats: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Runs of every configuration, each with its own seed (TRIALFORGE_SEED).",
+    )
+    arms: list[Arm] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="A comparison experiment: run these configurations (and the baseline), "
+        "no search. Without a baseline the first arm is the control.",
+    )
+    confirm: ConfirmSpec | None = None
+    comparison: ComparisonSpec = Field(default_factory=ComparisonSpec)
 
     @property
     def all_objectives(self) -> list[Objective]:
@@ -356,12 +418,59 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             reason="FieldValueInvalid",
         ),
         _cel(
+            "!has(self.queue) || !has(self.suspendPolicy) || self.suspendPolicy != 'Pause'",
+            "suspendPolicy Pause cannot be used with a queue: Kueue owns the Jobs' suspend "
+            "field; use Finish",
+            fieldPath=".suspendPolicy",
+            reason="FieldValueInvalid",
+        ),
+        _cel(
             "!has(self.search) || !has(self.search.algorithm) || "
             "self.search.algorithm != 'grid' || self.parameters.all(p, "
             "p.type != 'float' || has(p.step))",
             "grid search needs every float parameter to have a step",
             fieldPath=".search.algorithm",
             reason="FieldValueInvalid",
+        ),
+        _cel(
+            "has(self.arms) || has(self.budget.maxTrials)",
+            "budget.maxTrials is required (unless spec.arms lists the configurations)",
+            fieldPath=".budget.maxTrials",
+            reason="FieldValueRequired",
+        ),
+        _cel(
+            "!has(self.arms) || !has(self.budget.maxTrials)",
+            "an arms experiment runs every arm `repeats` times; remove budget.maxTrials",
+            fieldPath=".budget.maxTrials",
+            reason="FieldValueForbidden",
+        ),
+        _cel(
+            "!has(self.budget.parallelism) || !has(self.budget.maxTrials) || "
+            "self.budget.parallelism <= self.budget.maxTrials * "
+            "(has(self.repeats) ? self.repeats : 1)",
+            "parallelism cannot be more than maxTrials x repeats",
+            fieldPath=".budget.parallelism",
+            reason="FieldValueInvalid",
+        ),
+        _cel(
+            "!has(self.arms) || !has(self.search) || !has(self.search.algorithm)",
+            "arms list the configurations to compare, there is nothing to search: "
+            "remove search.algorithm (search.seed still seeds the repeats)",
+            fieldPath=".search.algorithm",
+            reason="FieldValueForbidden",
+        ),
+        _cel(
+            "!has(self.arms) || !has(self.confirm)",
+            "confirm re-runs the best configurations of a search; an arms experiment has none",
+            fieldPath=".confirm",
+            reason="FieldValueForbidden",
+        ),
+        _cel(
+            "!has(self.arms) || !has(self.earlyStopping) || "
+            "!has(self.earlyStopping.algorithm) || self.earlyStopping.algorithm == 'none'",
+            "early stopping would cut arms short and bias their comparison",
+            fieldPath=".earlyStopping.algorithm",
+            reason="FieldValueForbidden",
         ),
     ],
     "Parameter": [
@@ -380,14 +489,6 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
         ),
         # No CEL for `values`: its items may be strings, numbers or booleans, a
         # type CEL cannot see into; validate/operator check it instead.
-    ],
-    "BudgetSpec": [
-        _cel(
-            "!has(self.parallelism) || self.parallelism <= self.maxTrials",
-            "parallelism cannot be more than maxTrials",
-            fieldPath=".parallelism",
-            reason="FieldValueInvalid",
-        ),
     ],
     "MetricsSpec": [
         _cel(
@@ -409,5 +510,13 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
 # the trials already run incomparable with the rest.  Budget, suspend and the
 # pod template (for new trials) may change.
 IMMUTABLE_FIELDS: dict[str, list[str]] = {
-    "ExperimentSpec": ["objective", "objectives", "parameters", "search"],
+    "ExperimentSpec": [
+        "objective",
+        "objectives",
+        "parameters",
+        "search",
+        "baseline",
+        "repeats",
+        "arms",
+    ],
 }

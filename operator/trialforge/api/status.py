@@ -56,6 +56,10 @@ class TrialStatus(WireModel):
     gpu_type: str | None = None
     image_digest: str | None = None
     exit_code: int | None = None
+    artifact_uri: str | None = Field(
+        default=None,
+        description="What the trainer reported as its artifact (trialforge.log_artifact).",
+    )
     gpu_seconds: float | None = None
     retryable: bool | None = Field(
         default=None, description="False when running it again cannot help (a NaN objective)."

@@ -26,6 +26,29 @@ class TrialSpec(WireModel):
         default=None,
         description="What the search engine needs to rebuild its state after a restart.",
     )
+    role: Literal["search", "baseline", "arm", "confirm"] | None = Field(
+        default=None,
+        description="What the run is for: a search configuration, the baseline, an arm of a "
+        "comparison, or a confirmation run after the search. Unset: search.",
+    )
+    config: str | None = Field(
+        default=None,
+        max_length=63,
+        description="The configuration it runs: c<k> (search configuration k), baseline, "
+        "or an arm's name.",
+    )
+    repeat: int | None = Field(
+        default=None, ge=0, description="Which run of its configuration (0-based)."
+    )
+    search_index: int | None = Field(
+        default=None, ge=0, description="The search configuration (Optuna trial number)."
+    )
+    code_version: str | None = Field(
+        default=None, max_length=256, description="spec.codeVersion of the experiment."
+    )
+    data_version: str | None = Field(
+        default=None, max_length=256, description="spec.dataVersion of the experiment."
+    )
 
 
 class Trial(WireModel):

@@ -93,6 +93,11 @@ def _message(err: Mapping[str, Any], known: set[str]) -> str:
         return f"type must be one of {ctx.get('expected_tags', '')}, not {ctx.get('tag')!r}"
     if kind == "literal_error":
         return f"{err.get('input')!r} is not allowed; expected {err.get('ctx', {}).get('expected')}"
+    if kind == "string_pattern_mismatch" and "arms" in err["loc"] and err["loc"][-1] == "name":
+        return (
+            f"{err.get('input')!r} is not a valid arm name: use letters, digits, '-', '_' "
+            "and '.', starting and ending with a letter or digit"
+        )
     if kind == "string_pattern_mismatch" and str(err["loc"][-1]) == "name":
         return (
             f"{err.get('input')!r} is not a valid name: use lower-case letters, digits and "
@@ -122,11 +127,37 @@ def load_experiment(data: Any, source: str | None = None) -> Experiment:
     try:
         experiment = Experiment.model_validate(dict(data))
     except ValidationError as exc:
-        raise ExperimentInvalid(_from_pydantic(exc), source) from None
+        errors = _from_pydantic(exc)
+        seen = {e.path for e in errors}
+        errors += [e for e in _raw_parallelism(data.get("spec")) if e.path not in seen]
+        raise ExperimentInvalid(errors, source) from None
     errors = list(check_spec(experiment.spec))
     if errors:
         raise ExperimentInvalid(errors, source)
     return experiment
+
+
+def _parallelism_error(parallelism: int, max_trials: int, repeats: int) -> FieldError | None:
+    if parallelism <= max_trials * repeats:
+        return None
+    times = f" x repeats ({repeats})" if repeats > 1 else ""
+    return FieldError(
+        "spec.budget.parallelism",
+        f"parallelism ({parallelism}) is more than maxTrials ({max_trials}){times}; "
+        "no more trials than that can ever run at once",
+    )
+
+
+def _raw_parallelism(spec: Any) -> list[FieldError]:
+    """The parallelism rule on a spec that failed elsewhere, so it is reported at once too."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("budget"), Mapping):
+        return []
+    budget = spec["budget"]
+    numbers = (budget.get("parallelism", 1), budget.get("maxTrials"), spec.get("repeats", 1))
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in numbers):
+        return []
+    error = _parallelism_error(*numbers)  # type: ignore[arg-type]
+    return [error] if error else []
 
 
 def load_experiment_file(path: str) -> Experiment:
@@ -197,8 +228,135 @@ def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
             "spec.trial.metrics.path", f"source {metrics_spec.source} needs the path to read"
         )
 
+    if spec.queue is not None and spec.suspend_policy == "Pause":
+        yield FieldError(
+            "spec.suspendPolicy",
+            "Pause cannot be used with a queue: Kueue owns the Jobs' suspend field; use Finish",
+        )
+
     yield from _check_settings(spec)
     yield from _check_template(spec.trial.template, set(names))
+    yield from _check_science(spec)
+
+
+def value_error(p: Any, value: Any) -> str | None:
+    """Why ``value`` is not a value of parameter ``p``, or None when it is one."""
+    if isinstance(p, xp.CategoricalParameter | xp.DiscreteParameter):
+        # 1 == True in Python, but they are different choices to a user.
+        if any(type(v) is type(value) and v == value for v in p.values) or (
+            isinstance(p, xp.DiscreteParameter)
+            and not isinstance(value, bool)
+            and isinstance(value, int | float)
+            and value in p.values
+        ):
+            return None
+        return f"{value!r} is not one of {p.name}'s values {list(p.values)}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r} is not a number; {p.name} is {p.type}"
+    if isinstance(p, xp.IntParameter):
+        if not float(value).is_integer():
+            return f"{value!r} is not an integer; {p.name} is int"
+        if not p.min <= value <= p.max or (int(value) - p.min) % p.step:
+            step = f" in steps of {p.step}" if p.step != 1 else ""
+            return f"{value!r} is outside {p.name}'s space [{p.min}, {p.max}]{step}"
+        return None
+    if not p.min <= value <= p.max:
+        return f"{value!r} is outside {p.name}'s space [{p.min:g}, {p.max:g}]"
+    if p.step is not None:
+        k = (value - p.min) / p.step
+        if abs(k - round(k)) > 1e-9:
+            return f"{value!r} is not on {p.name}'s grid (min {p.min:g}, step {p.step:g})"
+    return None
+
+
+def _check_configuration(
+    spec: ExperimentSpec, parameters: Mapping[str, Any], path: str
+) -> Iterator[FieldError]:
+    """A full parameter set: every parameter once, each value inside its space."""
+    for name, value in parameters.items():
+        p = spec.parameter(name)
+        if p is None:
+            known = ", ".join(q.name for q in spec.parameters)
+            yield FieldError(f"{path}.{name}", f"names no parameter (known: {known})")
+            continue
+        problem = value_error(p, value)
+        if problem is not None:
+            yield FieldError(f"{path}.{name}", problem)
+    missing = [p.name for p in spec.parameters if p.name not in parameters]
+    if missing:
+        yield FieldError(
+            path, f"a configuration sets every parameter; missing: {', '.join(missing)}"
+        )
+
+
+def _check_science(spec: ExperimentSpec) -> Iterator[FieldError]:
+    """Baseline, repeats, arms, confirm: rules across them and the rest of the spec."""
+    budget = spec.budget
+    if spec.baseline is not None:
+        yield from _check_configuration(spec, spec.baseline.parameters, "spec.baseline.parameters")
+    if spec.arms is not None:
+        seen: set[str] = set()
+        for i, arm in enumerate(spec.arms):
+            if arm.name in seen:
+                yield FieldError(f"spec.arms[{i}].name", f"arm {arm.name!r} is listed twice")
+            if arm.name == "baseline" and spec.baseline is not None:
+                yield FieldError(
+                    f"spec.arms[{i}].name",
+                    "'baseline' names spec.baseline; give this arm another name",
+                )
+            seen.add(arm.name)
+            yield from _check_configuration(spec, arm.parameters, f"spec.arms[{i}].parameters")
+        if len(spec.arms) + (spec.baseline is not None) < 2:
+            yield FieldError(
+                "spec.arms",
+                "a comparison needs at least two configurations: list two arms, or one arm "
+                "and spec.baseline",
+            )
+        if "algorithm" in spec.search.model_fields_set:
+            yield FieldError(
+                "spec.search.algorithm",
+                "arms list the configurations to compare, there is nothing to search: remove "
+                "search.algorithm (search.seed still seeds the repeats)",
+            )
+        if spec.early_stopping.algorithm != "none":
+            yield FieldError(
+                "spec.earlyStopping.algorithm",
+                "early stopping would cut arms short and bias their comparison; use none",
+            )
+        if spec.confirm is not None:
+            yield FieldError(
+                "spec.confirm",
+                "confirm re-runs the best configurations of a search; an arms experiment "
+                "has no search (raise spec.repeats instead)",
+            )
+        if budget.max_trials is not None:
+            yield FieldError(
+                "spec.budget.maxTrials",
+                f"an arms experiment runs each of its {len(spec.arms)} arms "
+                f"{spec.repeats} times (spec.repeats); remove budget.maxTrials",
+            )
+    elif budget.max_trials is None:
+        yield FieldError(
+            "spec.budget.maxTrials",
+            "required: how many configurations the search tries (unless spec.arms lists them)",
+        )
+    if budget.max_trials is not None:
+        error = _parallelism_error(budget.parallelism, budget.max_trials, spec.repeats)
+        if error is not None:
+            yield error
+    if spec.confirm is not None:
+        if spec.multi_objective:
+            yield FieldError(
+                "spec.confirm",
+                "confirm ranks configurations by one objective; it cannot be used with "
+                "several objectives",
+            )
+        if budget.max_trials is not None and spec.confirm.top > budget.max_trials:
+            yield FieldError(
+                "spec.confirm.top",
+                f"top ({spec.confirm.top}) is more than the {budget.max_trials} "
+                "configurations the search tries (budget.maxTrials)",
+            )
 
 
 def _check_settings(spec: ExperimentSpec) -> Iterator[FieldError]:

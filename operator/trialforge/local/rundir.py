@@ -48,6 +48,17 @@ class TrialRecord:
     completion_time: float | None = None
     search_state: dict[str, Any] = field(default_factory=dict)
     junk_lines: int = 0
+    # What the run is for and what reproduces it (lineage).
+    role: str | None = None
+    config: str | None = None
+    repeat: int = 0
+    search_index: int | None = None
+    code_version: str | None = None
+    data_version: str | None = None
+    command: list[str] | None = None
+    node: str | None = None
+    gpu_type: str | None = None
+    artifact_uri: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialRecord:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import shutil
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +23,7 @@ from typing import Any
 from trialforge.api.experiment import Experiment
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
+from trialforge.engine.lineage import artifact_uri
 from trialforge.engine.objective import conclude, series
 from trialforge.engine.planner import (
     FinishExperiment,
@@ -101,6 +105,8 @@ class LocalRunner:
         self._ended_views: dict[str, TrialView] = {}
         self.started_at: float | None = None
         self.resumed = False
+        self.node = socket.gethostname()
+        self.gpu_type = _local_gpu()
 
     # -- setup ----------------------------------------------------------------------
 
@@ -144,6 +150,7 @@ class LocalRunner:
             "reason": reason,
             "message": message,
             "startTime": self.started_at,
+            "workdir": str(self.workdir.resolve()),
         }
         if phase in ("Succeeded", "Failed"):
             state["completionTime"] = time.time()
@@ -155,6 +162,13 @@ class LocalRunner:
                     "parameters": dict(plan.best.parameters),
                     "values": list(plan.best.values),
                 }
+                if plan.best.config is not None:
+                    state["best"]["config"] = plan.best.config
+                    state["best"]["runs"] = plan.best.runs
+                if plan.best.artifact_uri:
+                    state["best"]["artifactUri"] = plan.best.artifact_uri
+            if plan.comparison is not None:
+                state["comparison"] = plan.comparison
             if plan.pareto_front and self.spec.multi_objective:
                 state["paretoFront"] = [
                     {"trial": b.name, "parameters": dict(b.parameters), "values": list(b.values)}
@@ -260,6 +274,11 @@ class LocalRunner:
                     reason=r.reason,
                     retryable=r.retryable,
                     search_state=r.search_state,
+                    role=r.role,
+                    config=r.config,
+                    repeat=r.repeat,
+                    search_index=r.search_index,
+                    artifact_uri=r.artifact_uri,
                 )
             )
             if r.phase in TERMINAL_PHASES:
@@ -291,6 +310,7 @@ class LocalRunner:
                 record.message = outcome.message
                 record.retryable = outcome.retryable
                 record.values = list(outcome.values) if outcome.values else None
+            record.artifact_uri = _artifact(self.dir.log_path(name)) or record.artifact_uri
             self.writer.save(record)
             self.dir.event(f"Trial{record.phase}", f"{name}: {record.message or record.phase}")
             del self.processes[name]
@@ -315,6 +335,12 @@ class LocalRunner:
                 seed=action.seed,
                 search_state=action.search_state,
                 reason="Retry" if action.why == "retry" else None,
+                role=action.role,
+                config=action.config,
+                repeat=action.repeat,
+                search_index=action.search_index,
+                code_version=self.spec.code_version,
+                data_version=self.spec.data_version,
             )
             self.records[name] = record
             if action.why == "retry":
@@ -370,6 +396,9 @@ class LocalRunner:
         )
         record.phase = "Running"
         record.start_time = time.time()
+        record.command = argv
+        record.node = self.node
+        record.gpu_type = self.gpu_type
         self.writer.save(record)
         self.processes[record.name] = process
         self.observations[record.name] = []
@@ -384,3 +413,31 @@ class LocalRunner:
             if not process.done:
                 process.kill()
                 process.wait(2.0)
+
+
+def _artifact(log: Path) -> str | None:
+    """The artifact URI the trainer reported in its output (engine.lineage convention)."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as handle:
+            return artifact_uri(handle)
+    except OSError:
+        return None
+
+
+def _local_gpu() -> str | None:
+    """This machine's GPU model, when nvidia-smi can say (lineage only)."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return None
+    try:
+        out = subprocess.run(
+            [tool, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = sorted({line.strip() for line in out.splitlines() if line.strip()})
+    return ", ".join(names) or None

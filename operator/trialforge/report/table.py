@@ -6,12 +6,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from trialforge.api.experiment import ExperimentSpec
-from trialforge.engine.planner import Plan
+from trialforge.engine.planner import Plan, planned_trials
 
 PHASE_STYLE = {
     "Pending": "dim",
@@ -79,7 +80,7 @@ def headline(name: str, spec: ExperimentSpec, plan: Plan | None) -> Text:
         return text
     c = plan.counts
     text.append(
-        f"  {c['total']}/{spec.budget.max_trials} trials · {c['running']} running · "
+        f"  {c['total']}/{planned_trials(spec)} trials · {c['running']} running · "
         f"{c['succeeded']} succeeded · {c['failed']} failed · {c['pruned']} pruned"
     )
     if plan.best is not None:
@@ -111,3 +112,88 @@ def pareto_table(spec: ExperimentSpec, plan: Plan) -> Table:
             *[fmt(b.parameters[p.name]) for p in spec.parameters],
         )
     return table
+
+
+VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "inconclusive": "yellow"}
+
+
+def _interval(low: Any, high: Any) -> str:
+    if low is None or high is None:
+        return ""
+    return f"{low:+.2g}..{high:+.2g}"
+
+
+def _short(value: Any) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _p(value: Any) -> str:
+    if value is None:
+        return ""
+    return "<1e-4" if value < 1e-4 else f"{value:.2g}"
+
+
+def comparison_table(rows: Sequence[Mapping[str, Any]]) -> Group | None:
+    """The verdicts of candidates against the baseline (engine.comparison rows)."""
+    base = next((r for r in rows if r.get("role") == "baseline"), None)
+    if base is None:
+        return None
+    alpha = base.get("alpha", 0.05)
+    interim = " (interim: runs still going)" if base.get("interim") else ""
+    table = Table(
+        title=f"{base.get('metric')} ({base.get('direction')}) vs {base['arm']}, "
+        f"{base.get('source')} runs, alpha={alpha:g}{interim}",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption="the first row is the baseline; diff = arm - baseline",
+    )
+    for name in ("arm", "n", "mean", "diff", f"{1 - alpha:.0%} CI", "boot CI", "p",
+                 "p Holm", "g", "verdict"):  # fmt: skip
+        table.add_column(
+            name, justify="left" if name in ("arm", "verdict") else "right", overflow="fold"
+        )
+    table.add_row(
+        Text(f"{base['arm']}", style="bold"),
+        str(base.get("n", 0)),
+        _short(base.get("mean")),
+        *[""] * 7,
+    )
+    notes = []
+    for r in rows:
+        if r.get("role") != "candidate":
+            continue
+        verdict = r.get("verdict", "")
+        table.add_row(
+            r["arm"],
+            str(r.get("n", 0)),
+            _short(r.get("mean")),
+            "" if r.get("difference") is None else f"{r['difference']:+.2g}",
+            _interval(r.get("ciLow"), r.get("ciHigh")),
+            _interval(r.get("bootstrapLow"), r.get("bootstrapHigh")),
+            _p(r.get("pValue")),
+            _p(r.get("pAdjusted")),
+            "" if r.get("hedgesG") is None else f"{r['hedgesG']:+.1f}",
+            Text(verdict, style=VERDICT_STYLE.get(verdict, "")),
+        )
+        if r.get("note"):
+            notes.append(Text(f"  {r['arm']}: {r['note']}", style="dim"))
+    for r in rows:
+        if r.get("role") == "omnibus":
+            notes.append(
+                Text(
+                    f"  across all arms ({r.get('test')} ANOVA): p={_p(r.get('pValue'))}"
+                    + (f"; {r['note']}" if r.get("note") else ""),
+                    style="dim",
+                )
+            )
+        elif r.get("role") == "passFail":
+            rates = ", ".join(f"{k} {v:.0%}" for k, v in (r.get("passRates") or {}).items())
+            notes.append(
+                Text(
+                    f"  runs that succeeded ({r.get('test')}): {rates}; p={_p(r.get('pValue'))}"
+                    + (f"; {r['note']}" if r.get("note") else ""),
+                    style="dim",
+                )
+            )
+    return Group(table, *notes)

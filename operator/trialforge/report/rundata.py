@@ -1,0 +1,198 @@
+"""An experiment's records, read from a local run directory or from the cluster.
+
+Reports, ``reproduce`` and the MLflow export read runs through this module, so
+each of them works on both: a cluster Trial becomes the same
+:class:`~trialforge.local.rundir.TrialRecord` a local run writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from trialforge.api.experiment import Experiment, ExperimentSpec
+from trialforge.api.observation import Observation
+from trialforge.engine import space
+from trialforge.engine.history import observations_from
+from trialforge.local.rundir import RunDirectory, TrialRecord
+
+
+@dataclass
+class RunData:
+    name: str
+    experiment: Experiment
+    state: dict[str, Any]  # phase, reason, message, trials, best, comparison (status shape)
+    records: list[TrialRecord]
+    source: str  # "run directory X" or "cluster NS/NAME"
+    workdir: Path | None = None
+    run_dir: Path | None = None
+    namespace: str | None = None
+    observations: dict[str, list[Observation]] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)  # trial -> image digest (cluster)
+
+    @property
+    def spec(self) -> ExperimentSpec:
+        return self.experiment.spec
+
+    def record(self, name: str) -> TrialRecord:
+        for r in self.records:
+            if r.name == name:
+                return r
+        known = ", ".join(r.name for r in self.records[:10])
+        raise KeyError(f"no trial {name!r} in {self.source} (trials: {known}, ...)")
+
+
+def _experiment(doc: Mapping[str, Any]) -> Experiment:
+    # The recorded document was valid when it ran; it is read as it is (the
+    # dump carries defaults a user never wrote, which the cross-field rules
+    # of load_experiment would take for the user's own words).
+    return Experiment.model_validate({k: v for k, v in doc.items() if k != "status"})
+
+
+def from_run_dir(path: str | Path) -> RunData:
+    directory = RunDirectory(Path(path))
+    doc = directory.recorded_spec()
+    if doc is None:
+        raise FileNotFoundError(f"{path} is not a run directory (no experiment.yaml)")
+    experiment = _experiment(doc)
+    state = directory.load_state()
+    records = directory.load_trials()
+    workdir = state.get("workdir")
+    return RunData(
+        experiment.name,
+        experiment,
+        state,
+        records,
+        f"run directory {path}",
+        Path(workdir) if workdir else None,
+        Path(path),
+        observations={r.name: directory.load_observations(r.name) for r in records},
+    )
+
+
+def _time(value: Any) -> float | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def record_from_trial(trial: Mapping[str, Any]) -> TrialRecord:
+    """A cluster Trial as the record a local run keeps."""
+    spec = trial.get("spec") or {}
+    status = trial.get("status") or {}
+    return TrialRecord(
+        name=trial["metadata"]["name"],
+        index=int(spec.get("index", 0)),
+        attempt=int(spec.get("attempt", 0)),
+        parameters=dict(spec.get("parameters") or {}),
+        seed=int(spec.get("seed", 0)),
+        phase=status.get("phase", "Pending"),
+        reason=status.get("reason"),
+        message=status.get("message"),
+        values=status.get("values"),
+        retryable=status.get("retryable", True) is not False,
+        exit_code=status.get("exitCode"),
+        start_time=_time(status.get("startTime")),
+        completion_time=_time(status.get("completionTime")),
+        search_state=spec.get("searchState") or {},
+        role=spec.get("role"),
+        config=spec.get("config"),
+        repeat=int(spec.get("repeat") or 0),
+        search_index=spec.get("searchIndex"),
+        code_version=spec.get("codeVersion"),
+        data_version=spec.get("dataVersion"),
+        node=status.get("node"),
+        gpu_type=status.get("gpuType"),
+        artifact_uri=status.get("artifactUri"),
+    )
+
+
+def from_cluster(
+    namespace: str, name: str, kubeconfig: str | None = None, kube: Any = None
+) -> RunData:
+    """An Experiment and its Trials, read from the cluster."""
+    if kube is None:
+        from kubernetes import client, config
+
+        from trialforge.kube.client import Kube
+
+        try:
+            config.load_kube_config(config_file=kubeconfig)
+        except config.ConfigException:
+            config.load_incluster_config()
+        kube = Kube(client.ApiClient())
+    obj = kube.get_experiment(namespace, name)
+    if obj is None:
+        raise KeyError(f"no Experiment {namespace}/{name}")
+    experiment = _experiment(obj)
+    trials = sorted(
+        kube.list_trials(namespace, name),
+        key=lambda t: (t["spec"].get("index", 0), t["spec"].get("attempt", 0)),
+    )
+    records = [record_from_trial(t) for t in trials]
+    observations = {
+        t["metadata"]["name"]: observations_from((t.get("status") or {}).get("history") or {})
+        for t in trials
+    }
+    images = {
+        t["metadata"]["name"]: (t.get("status") or {}).get("imageDigest")
+        for t in trials
+        if (t.get("status") or {}).get("imageDigest")
+    }
+    return RunData(
+        name,
+        experiment,
+        dict(obj.get("status") or {}),
+        records,
+        f"cluster {namespace}/{name}",
+        namespace=namespace,
+        observations=observations,
+        images=images,
+    )
+
+
+def latest_attempts(records: list[TrialRecord]) -> list[TrialRecord]:
+    latest: dict[int, TrialRecord] = {}
+    for r in records:
+        if r.index not in latest or r.attempt > latest[r.index].attempt:
+            latest[r.index] = r
+    return [latest[i] for i in sorted(latest)]
+
+
+def study_of(data: RunData) -> optuna.Study:
+    """The search's configurations as an Optuna study (means over repeats), for importances."""
+    spec = data.spec
+    distributions = space.distributions(spec.parameters)
+    study = optuna.create_study(directions=[o.direction for o in spec.all_objectives])
+    if spec.arms:
+        return study
+    configs: dict[int, list[TrialRecord]] = {}
+    for r in latest_attempts(data.records):
+        if (r.role or "search") != "search" or r.phase != "Succeeded" or not r.values:
+            continue
+        k = r.search_index if r.search_index is not None else r.index
+        configs.setdefault(k, []).append(r)
+    for k in sorted(configs):
+        runs = configs[k]
+        width = len(spec.all_objectives)
+        rows = [r.values for r in runs if r.values and len(r.values) == width]
+        if not rows:
+            continue
+        values = [sum(col) / len(col) for col in zip(*rows, strict=True)]
+        params = {n: v for n, v in runs[0].parameters.items() if n in distributions}
+        try:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions={n: distributions[n] for n in params},
+                    values=values,
+                )
+            )
+        except ValueError:
+            continue  # a value outside today's space (the spec changed): left out
+    return study
