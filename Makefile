@@ -13,7 +13,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,tensorboard]'
+	$(BIN)/pip install --quiet -e '.[dev,tensorboard,mlflow]'
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with trialforge and the dev tools

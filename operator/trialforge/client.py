@@ -12,8 +12,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 
@@ -61,6 +59,9 @@ def _push(url: str, body: bytes, attempts: int = 60) -> None:
 
     Retries while the sidecar is not listening yet (connection refused: nothing
     was received, so nothing is repeated) or its buffer is full (503)."""
+    import urllib.error  # here: a trainer that only prints never pays for ssl and email
+    import urllib.request
+
     for attempt in range(attempts):
         request = urllib.request.Request(
             url, data=body, headers={"Content-Type": "application/json"}, method="POST"

@@ -7,6 +7,8 @@ stays small however long the training runs.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -17,8 +19,11 @@ from trialforge.api.status import MAX_HISTORY_POINTS
 Point = dict[str, Any]  # {"step": int, "value": float, "time": float?}
 
 
+_NUMBERS = (int, float)  # a tuple: ``int | float`` would build a union on every call
+
+
 def _finite(v: float | None) -> bool:
-    return isinstance(v, int | float) and math.isfinite(v)
+    return isinstance(v, _NUMBERS) and math.isfinite(v)
 
 
 def point_value(point: Mapping[str, Any]) -> float:
@@ -27,22 +32,83 @@ def point_value(point: Mapping[str, Any]) -> float:
     return float(point["value"])
 
 
-def downsample(points: Sequence[Point], limit: int, direction: str | None = None) -> list[Point]:
+def _step(point: Mapping[str, Any]) -> int:
+    return int(point["step"])
+
+
+def _select(
+    steps: Sequence[int],
+    values: Sequence[float | None],
+    limit: int,
+    direction: str | None,
+    tail: int,
+) -> list[int]:
+    """The indices to keep (sorted), at most ``limit``; see :func:`downsample`."""
+    n = len(steps)
+    if n <= limit:
+        return list(range(n))
+    tail = max(1, min(tail, limit - 2))
+    must: list[int] = [0, *range(n - tail, n)]
+    if direction is not None:
+        best: int | None = None
+        bad: list[int] = []
+        maximize = direction == "maximize"
+        for i, v in enumerate(values):
+            if v is None or not math.isfinite(v):
+                bad.append(i)
+            elif best is None or (v > values[best] if maximize else v < values[best]):  # type: ignore[operator]
+                best = i
+        if best is not None:
+            must.append(best)
+        # A non-finite point is the most telling one: keep the first few.
+        must += bad[: limit // 4]
+    keep: list[int] = []
+    for i in must:  # in priority order, never more than the limit
+        if i not in keep and len(keep) < limit:
+            keep.append(i)
+    room = limit - len(keep)
+    if room <= 0:
+        return sorted(keep)
+    chosen = set(keep)
+    if steps[-1] > steps[0] and all(a <= b for a, b in itertools.pairwise(steps)):
+        # Evenly spaced steps; each target takes the nearest point.
+        span = steps[-1] - steps[0]
+        for k in range(1, room + 1):
+            target = steps[0] + span * k / (room + 1)
+            j = min(bisect.bisect_left(steps, target), n - 1)
+            if j > 0 and target - steps[j - 1] <= steps[j] - target:
+                j -= 1
+            chosen.add(j)
+    spare = limit - len(chosen)
+    if spare > 0:  # collisions (or steps out of order): fill evenly by position
+        free = [i for i in range(n) if i not in chosen]
+        stride = len(free) / spare
+        chosen.update(free[int(stride * k + stride / 2)] for k in range(spare))
+    return sorted(chosen)
+
+
+def downsample(
+    points: Sequence[Point], limit: int, direction: str | None = None, tail: int = 1
+) -> list[Point]:
+    """At most ``limit`` points: the first, the last ``tail`` (for a mean of the last
+    k values), the best (with a direction), non-finite ones, and points evenly
+    spaced *in steps* between, so that merging again and again (the ingest merges
+    every batch into an already downsampled history) keeps the spacing even."""
     if len(points) <= limit:
         return list(points)
-    keep = {0, len(points) - 1}
-    if direction is not None:
-        finite = [i for i, p in enumerate(points) if _finite(p["value"])]
-        if finite:
-            pick = max if direction == "maximize" else min
-            keep.add(pick(finite, key=lambda i: points[i]["value"]))
-        # A non-finite point is the most telling one: never drop it.
-        keep.update(i for i, p in enumerate(points) if p.get("value") is None)
-    room = limit - len(keep)
-    if room > 0:
-        stride = (len(points) - 1) / (room + 1)
-        keep.update(round(stride * k) for k in range(1, room + 1))
-    return [points[i] for i in sorted(keep)][:limit]
+    steps = [_step(p) for p in points]
+    values = [p.get("value") for p in points]
+    return [points[i] for i in _select(steps, values, limit, direction, tail)]
+
+
+def _point(step: int, value: float, time: float | None) -> Point:
+    point: Point = {"step": step, "value": value}
+    if not math.isfinite(value):
+        # JSON (and so the API server) has no NaN or infinity.
+        point = {"step": step, "value": None, "nonFinite": str(value)}
+    if time is not None:
+        point["time"] = time
+    return point
 
 
 def merge(
@@ -50,21 +116,29 @@ def merge(
     observations: Iterable[Observation],
     directions: Mapping[str, str],
     limit: int = MAX_HISTORY_POINTS,
+    tails: Mapping[str, int] | None = None,
 ) -> dict[str, list[Point]]:
-    """The history with new observations appended, each metric downsampled."""
-    out = {k: list(v) for k, v in history.items()}
+    """The history with new observations appended, each metric downsampled.
+
+    ``tails`` says how many last points of a metric must stay (an objective whose
+    final value is the mean of its last k values).  New points become dicts only
+    when they are kept (a batch of thousands keeps about a hundred)."""
+    new: dict[str, list[tuple[int, float, float | None]]] = {}
     for obs in observations:
         for metric, value in obs.metrics.items():
-            point: Point = {"step": obs.step, "value": value}
-            if not _finite(value):
-                # JSON (and so the API server) has no NaN or infinity.
-                point = {"step": obs.step, "value": None, "nonFinite": str(value)}
-            if obs.time is not None:
-                point["time"] = obs.time
-            out.setdefault(metric, []).append(point)
-    return {
-        metric: downsample(points, limit, directions.get(metric)) for metric, points in out.items()
-    }
+            new.setdefault(metric, []).append((obs.step, float(value), obs.time))
+    tails = tails or {}
+    out: dict[str, list[Point]] = {}
+    for metric in {**history, **new}:
+        old = list(history.get(metric) or [])
+        added = new.get(metric) or []
+        steps = [_step(p) for p in old] + [s for s, _, _ in added]
+        values: list[float | None] = [p.get("value") for p in old]
+        values += [v if math.isfinite(v) else None for _, v, _ in added]
+        keep = _select(steps, values, limit, directions.get(metric), tails.get(metric, 1))
+        k = len(old)
+        out[metric] = [old[i] if i < k else _point(*added[i - k]) for i in keep]
+    return out
 
 
 def summarize(
@@ -74,17 +148,23 @@ def summarize(
 ) -> dict[str, dict[str, Any]]:
     """Latest and best value (best only for objective metrics) and count, per metric."""
     out = {k: dict(v) for k, v in summary.items()}
+    series: dict[str, list[tuple[int, float]]] = {}
     for obs in observations:
         for metric, value in obs.metrics.items():
-            entry = out.setdefault(metric, {"count": 0})
-            entry["latest"] = value if _finite(value) else None
-            entry["step"] = obs.step
-            entry["count"] = int(entry.get("count", 0)) + 1
-            direction = directions.get(metric)
-            if direction and _finite(value):
+            series.setdefault(metric, []).append((obs.step, value))
+    for metric, points in series.items():
+        entry = out.setdefault(metric, {"count": 0})
+        step, value = points[-1]
+        entry["latest"] = value if _finite(value) else None
+        entry["step"] = step
+        entry["count"] = int(entry.get("count", 0)) + len(points)
+        direction = directions.get(metric)
+        if direction:
+            finite = [v for _, v in points if _finite(v)]
+            if finite:
+                pick = max if direction == "maximize" else min
                 best = entry.get("best")
-                if best is None or (value > best if direction == "maximize" else value < best):
-                    entry["best"] = value
+                entry["best"] = pick(finite) if best is None else pick(best, pick(finite))
     return out
 
 

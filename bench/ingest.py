@@ -1,0 +1,465 @@
+"""Ingest benchmark (issue 6): the operator's /v1/observations under 100 collectors,
+and the collector's own cost.
+
+Part 1 — ingest throughput.  A local control plane (e2e/cluster), the real
+`trialforge operator` process, one Experiment whose 100 trials run on kwok (their
+pods "run" for the whole benchmark), and 100 concurrent collectors on loopback:
+each one sends a batch of --batch observations, waits for the acknowledgement,
+and sends the next (the collector's own protocol: one request in flight, seq
+numbers, `stored` in the answer).  The collectors are asyncio clients spread over
+--procs processes (100 real collector processes would mostly measure 100 Python
+interpreters competing for the same CPUs).  Measured: observations stored per
+second, ack latency percentiles (the client's view), operator CPU seconds per 10k
+observations (from /proc), and the apiserver's share.
+
+Part 2 — the collector.  A real `trialforge collector` process tails a file that
+a writer fills at 1,000 lines/s for --tail-seconds, delivering to the same
+operator; measured: its CPU (% of one core) and peak RSS.
+
+Run:  .venv/bin/python bench/ingest.py [--seconds 30 --rate 200 --batch 2000 --collectors 100] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "e2e" / "cluster"
+KEY = "bench-ingest-key"
+NS = "bench-ingest"
+XP = "ingest"
+
+
+def sh(*args: str, **kw: Any) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def token(namespace: str, trial: str) -> str:
+    return hmac.new(KEY.encode(), f"{namespace}/{trial}".encode(), hashlib.sha256).hexdigest()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pids_named(fragment: str) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if fragment in cmd:
+                out.append(int(entry.name))
+    return out
+
+
+def experiment(trials: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "trialforge.io/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": XP, "namespace": NS},
+        "spec": {
+            "objective": {"metric": "loss", "direction": "minimize"},
+            "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0}],
+            "search": {"algorithm": "random", "seed": 1},
+            "budget": {"maxTrials": trials, "parallelism": trials},
+            "trial": {
+                "template": {
+                    "metadata": {"annotations": {"trialforge.io/kwok-run-seconds": "3600"}},
+                    "spec": {
+                        "nodeSelector": {"type": "kwok"},
+                        "containers": [
+                            {"name": "trainer", "image": "bench/trainer:1", "command": ["train"]}
+                        ],
+                    },
+                }
+            },
+        },
+    }
+
+
+# -- the load: collectors as asyncio clients ---------------------------------------------------
+
+
+async def _collector(
+    port: int,
+    trial: str,
+    batch: int,
+    until: float,
+    latencies: list[float],
+    counts: list[int],
+    rate: float,
+) -> None:
+    """One collector.  rate == 0: closed loop, fixed batches of ``batch``.  rate > 0: the
+    trainer produces ``rate`` observations/s and each request carries everything
+    produced since the last one, up to ``batch`` (the real collector's behaviour)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = {"namespace": NS, "trial": trial, "token": token(NS, trial)}
+    seq, step = 0, 0
+    started = time.monotonic()
+    try:
+        while time.monotonic() < until:
+            size = batch
+            if rate > 0:
+                size = min(batch, int((time.monotonic() - started) * rate) - seq)
+                if size <= 0:
+                    await asyncio.sleep(0.01)
+                    continue
+            observations = []
+            for _ in range(size):
+                seq += 1
+                observations.append(
+                    {"seq": seq, "step": step, "time": time.time(),
+                     "metrics": {"loss": 1.0 / (step + 1), "acc": step / 1e6, "lr": 0.01}}
+                )  # fmt: skip
+                step += 1
+            body = json.dumps({**head, "observations": observations}).encode()
+            request = (
+                f"POST /v1/observations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+            while True:
+                sent_at = time.perf_counter()
+                writer.write(request)
+                await writer.drain()
+                status_line = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                answer = json.loads(await reader.readexactly(length))
+                latencies.append(time.perf_counter() - sent_at)
+                code = int(status_line.split()[1])
+                if code == 200 and answer.get("stored") == seq:
+                    counts.append(size)
+                    break
+                if code in (200, 409):  # not expected: one sender per trial
+                    break
+                await asyncio.sleep(0.05)  # 503 conflict: retry
+    finally:
+        writer.close()
+
+
+def _load_process(
+    port: int, trials: list[str], batch: int, seconds: float, rate: float, out: Any
+) -> None:
+    latencies: list[float] = []
+    counts: list[int] = []
+
+    async def main() -> None:
+        until = time.monotonic() + seconds
+        await asyncio.gather(
+            *(_collector(port, t, batch, until, latencies, counts, rate) for t in trials)
+        )
+
+    asyncio.run(main())
+    out.put((latencies, counts))
+
+
+def run_load(
+    port: int, trials: list[str], batch: int, seconds: float, procs: int, rate: float
+) -> dict[str, Any]:
+    queue: Any = mp.get_context("fork").Queue()
+    groups = [trials[i::procs] for i in range(procs)]
+    workers = [
+        mp.get_context("fork").Process(
+            target=_load_process, args=(port, g, batch, seconds, rate, queue)
+        )
+        for g in groups
+    ]
+    started = time.monotonic()
+    for w in workers:
+        w.start()
+    results = [queue.get(timeout=seconds + 120) for _ in workers]
+    for w in workers:
+        w.join(30)
+    elapsed = time.monotonic() - started
+    latencies = sorted(x for lat, _ in results for x in lat)
+    sizes = [n for _, c in results for n in c]
+    stored = sum(sizes)
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return {
+        "stored": stored,
+        "seconds": elapsed,
+        "obs_per_s": stored / elapsed,
+        "requests": len(latencies),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies[-1] * 1000,
+        "mean_batch": statistics.fmean(sizes) if sizes else 0,
+        "offered_obs_per_s": rate * len(trials) if rate else None,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+    }
+
+
+# -- the collector tailing 1,000 lines/s ------------------------------------------------------
+
+
+def run_collector(port: int, trial: str, seconds: float, rate: int) -> dict[str, Any]:
+    shared = Path(tempfile.mkdtemp(prefix="tf-collector-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIALFORGE_")}
+    env.update(
+        TRIALFORGE_INGEST_URL=f"http://127.0.0.1:{port}/v1/observations",
+        TRIALFORGE_TOKEN=token(NS, trial),
+        TRIALFORGE_NAMESPACE=NS,
+        TRIALFORGE_TRIAL=trial,
+        TRIALFORGE_SHARED_DIR=str(shared),
+        TRIALFORGE_METRICS_SOURCE="stdout",
+        TRIALFORGE_METRICS_FORMAT="json",
+    )
+    log = open(shared / "collector.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trialforge.cli", "collector"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    time.sleep(1.0)
+    cpu0, peak = cpu_seconds(proc.pid), rss_mb(proc.pid)
+    started = time.monotonic()
+    written = 0
+    with open(shared / "stdout.log", "a") as out:
+        while (now := time.monotonic()) < started + seconds:
+            due = int((now - started) * rate)
+            while written < due:
+                out.write(json.dumps({"step": written, "loss": 1 / (written + 1), "acc": 0.5}))
+                out.write("\nsome log line between the metrics\n" if written % 10 == 0 else "\n")
+                written += 1
+            out.flush()
+            peak = max(peak, rss_mb(proc.pid))
+            time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    cpu = cpu_seconds(proc.pid) - cpu0
+    (shared / "exit-code").write_text("0\n")
+    code = proc.wait(120)
+    log.close()
+    text = (shared / "collector.log").read_text()
+    shutil.rmtree(shared, ignore_errors=True)
+    return {
+        "lines_per_s": written / elapsed,
+        "written": written,
+        "cpu_percent": 100 * cpu / elapsed,
+        "peak_rss_mb": peak,
+        "exit": code,
+        "summary": [ln for ln in text.splitlines() if "done:" in ln][-1:],
+    }
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--collectors", type=int, default=100)
+    parser.add_argument(
+        "--batch", type=int, default=2000, help="observations per request (at most, with --rate)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=200,
+        help="observations/s each trainer produces (0: closed loop, fixed --batch)",
+    )
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--tail-seconds", type=float, default=30)
+    parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
+    parser.add_argument(
+        "--py-spy", help="py-spy binary: sample the operator during the load (collapsed stacks)"
+    )
+    parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args()
+
+    from kubernetes import client, config
+
+    state = None
+    if args.kubeconfig:
+        kubeconfig = args.kubeconfig
+    else:
+        name = f"bench-ingest-{os.getpid()}"
+        state = ROOT / "e2e" / ".state" / name
+        print("starting a cluster ...", flush=True)
+        sh(sys.executable, str(CLUSTER), "--name", name, "--dir", str(state), "up",
+           "--nodes", "4", "--owner-pid", str(os.getpid()))  # fmt: skip
+        kubeconfig = str(state / "kubeconfig")
+    bin_dir = sh(sys.executable, str(CLUSTER), "build").strip().splitlines()[-1]
+    kubectl = [str(Path(bin_dir) / "kubectl"), "--kubeconfig", kubeconfig]
+    operator = None
+    log_dir = Path(tempfile.mkdtemp(prefix="tf-bench-ingest-"))
+    try:
+        sh(*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds"))
+        sh(*kubectl, "wait", "--for=condition=Established",
+           "crd/experiments.trialforge.io", "crd/trials.trialforge.io")  # fmt: skip
+        subprocess.run([*kubectl, "create", "namespace", NS], capture_output=True)
+        port = free_port()
+        log = open(log_dir / "operator.log", "w")  # noqa: SIM115
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "trialforge.cli", "operator", "--kubeconfig", kubeconfig,
+             "-n", NS, "--lease-namespace", NS, "--port", str(port), "--listen", "127.0.0.1",
+             "--ingest-url", f"http://127.0.0.1:{port}/v1/observations", "--log-format", "text"],
+            env={**os.environ, "TRIALFORGE_INGEST_KEY": KEY}, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    if json.loads(r.read()).get("leader"):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        config.load_kube_config(config_file=kubeconfig)
+        api = client.ApiClient()
+        custom = client.CustomObjectsApi(api)
+        sh(*kubectl, "apply", "-f", "-", input=json.dumps(experiment(args.collectors)))
+        print(f"waiting for {args.collectors} running trials ...", flush=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            items = custom.list_namespaced_custom_object("trialforge.io", "v1alpha1", NS, "trials")[
+                "items"
+            ]
+            running = [
+                t["metadata"]["name"]
+                for t in items
+                if (t.get("status") or {}).get("phase") == "Running"
+            ]
+            if len(running) >= args.collectors:
+                break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"only {len(running)} trials running")
+        time.sleep(3)  # let the reconciles settle
+        trials = sorted(running)[: args.collectors - 1]
+        tail_trial = sorted(running)[args.collectors - 1]
+        # This cluster's own processes (other clusters may run on the machine).
+        mine = pids_named(str(state)) if state is not None else []
+        apiservers = [p for p in mine if p in pids_named("bin/kube-apiserver")]
+        etcds = [p for p in mine if p in pids_named("bin/etcd ")]
+        op_cpu0 = cpu_seconds(operator.pid)
+        api_cpu0 = sum(cpu_seconds(p) for p in apiservers)
+        etcd_cpu0 = sum(cpu_seconds(p) for p in etcds)
+        print(f"load: {len(trials)} collectors x batches of {args.batch} for {args.seconds}s",
+              flush=True)  # fmt: skip
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(
+                [args.py_spy, "record", "--pid", str(operator.pid), "--duration",
+                 str(int(args.seconds)), "--format", "raw", "--threads", "--nonblocking",
+                 "--output", str(log_dir / "operator.stacks")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        load = run_load(port, trials, args.batch, args.seconds, args.procs, args.rate)
+        if spy is not None:
+            spy.wait(60)
+            print(f"operator stacks: {log_dir / 'operator.stacks'}")
+        op_cpu = cpu_seconds(operator.pid) - op_cpu0
+        api_cpu = sum(cpu_seconds(p) for p in apiservers) - api_cpu0
+        etcd_cpu = sum(cpu_seconds(p) for p in etcds) - etcd_cpu0
+        load["operator_cpu_s"] = op_cpu
+        load["operator_cpu_per_10k"] = op_cpu / load["stored"] * 10_000
+        load["operator_cores"] = op_cpu / load["seconds"]
+        load["obs_per_operator_core_s"] = load["stored"] / op_cpu if op_cpu else 0
+        load["apiserver_cpu_per_10k"] = api_cpu / load["stored"] * 10_000
+        load["etcd_cpu_per_10k"] = etcd_cpu / load["stored"] * 10_000
+        load["operator_rss_mb"] = rss_mb(operator.pid)
+        print(json.dumps(load, indent=2), flush=True)
+
+        print(f"collector: tailing 1,000 lines/s for {args.tail_seconds}s ...", flush=True)
+        tail = run_collector(port, tail_trial, args.tail_seconds, 1000)
+        status = (
+            custom.get_namespaced_custom_object(
+                "trialforge.io", "v1alpha1", NS, "trials", tail_trial
+            ).get("status")
+            or {}
+        )
+        tail["stored"] = status.get("lastSequence")
+        print(json.dumps(tail, indent=2), flush=True)
+        result = {"load": load, "tail": tail, "args": vars(args)}
+        (log_dir / "result.json").write_text(json.dumps(result, indent=2))
+        if args.write:
+            record(result)
+        api.close()
+    finally:
+        if operator is not None:
+            operator.terminate()
+            try:
+                operator.wait(20)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        if state is not None:
+            subprocess.run([sys.executable, str(CLUSTER), "--name", state.name, "--dir",
+                            str(state), "down"], capture_output=True)  # fmt: skip
+        print(f"operator log: {log_dir / 'operator.log'}")
+    return 0
+
+
+def record(r: dict[str, Any]) -> None:
+    load, tail, a = r["load"], r["tail"], r["args"]
+    cpu = os.cpu_count()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+         if ln.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+    text = f"""
+### Run: {a["collectors"]} collectors, batches of {a["batch"]}, {a["seconds"]:.0f} s
+
+Machine: {cpu} CPUs ({model}), Python {platform.python_version()}, shared with other sessions.
+
+| figure | value | target |
+|---|---|---|
+| observations stored / s (wall; offered: {load["offered_obs_per_s"] or "closed loop"}) | {load["obs_per_s"]:,.0f} | |
+| observations per request (mean) | {load["mean_batch"]:.0f} | |
+| observations / s per operator CPU-second | {load["obs_per_operator_core_s"]:,.0f} | >= 20,000 on one core |
+| ack latency p50 / p99 / max | {load["p50_ms"]:.1f} / {load["p99_ms"]:.1f} / {load["max_ms"]:.0f} ms | p99 <= 20 ms |
+| operator CPU per 10k observations | {load["operator_cpu_per_10k"]:.2f} s | |
+| apiserver / etcd CPU per 10k observations | {load["apiserver_cpu_per_10k"]:.2f} s / {load["etcd_cpu_per_10k"]:.2f} s | |
+| operator cores used during the load | {load["operator_cores"]:.2f} | |
+| requests (acks) | {load["requests"]:,} | |
+| collector tailing {tail["lines_per_s"]:,.0f} lines/s: CPU | {tail["cpu_percent"]:.1f} % of a core | |
+| collector peak RSS | {tail["peak_rss_mb"]:.1f} MB | <= 30 MB |
+| collector: stored / written, exit code | {tail["stored"]} / {tail["written"]}, {tail["exit"]} | |
+"""
+    path = ROOT / "bench" / "RESULTS.md"
+    with open(path, "a") as f:
+        f.write(text)
+    print(f"recorded in {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
