@@ -141,35 +141,49 @@ class Watcher:
 
     def _jobs(self) -> None:
         while not self.stop.is_set():
-            w = self.watch.Watch()
-            for ev in w.stream(self.batch.list_namespaced_job, NS, timeout_seconds=30):
-                now = time.time()
-                job = ev["object"]
-                name = job.metadata.name
-                with self.lock:
-                    self.job_added.setdefault(name, now)
-                    for c in (job.status.conditions or []) if job.status else []:
-                        if c.type in ("Complete", "Failed") and c.status == "True":
-                            self.job_done.setdefault(name, now)
-                if self.stop.is_set():
-                    break
+            try:
+                self._watch_jobs()
+            except Exception as exc:  # a dropped watch: watch again
+                print(f"job watch: {type(exc).__name__}: {exc}", file=sys.stderr)
+                time.sleep(0.5)
 
     def _trials(self) -> None:
         while not self.stop.is_set():
-            w = self.watch.Watch()
-            for ev in w.stream(
-                self.custom.list_namespaced_custom_object,
-                "trialforge.io",
-                "v1alpha1",
-                NS,
-                "trials",
-                timeout_seconds=30,
-            ):
-                obj = ev["object"]
-                with self.lock:
-                    self.trials.setdefault(obj["metadata"]["name"], obj)
-                if self.stop.is_set():
-                    break
+            try:
+                self._watch_trials()
+            except Exception as exc:
+                print(f"trial watch: {type(exc).__name__}: {exc}", file=sys.stderr)
+                time.sleep(0.5)
+
+    def _watch_jobs(self) -> None:
+        w = self.watch.Watch()
+        for ev in w.stream(self.batch.list_namespaced_job, NS, timeout_seconds=30):
+            now = time.time()
+            job = ev["object"]
+            name = job.metadata.name
+            with self.lock:
+                self.job_added.setdefault(name, now)
+                for c in (job.status.conditions or []) if job.status else []:
+                    if c.type in ("Complete", "Failed") and c.status == "True":
+                        self.job_done.setdefault(name, now)
+            if self.stop.is_set():
+                break
+
+    def _watch_trials(self) -> None:
+        w = self.watch.Watch()
+        for ev in w.stream(
+            self.custom.list_namespaced_custom_object,
+            "trialforge.io",
+            "v1alpha1",
+            NS,
+            "trials",
+            timeout_seconds=30,
+        ):
+            obj = ev["object"]
+            with self.lock:
+                self.trials.setdefault(obj["metadata"]["name"], obj)
+            if self.stop.is_set():
+                break
 
 
 def reporter(watcher: Watcher, port: int, stop: threading.Event) -> None:
@@ -314,8 +328,11 @@ def main() -> int:
             )
             job = f"first-{i}-0"
             while job not in watcher.job_added:
+                if time.time() - t0 > 60:
+                    raise SystemExit(f"no Job {job} after 60 s; see {state / 'operator.log'}")
                 time.sleep(0.005)
             first_job.append(watcher.job_added[job] - t0)
+        print(f"apply -> first Job: {[round(x, 3) for x in first_job]} s", flush=True)
         time.sleep(8)
 
         writes0 = apiserver_writes(kubectl)
@@ -327,6 +344,7 @@ def main() -> int:
         custom.create_namespaced_custom_object("trialforge.io", "v1alpha1", NS, "experiments", xp)
         samples = []
         rss_peak = 0.0
+        shown = 0.0
         while True:
             time.sleep(0.1)
             with watcher.lock:
@@ -338,6 +356,9 @@ def main() -> int:
                 )
             if created < args.trials and time.time() - t0 > 3:
                 samples.append(active)
+            if time.time() - shown > 15:
+                shown = time.time()
+                print(f"{shown - t0:.0f}s: {created} Jobs created, {active} active", flush=True)
             obj = custom.get_namespaced_custom_object(
                 "trialforge.io", "v1alpha1", NS, "experiments", "scale"
             )
@@ -388,6 +409,12 @@ def main() -> int:
         if args.write:
             record(result)
         return 0
+    except BaseException:
+        log_path = state / "operator.log"
+        if log_path.exists():
+            print("--- operator log (tail) ---", file=sys.stderr)
+            print("\n".join(log_path.read_text().splitlines()[-40:]), file=sys.stderr)
+        raise
     finally:
         if operator is not None:
             operator.terminate()

@@ -37,10 +37,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             continue
         spec = experiment.spec
         objectives = ", ".join(f"{o.direction} {o.metric}" for o in spec.all_objectives)
+        if spec.arms or spec.repeats > 1 or spec.baseline is not None:
+            from trialforge.engine.planner import design_summary
+
+            design = design_summary(spec)
+        else:
+            design = f"{spec.budget.max_trials} trials"
+        search = "no search (arms)" if spec.arms else f"{spec.search.algorithm} search"
         print(
             f"{path}: ok — {experiment.name}: {objectives}; {len(spec.parameters)} parameters; "
-            f"{spec.search.algorithm} search, {spec.early_stopping.algorithm} early stopping; "
-            f"{spec.budget.max_trials} trials, {spec.budget.parallelism} at a time"
+            f"{search}, {spec.early_stopping.algorithm} early stopping; "
+            f"{design}, {spec.budget.parallelism} at a time"
         )
     return 1 if failed else 0
 
@@ -78,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from trialforge.api.validation import ExperimentInvalid, load_experiment_file
     from trialforge.engine.errors import EngineError
     from trialforge.local.runner import LocalRunError, LocalRunner, local_command
-    from trialforge.report import plots, table
+    from trialforge.reporting import plots, table
 
     console = Console(stderr=False)
     try:
@@ -156,6 +163,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         console.print(table.headline(runner.name, runner.spec, result.plan))
         if result.plan and runner.spec.multi_objective and result.plan.pareto_front:
             console.print(table.pareto_table(runner.spec, result.plan))
+        if result.plan and result.plan.comparison:
+            compared = table.comparison_table(result.plan.comparison)
+            if compared is not None:
+                console.print(compared)
         style = "green" if result.phase == "Succeeded" else "red"
         console.print(
             f"[{style}]{result.phase}[/{style}] ({result.reason}): {result.message} "
@@ -213,6 +224,8 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         ingest_key=key,
         workers=args.workers,
         resync=args.resync,
+        collector_image=args.collector_image,
+        max_metric_series=args.max_metric_series,
     )
     run(cfg, args.kubeconfig)
     return 0
@@ -295,11 +308,59 @@ def build_parser() -> argparse.ArgumentParser:
         help="secret key for per-trial tokens (or $TRIALFORGE_INGEST_KEY); no key: ingest off",
     )
     op.add_argument("--workers", type=int, default=4, help="experiments reconciled at once")
+    op.add_argument(
+        "--collector-image",
+        default=os.environ.get("TRIALFORGE_COLLECTOR_IMAGE"),
+        help="image of the metrics collector sidecar, normally the operator's own "
+        "(or $TRIALFORGE_COLLECTOR_IMAGE); none: trial pods get no collector",
+    )
+    op.add_argument(
+        "--max-metric-series",
+        type=int,
+        default=10_000,
+        help="cap on trialforge_trial_metric series (default 10000)",
+    )
     op.add_argument("--resync", type=float, default=30.0, help="seconds between resyncs")
     op.add_argument("--log-format", choices=["json", "text"], default="json")
     op.add_argument("--log-level", default="info")
     op.set_defaults(func=_cmd_operator)
+
+    col = sub.add_parser(
+        "collector",
+        help="the metrics sidecar of a trial pod (injected by the operator)",
+        description="Read a trial's metrics (stdout copy, a file, pushes, TensorBoard events) "
+        "and deliver them to the operator's ingest endpoint, numbered and re-sent until "
+        "stored. Configured by TRIALFORGE_* variables (see trialforge/metrics/collector.py); "
+        "flags override them. The token is read from $TRIALFORGE_TOKEN only.",
+    )
+    for flag in ("ingest-url", "namespace", "trial", "source", "format", "pattern", "path"):
+        col.add_argument(f"--{flag}")
+    col.add_argument("--shared-dir")
+    col.add_argument("--push-port", type=int)
+    col.add_argument("--log-level", default="info")
+    col.set_defaults(func=_cmd_collector)
+
+    from trialforge.reporting.commands import register  # report, reproduce, export
+
+    register(sub)
     return parser
+
+
+def _cmd_collector(args: argparse.Namespace) -> int:
+    from trialforge.metrics import collector
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s collector: %(message)s",
+    )
+    keys = ("ingest_url", "namespace", "trial", "source", "format", "pattern", "path")
+    overrides = {k: getattr(args, k) for k in (*keys, "shared_dir", "push_port")}
+    try:
+        cfg = collector.Config.from_env(os.environ, **overrides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return collector.main(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

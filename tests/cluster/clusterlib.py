@@ -100,8 +100,11 @@ class KubeCluster:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25,
-             what: str = "condition") -> Any:
-    """Poll predicate until it returns something truthy; return it or fail."""
+             what: str = "condition", diagnostics: Callable[[], str] | None = None) -> Any:
+    """Poll predicate until it returns something truthy; return it or fail.
+
+    ``diagnostics`` adds what the failure message should show (the cluster's state).
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -109,6 +112,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
         if last:
             return last
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    extra = f"\n{diagnostics()}" if diagnostics is not None else ""
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}",
+                pytrace=False)
 
 

@@ -33,6 +33,7 @@ from clusterlib import (
     tfcluster,
     wait_for,
 )
+from operatorlib import Cluster, OperatorProcess, started
 
 _build_error: str | None = None
 
@@ -62,8 +63,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if not all(tfcluster.tool_is_built(t) for t in tfcluster.TOOLSET):
             tr = session.config.pluginmanager.get_plugin("terminalreporter")
             if tr is not None:
-                tr.write_line("building the control-plane binaries (e2e/build); "
-                              "the first build takes 15-25 min on 2 cores ...")
+                tr.write_line(
+                    "building the control-plane binaries (e2e/build); "
+                    "the first build takes 15-25 min on 2 cores ..."
+                )
         tfcluster.build()
     except Exception as e:
         _build_error = f"{type(e).__name__}: {e}"
@@ -88,8 +91,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
     """The session's cluster: CRDs from crds/ installed, GPU kwok nodes created."""
     ext = external_kubeconfig()
     if ext:
-        c = KubeCluster(kubeconfig=Path(ext).expanduser().resolve(), bin_dir=None,
-                        external=True)
+        c = KubeCluster(kubeconfig=Path(ext).expanduser().resolve(), bin_dir=None, external=True)
         if _build_error is None and all(tfcluster.tool_is_built(t) for t in tfcluster.TOOLSET):
             c.bin_dir = tfcluster.bin_dir()
         _prepare(c)
@@ -100,17 +102,35 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
         pytest.fail(f"cannot build the control plane: {_build_error}", pytrace=False)
     name = f"pytest-{os.getpid()}"
     state_dir = E2E / ".state" / name
-    c = KubeCluster(kubeconfig=state_dir / "kubeconfig", bin_dir=None, external=False,
-                    state_dir=state_dir, name=name)
+    c = KubeCluster(
+        kubeconfig=state_dir / "kubeconfig",
+        bin_dir=None,
+        external=False,
+        state_dir=state_dir,
+        name=name,
+    )
     # Teardown is registered before `up` so a half-started cluster is stopped too.
     request.addfinalizer(lambda: _down(c))
     proc = subprocess.run(
-        [sys.executable, str(CLUSTER_CLI), "--name", name, "--dir", str(state_dir), "up",
-         "--owner-pid", str(os.getpid())],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            str(CLUSTER_CLI),
+            "--name",
+            name,
+            "--dir",
+            str(state_dir),
+            "up",
+            "--owner-pid",
+            str(os.getpid()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0:
-        pytest.fail(f"e2e/cluster up failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}",
-                    pytrace=False)
+        pytest.fail(
+            f"e2e/cluster up failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}", pytrace=False
+        )
     c.bin_dir = tfcluster.bin_dir()
     _prepare(c)
     yield c
@@ -130,7 +150,10 @@ def _down(c: KubeCluster) -> None:
         c._api_client.close()
     proc = subprocess.run(
         [sys.executable, str(CLUSTER_CLI), "--name", c.name, "--dir", str(c.state_dir), "down"],
-        capture_output=True, text=True, timeout=180)
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"e2e/cluster down failed: {proc.stderr}")
 
@@ -143,8 +166,28 @@ def namespace(cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[
     c = cluster
     c.kubectl("create", "namespace", name)
     # the ServiceAccount admission plugin rejects pods until this exists
-    wait_for(lambda: c.kubectl("-n", name, "get", "serviceaccount", "default",
-                               check=False).returncode == 0,
-             timeout=30, what=f"default ServiceAccount in {name}")
+    wait_for(
+        lambda: (
+            c.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0
+        ),
+        timeout=30,
+        what=f"default ServiceAccount in {name}",
+    )
     yield name
     c.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator(cluster: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """`trialforge operator` watching the test's namespace; always stopped."""
+    op = OperatorProcess(
+        cluster.kubeconfig, namespace, tmp_path / "operator.log", identity=f"op-a-{namespace}"
+    )
+    with started(op):
+        yield op
+
+
+@pytest.fixture
+def kube(cluster: KubeCluster, namespace: str, operator: OperatorProcess) -> Cluster:
+    """Reads of the test's namespace, with diagnostics for failure messages."""
+    return Cluster(cluster, namespace, operator)

@@ -22,13 +22,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterlib import REPO, KubeCluster
+from clusterlib import REPO, KubeCluster, wait_for
 
 GROUP, VERSION = "trialforge.io", "v1alpha1"
 LABEL_EXPERIMENT = "trialforge.io/experiment"
@@ -168,6 +168,17 @@ class OperatorProcess:
 
 
 # -- talking to the ingest endpoint -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def started(op: OperatorProcess) -> Iterator[OperatorProcess]:
+    """Run ``op`` for the block; always stop it (and kill what did not stop)."""
+    try:
+        op.start()
+        yield op
+    finally:
+        op.stop()
+        op.kill()
 
 
 def post(port: int, payload: Any) -> tuple[int, dict[str, Any]]:
@@ -343,7 +354,8 @@ def experiment(
         "command": ["python", "train.py", "--x=${params.x}"],
     }
     if gpus:
-        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+        # A number, as users write it (the operator turns it into a Quantity string).
+        container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
     budget: dict[str, Any] = {"maxTrials": max_trials, "parallelism": parallelism}
     if max_failed is not None:
         budget["maxFailedTrials"] = max_failed
@@ -475,17 +487,7 @@ class Cluster:
         self, predicate: Callable[[], Any], timeout: float = 60, what: str = "condition"
     ) -> Any:
         """Poll until predicate() is truthy; fail with the namespace's state otherwise."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = predicate()
-            if last:
-                return last
-            time.sleep(0.25)
-        pytest.fail(
-            f"timed out after {timeout}s waiting for {what} (last: {last!r})\n{self.diagnostics()}",
-            pytrace=False,
-        )
+        return wait_for(predicate, timeout, what=what, diagnostics=self.diagnostics)
 
     def check(self, ok: Any, message: str) -> None:
         if not ok:

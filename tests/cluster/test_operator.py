@@ -14,7 +14,6 @@ import math
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -41,25 +40,6 @@ DIGEST = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$")
 
 
 # -- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def operator(cluster: KubeCluster, namespace: str, tmp_path: Any) -> Iterator[OperatorProcess]:
-    """`trialforge operator` watching the test's namespace; always stopped."""
-    op = OperatorProcess(
-        cluster.kubeconfig, namespace, tmp_path / "operator.log", identity=f"op-a-{namespace}"
-    )
-    try:
-        op.start()
-        yield op
-    finally:
-        op.stop()
-        op.kill()
-
-
-@pytest.fixture
-def kube(cluster: KubeCluster, namespace: str, operator: OperatorProcess) -> Cluster:
-    return Cluster(cluster, namespace, operator)
 
 
 # -- what the "trainer" reports ---------------------------------------------------------

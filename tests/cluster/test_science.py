@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +29,6 @@ def curve(trial: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
     x = float(trial["spec"]["parameters"]["x"])
     value = TRUE_LOSS[x] + random.Random(int(trial["spec"]["seed"])).gauss(0.0, 0.01)
     return [(1, {"loss": value + 0.1}), (2, {"loss": value})]
-
-
-@pytest.fixture
-def operator(cluster: KubeCluster, namespace: str, tmp_path: Any) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(
-        cluster.kubeconfig, namespace, tmp_path / "operator.log", identity=f"op-s-{namespace}"
-    )
-    try:
-        op.start()
-        yield op
-    finally:
-        op.stop()
-        op.kill()
 
 
 def test_an_ab_n_experiment_writes_verdicts_and_lineage_to_the_cluster(

@@ -312,3 +312,16 @@ def test_durations(text: str, seconds: float) -> None:
 def test_trial_names_are_deterministic() -> None:
     assert trial_name("mnist", 3) == "mnist-3"
     assert trial_name("mnist", 3, 2) == "mnist-3-r2"
+
+
+def test_the_public_report_function_survives_every_internal_import() -> None:
+    """`trialforge.report()` is the trainer's API; no subpackage may shadow it."""
+    import importlib
+    import pkgutil
+
+    import trialforge
+
+    for module in pkgutil.walk_packages(trialforge.__path__, "trialforge."):
+        importlib.import_module(module.name)
+    assert callable(trialforge.report) and trialforge.report.__module__ == "trialforge.client"
+    assert callable(trialforge.seed) and callable(trialforge.parameters)

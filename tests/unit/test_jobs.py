@@ -180,6 +180,23 @@ def test_gpus_node_selectors_tolerations_and_priority_pass_through_untouched() -
     assert experiment.spec.trial.template == before
 
 
+def test_resource_amounts_written_as_numbers_become_quantity_strings() -> None:
+    """`nvidia.com/gpu: 1` is how users write it; the Kubernetes client wants "1"."""
+    experiment = xp()
+    resources = experiment.spec.trial.template["spec"]["containers"][0]["resources"]
+    resources["limits"] = {GPU: 1, "memory": "16Gi"}
+    resources["requests"] = {GPU: 1, "cpu": 0.5}
+    job, _ = build_job(experiment, trial())
+    built = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert built == {"limits": {GPU: "1", "memory": "16Gi"}, "requests": {GPU: "1", "cpu": "0.5"}}
+    from kubernetes.client import V1Job
+
+    # The client validates a Job against this model before sending it; with the
+    # numbers it raised a ValidationError and no trial of such a spec could start.
+    model = V1Job.model_validate(job)
+    assert model.spec.template.spec.containers[0].resources.limits[GPU] == "1"
+
+
 def test_a_queue_suspends_the_job_with_the_kueue_label() -> None:
     job, _ = build_job(xp(queue="team-a"), trial())
     assert job["spec"]["suspend"] is True
@@ -379,6 +396,37 @@ def test_a_running_pod_makes_the_trial_running_once() -> None:
     s = observed.status
     assert s["phase"] == "Running" and s["node"] == "gpu-1" and s["startTime"] == T0
     assert observed.event is not None and observed.event[1] == "TrialStarted"
+
+
+def test_a_pod_that_ended_before_its_job_does_not_send_the_trial_back_to_pending() -> None:
+    """The pod is Succeeded a moment before the Job is Complete: no "Starting" again."""
+    t = running_trial()
+    t["status"]["node"] = "gpu-1"
+    t["status"]["imageDigest"] = "reg/img@sha256:abc"
+    observed = trial_status_from(xp().spec, t, job_with(), [pod_with("Succeeded", 0)])
+    assert observed.status == {} and observed.event is None
+
+
+def test_running_takes_the_pods_start_time_when_the_jobs_is_not_there_yet() -> None:
+    t = trial()
+    job = job_with()
+    del job["status"]["startTime"]
+    pod = pod_with("Running")
+    pod["status"]["startTime"] = T1
+    s = trial_status_from(xp().spec, t, job, [pod]).status
+    assert s["phase"] == "Running" and s["startTime"] == T1  # one write, not a second one
+
+
+def test_a_trial_without_a_running_pod_needs_no_write_unless_something_holds_it() -> None:
+    assert trial_status_from(xp().spec, trial(), None, []).status == {}
+    assert trial_status_from(xp().spec, trial(), job_with(), []).status == {}
+    # Scheduled, starting: no write of its own (the Running write carries the node).
+    assert trial_status_from(xp().spec, trial(), job_with(), [pod_with("Pending")]).status == {}
+    # ... but a hold is cleared when the pod gets going.
+    held = trial()
+    held["status"] = {"phase": "Pending", "reason": "Unschedulable", "message": "no GPUs"}
+    s = trial_status_from(xp().spec, held, job_with(), [pod_with("Pending")]).status
+    assert s["reason"] == "Starting" and s["message"] == ""
 
 
 def test_a_suspended_job_waits_for_admission() -> None:

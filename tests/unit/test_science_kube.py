@@ -15,8 +15,8 @@ from tests.unit.test_jobs import job_with, pod_with, running_trial, trial, xp
 from trialforge.engine.lineage import artifact_uri, trial_spec_fields
 from trialforge.engine.planner import StartTrial
 from trialforge.kube.observe import trial_status_from, trial_view
-from trialforge.report.reproduce import cluster_job, reproduction
-from trialforge.report.rundata import RunData, record_from_trial
+from trialforge.reporting.reproduce import cluster_job, reproduction
+from trialforge.reporting.rundata import RunData, record_from_trial
 
 
 def test_artifact_uri_is_the_last_reported_json_line() -> None:

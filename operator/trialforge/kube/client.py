@@ -14,16 +14,10 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from prometheus_client import Counter
 
 from trialforge.api.experiment import GROUP, VERSION
 from trialforge.kube import names
-
-API_WRITES = Counter(
-    "trialforge_api_writes_total",
-    "Write requests the operator sent to the Kubernetes API.",
-    ["resource", "verb"],
-)
+from trialforge.metrics.exporter import API_WRITES, status_patched
 
 
 class Kube:
@@ -113,6 +107,7 @@ class Kube:
             # A merge patch with a resourceVersion is conditional: 409 if it moved.
             body["metadata"] = {"resourceVersion": resource_version}
         self._wrote(f"{plural}/status", "patch")
+        status_patched(plural)
         return self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, plural, name, body
         )
@@ -154,6 +149,24 @@ class Kube:
                 return False
             raise
         return True
+
+    def node_labels(self, name: str) -> dict[str, str] | None:
+        """A node's labels; None when it is gone or we may not read nodes (chart: rbac.nodes)."""
+        try:
+            node = self._json(self.core.read_node(name, _preload_content=False))
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        return dict((node.get("metadata") or {}).get("labels") or {})
+
+    def patch_job(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        self._wrote("jobs", "patch")
+        try:
+            self.batch.patch_namespaced_job(name, namespace, dict(body))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def delete_job(self, namespace: str, name: str) -> None:
         self._wrote("jobs", "delete")

@@ -43,13 +43,30 @@ def _env_list(values: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
+def _quantities_as_strings(container: dict[str, Any]) -> None:
+    """``nvidia.com/gpu: 1`` as the string the API's Quantity type is.
+
+    YAML users write resource amounts as numbers, which the API server accepts,
+    but the Kubernetes client refuses a number where its model says string.
+    """
+    resources = container.get("resources") or {}
+    for kind in ("limits", "requests"):
+        amounts = resources.get(kind)
+        if isinstance(amounts, dict):
+            resources[kind] = {k: str(v) for k, v in amounts.items()}
+
+
 def build_job(
     experiment: Experiment,
     trial: Mapping[str, Any],
     ingest_url: str | None = None,
+    collector_image: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The Job for ``trial`` (a Trial object as read from the API) and, for
-    multi-node trials, its headless Service."""
+    multi-node trials, its headless Service.
+
+    With an ingest URL and a collector image, every pod gets the metrics
+    collector as a native sidecar (see :func:`add_collector`)."""
     spec = experiment.spec
     name = trial["metadata"]["name"]
     namespace = trial["metadata"].get("namespace")
@@ -118,8 +135,13 @@ def build_job(
             e for e in filled.get("env") or [] if e.get("name") not in {x["name"] for x in extra}
         ]
         filled["env"] = user_env + extra
+        _quantities_as_strings(filled)
         containers.append(filled)
     pod_spec["containers"] = containers
+    for container in pod_spec.get("initContainers") or []:
+        _quantities_as_strings(container)
+    if ingest_url and collector_image:
+        add_collector(experiment, name, pod_spec, ingest_url, collector_image, workers > 1)
 
     job_labels = dict(labels)
     if spec.queue:
@@ -167,3 +189,132 @@ def build_job(
             },
         }
     return job, service_obj
+
+
+# -- the metrics collector sidecar ---------------------------------------------------------
+
+COLLECTOR_NAME = "trialforge-collector"
+COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+SHARED_VOLUME = "trialforge-shared"
+SHARED_DIR = "/trialforge"
+METRICS_VOLUME = "trialforge-metrics"
+PUSH_PORT = 9477
+COLLECTOR_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"memory": "96Mi"},
+}
+
+
+def _metrics_mount(source: str, path: str | None) -> str | None:
+    """Where an absolute metrics path lives: a folder both containers mount."""
+    if source not in ("file", "tensorboard") or not path or not path.startswith("/"):
+        return None
+    folder = path if source == "tensorboard" else path.rsplit("/", 1)[0]
+    return folder.rstrip("/") or None
+
+
+def wrap_command(container: dict[str, Any]) -> bool:
+    """Run the trainer under the collector's shell wrapper (tee + exit-code marker).
+
+    Needs the container's ``command`` (an image's ENTRYPOINT cannot be known here)
+    and ``/bin/sh`` with ``tee`` in the trainer image; False when it cannot wrap.
+    """
+    from trialforge.metrics.collector import WRAPPER
+
+    command = container.get("command")
+    if not command:
+        return False
+    container["command"] = ["/bin/sh", "-c", WRAPPER, "trialforge-trainer", *command]
+    container["command"] += container.pop("args", None) or []
+    return True
+
+
+def add_collector(
+    experiment: Experiment,
+    trial: str,
+    pod_spec: dict[str, Any],
+    ingest_url: str,
+    image: str,
+    indexed: bool,
+) -> None:
+    """The collector as a native sidecar (an init container with restartPolicy
+    Always, Kubernetes >= 1.29), sharing an emptyDir with the trainer (the first
+    container), whose command is wrapped so its output and exit code reach it."""
+    metrics = experiment.spec.trial.metrics
+    mount = _metrics_mount(metrics.source, metrics.path)
+    volumes = pod_spec.setdefault("volumes", [])
+    volumes.append({"name": SHARED_VOLUME, "emptyDir": {}})
+    mounts = [{"name": SHARED_VOLUME, "mountPath": SHARED_DIR}]
+    if mount is not None:
+        volumes.append({"name": METRICS_VOLUME, "emptyDir": {}})
+        mounts.append({"name": METRICS_VOLUME, "mountPath": mount})
+    shared = {
+        "TRIALFORGE_SHARED_DIR": SHARED_DIR,
+        "TRIALFORGE_METRICS_SOURCE": metrics.source,
+    }
+    if metrics.path:
+        path = metrics.path if metrics.path.startswith("/") else f"{SHARED_DIR}/{metrics.path}"
+        shared["TRIALFORGE_METRICS_PATH"] = path
+    trainer = pod_spec["containers"][0]
+    wrap_command(trainer)
+    trainer_env = dict(shared)
+    if metrics.source == "push":
+        trainer_env["TRIALFORGE_REPORT_URL"] = f"http://127.0.0.1:{PUSH_PORT}/report"
+    trainer["env"] = [e for e in trainer["env"] if e["name"] not in trainer_env]
+    trainer["env"] += _env_list(trainer_env)
+    trainer.setdefault("volumeMounts", []).extend(copy.deepcopy(mounts))
+
+    env = [e for e in trainer["env"] if e["name"] in ("TRIALFORGE_EXPERIMENT", "TRIALFORGE_TRIAL")]
+    env += _env_list(shared)
+    env += _env_list(
+        {
+            "TRIALFORGE_METRICS_FORMAT": metrics.format,
+            "TRIALFORGE_PUSH_PORT": str(PUSH_PORT),
+            "TRIALFORGE_INGEST_URL": ingest_url,
+        }
+    )
+    if metrics.pattern:
+        env.append({"name": "TRIALFORGE_METRICS_PATTERN", "value": metrics.pattern})
+    env.append(
+        {
+            "name": "TRIALFORGE_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        }
+    )
+    env.append(
+        {
+            "name": "TRIALFORGE_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": names.token_secret_name(trial),
+                    "key": names.INGEST_TOKEN_KEY,
+                }
+            },
+        }
+    )
+    if indexed:
+        env.append(
+            {
+                "name": "TRIALFORGE_RANK",
+                "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX}},
+            }
+        )
+    sidecar: dict[str, Any] = {
+        "name": COLLECTOR_NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "restartPolicy": "Always",
+        "command": ["trialforge", "collector"],
+        "env": env,
+        "volumeMounts": mounts,
+        "resources": copy.deepcopy(COLLECTOR_RESOURCES),
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
+    }
+    if metrics.source == "push":
+        # The trainer starts once the push server answers.
+        sidecar["startupProbe"] = {
+            "httpGet": {"host": "127.0.0.1", "path": "/healthz", "port": PUSH_PORT},
+            "periodSeconds": 1,
+            "failureThreshold": 60,
+        }
+    pod_spec.setdefault("initContainers", []).append(sidecar)

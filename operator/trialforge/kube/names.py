@@ -12,6 +12,8 @@ LABEL_TRIAL = f"{GROUP}/trial"
 LABEL_INDEX = f"{GROUP}/index"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
+# On a Job the operator suspended because its experiment is paused (not Kueue's).
+ANNOTATION_PAUSED = f"{GROUP}/paused"
 MANAGER = "trialforge"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 

@@ -10,10 +10,13 @@ from typing import Any
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.status import TERMINAL_PHASES
 from trialforge.engine.history import observations_from, point_value
+from trialforge.engine.lineage import artifact_uri
 from trialforge.engine.objective import conclude
 from trialforge.engine.planner import TrialView
+from trialforge.kube import names
 
 GPU = "nvidia.com/gpu"
+GPU_PRODUCT = "nvidia.com/gpu.product"  # the NVIDIA GPU operator's node label
 
 
 def now_iso() -> str:
@@ -66,6 +69,7 @@ def trial_status_from(
     trial: Mapping[str, Any],
     job: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
+    gpu_types: Mapping[str, str] | None = None,
 ) -> Observed:
     """The Trial status fields the Job and pods imply (the trial's phase and where it ran)."""
     status = dict(trial.get("status") or {})
@@ -76,9 +80,11 @@ def trial_status_from(
     out: dict[str, Any] = {}
     pod = _main_pod(pods)
     if pod is not None:
-        out.update(_where(pod))
+        out.update(_where(pod, gpu_types))
     if job is None:
-        return Observed(out if out else {"phase": "Pending"} if "phase" not in status else {})
+        # No Job yet (it is created right after the Trial): nothing worth a write;
+        # a Trial without a phase reads as Pending.
+        return Observed(out)
     jstatus = job.get("status") or {}
     start = jstatus.get("startTime")
     if start and not status.get("startTime"):
@@ -91,6 +97,9 @@ def trial_status_from(
         exit_code = _exit_code(pods)
         if exit_code is not None:
             out["exitCode"] = exit_code
+        artifact = _artifact(pods)
+        if artifact:
+            out["artifactUri"] = artifact
         failure = None
         if failed:
             reason = failed.get("reason") or "Failed"
@@ -123,18 +132,42 @@ def trial_status_from(
         kind = "Normal" if outcome.phase == "Succeeded" else "Warning"
         return Observed(out, (kind, f"Trial{outcome.phase}", f"{name}: {outcome.message}"))
     if (job.get("spec") or {}).get("suspend"):
-        out.update(phase="Pending", reason="WaitingForAdmission", message="the Job waits for Kueue")
+        if (job["metadata"].get("annotations") or {}).get(names.ANNOTATION_PAUSED):
+            out.update(
+                phase="Pending",
+                reason="Paused",
+                message="the experiment is suspended with suspendPolicy Pause",
+            )
+        else:
+            out.update(
+                phase="Pending", reason="WaitingForAdmission", message="the Job waits for Kueue"
+            )
     elif pod is not None and (pod.get("status") or {}).get("phase") == "Running":
         out.update(phase="Running", reason="Running", message="")
+        if not status.get("startTime") and "startTime" not in out:
+            # The Job's startTime can reach us after its pod runs: one write, not two.
+            started = _iso((pod.get("status") or {}).get("startTime"))
+            if started:
+                out["startTime"] = started
+    elif pod is not None and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        # The pod has ended and the Job's verdict is on its way: the trial is not
+        # "Starting" again; the conclusion comes with the Job's condition.
+        pass
     elif pod is not None:
         unschedulable = _unschedulable(pod)
         if unschedulable:
             out.update(phase="Pending", reason="Unschedulable", message=unschedulable)
-        else:
+        elif status.get("reason") not in (None, "Starting"):
+            # Held before (Unschedulable, Paused, waiting for Kueue), now on its way.
             out.update(phase="Pending", reason="Starting", message="")
-    else:
-        out.setdefault("phase", "Pending")
+        else:
+            # Scheduled and starting: worth no write of its own (one per trial at
+            # scale); where it runs comes with the Running write.
+            out.clear()
+    # else: the Job waits for its pod to be created; nothing worth a write yet.
     changed = {k: v for k, v in out.items() if status.get(k) != v}
+    if set(changed) <= {"startTime"}:
+        changed = {}  # written with the next real change (Running, or the end)
     event = None
     if changed.get("phase") == "Running":
         event = ("Normal", "TrialStarted", f"{name} is running on {out.get('node', '?')}")
@@ -159,11 +192,17 @@ def _main_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return sorted(pods, key=rank)[0]
 
 
-def _where(pod: Mapping[str, Any]) -> dict[str, Any]:
+def _where(pod: Mapping[str, Any], gpu_types: Mapping[str, str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     node = (pod.get("spec") or {}).get("nodeName")
+    if node and gpu_types and gpu_types.get(node):
+        out["gpuType"] = gpu_types[node]  # the node's label; a nodeSelector below wins
     if node:
         out["node"] = node
+    # The GPU model, when the pod asked for one by the GPU operator's node label.
+    product = ((pod.get("spec") or {}).get("nodeSelector") or {}).get(GPU_PRODUCT)
+    if product:
+        out["gpuType"] = product
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         image_id = cs.get("imageID")
         if image_id:
@@ -182,6 +221,15 @@ def _terminated(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
             if term:
                 out.append(term)
     return out
+
+
+def _artifact(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The artifact the trainer named in its termination message (engine.lineage)."""
+    for term in _terminated(pods):
+        found = artifact_uri(str(term.get("message") or "").splitlines())
+        if found:
+            return found
+    return None
 
 
 def _exit_code(pods: Sequence[Mapping[str, Any]]) -> int | None:
@@ -224,4 +272,9 @@ def trial_view(spec: ExperimentSpec, trial: Mapping[str, Any]) -> TrialView:
         reason=status.get("reason"),
         retryable=status.get("retryable", True) is not False,
         search_state=tspec.get("searchState"),
+        role=tspec.get("role"),
+        config=tspec.get("config"),
+        repeat=int(tspec.get("repeat") or 0),
+        search_index=tspec.get("searchIndex"),
+        artifact_uri=status.get("artifactUri"),
     )

@@ -15,31 +15,36 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from aiohttp import web
 from kubernetes import client, config
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trialforge.api.experiment import GROUP, VERSION
 from trialforge.kube import names
+from trialforge.kube.cache import CachedKube
 from trialforge.kube.client import Kube
-from trialforge.kube.ingest import Ingest
+from trialforge.kube.ingest import Ingest, objective_tails
 from trialforge.kube.leader import LeaderElection
 from trialforge.kube.reconcile import Reconciler, objective_directions
+from trialforge.metrics import exporter
+from trialforge.metrics.exporter import (
+    INGEST_SECONDS,
+    LEADER,
+    OBSERVATIONS_INGESTED,
+    OBSERVATIONS_REJECTED,
+    RECONCILE_ERRORS,
+    RECONCILE_SECONDS,
+)
 
 log = logging.getLogger("trialforge.operator")
 
-RECONCILE_SECONDS = Histogram(
-    "trialforge_reconcile_duration_seconds", "Time to reconcile one experiment."
-)
-RECONCILE_ERRORS = Counter("trialforge_reconcile_errors_total", "Reconciles that raised.")
-OBSERVATIONS = Counter("trialforge_observations_ingested_total", "Observations stored.")
-REJECTED = Counter("trialforge_observations_rejected_total", "Ingest requests refused.", ["reason"])
-
 Key = tuple[str, str]
+INGEST_RECONCILE_DELAY = 0.5  # seconds
 
 
 @dataclass
@@ -53,6 +58,10 @@ class OperatorConfig:
     ingest_key: bytes | None = None
     workers: int = 4
     resync: float = 30.0
+    # The image of the metrics collector sidecar (the operator's own image).
+    collector_image: str | None = None
+    # At most this many trialforge_trial_metric series are exported.
+    max_metric_series: int = exporter.DEFAULT_SERIES_LIMIT
 
 
 class Queue:
@@ -67,6 +76,7 @@ class Queue:
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._soon: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.loop = asyncio.get_running_loop()
 
@@ -79,6 +89,19 @@ class Queue:
 
     def request_threadsafe(self, key: Key) -> None:
         self.loop.call_soon_threadsafe(self.request, key)
+
+    def request_soon(self, key: Key, seconds: float) -> None:
+        """A reconcile within ``seconds``: many requests in that time make one (ingest)."""
+        if key in self._pending or key in self._soon:
+            return
+        self._soon[key] = self.loop.call_later(seconds, self._fire_soon, key)
+
+    def _fire_soon(self, key: Key) -> None:
+        self._soon.pop(key, None)
+        self.request(key)
+
+    def request_soon_threadsafe(self, key: Key, seconds: float) -> None:
+        self.loop.call_soon_threadsafe(self.request_soon, key, seconds)
 
     def later(self, key: Key, seconds: float) -> None:
         old = self._timers.pop(key, None)
@@ -154,32 +177,59 @@ def build_registry() -> kopf.OperatorRegistry:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if event.get("type") == "DELETED":
             memo.reconciler.forget(*key)
+            memo.kube.cache.forget(*key)
             return
         memo.queue.request(key)
 
     managed = {names.LABEL_MANAGED: names.MANAGER}
 
-    async def owned(body: Any, memo: kopf.Memo, **_: Any) -> None:
+    def remember(kind: str, event: dict[str, Any], memo: kopf.Memo) -> None:
+        # Every replica keeps its cache warm, so a new leader starts with it.
+        if hasattr(memo, "kube") and isinstance(event.get("object"), dict):
+            memo.kube.cache.seen(kind, event.get("type"), event["object"])
+
+    def owned(kind: str) -> Callable[..., Awaitable[None]]:
+        async def handler(body: Any, event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+            remember(kind, event, memo)
+            experiment = _owner_experiment(body)
+            if experiment and hasattr(memo, "queue"):
+                memo.queue.request((body["metadata"]["namespace"], experiment))
+
+        return handler
+
+    async def owned_trial(body: Any, event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+        remember("trials", event, memo)
+        # Most Trial changes are the ingest's stored observations (or the reconciler's
+        # own writes): one reconcile per short burst, not one per batch.
         experiment = _owner_experiment(body)
         if experiment and hasattr(memo, "queue"):
-            memo.queue.request((body["metadata"]["namespace"], experiment))
+            key = (body["metadata"]["namespace"], experiment)
+            memo.queue.request_soon(key, INGEST_RECONCILE_DELAY)
 
-    kopf.on.event(GROUP, VERSION, names.TRIALS, labels=managed, registry=registry)(owned)
-    kopf.on.event("batch", "v1", "jobs", labels=managed, registry=registry)(owned)
-    kopf.on.event("", "v1", "pods", labels=managed, registry=registry)(owned)
+    kopf.on.event(GROUP, VERSION, names.TRIALS, labels=managed, registry=registry)(owned_trial)
+    kopf.on.event("batch", "v1", "jobs", labels=managed, registry=registry, id="jobs")(
+        owned("jobs")
+    )
+    kopf.on.event("", "v1", "pods", labels=managed, registry=registry, id="pods")(owned("pods"))
     return registry
 
 
 async def _start(memo: kopf.Memo) -> None:
     cfg: OperatorConfig = memo.config
     api_client = memo.api_client
-    kube = Kube(api_client)
+    kube = CachedKube(api_client)
     reconciler = Reconciler(kube, cfg.ingest_url, cfg.ingest_key, cfg.resync)
+    reconciler.collector_image = cfg.collector_image
+    exporter.set_series_limit(cfg.max_metric_series)
     memo.kube = kube
     memo.reconciler = reconciler
 
+    LEADER.set(0)
+
     def on_leadership(held: bool) -> None:
+        LEADER.set(1 if held else 0)
         if held:
+            kube.cache.invalidate()
             # A new leader trusts nothing it did not read: look at every experiment.
             for namespace in cfg.namespaces or [None]:
                 for xp in kube.list_experiments(namespace):
@@ -213,29 +263,32 @@ async def _serve(
             kube,
             cfg.ingest_key,
             lambda ns, xp: objective_directions(reconciler, ns, xp),
-            lambda ns, xp: memo.queue.request_threadsafe((ns, xp)),
+            # Stored observations may prune: reconcile soon, once per burst of batches.
+            lambda ns, xp: memo.queue.request_soon_threadsafe((ns, xp), INGEST_RECONCILE_DELAY),
+            tails_for=lambda ns, xp: objective_tails(reconciler, ns, xp),
         )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"ok": True, "leader": memo.leader.is_leader})
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = generate_latest(exporter.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def observations(request: web.Request) -> web.Response:
         if ingest is None:
             return web.json_response({"error": "ingest is disabled"}, status=404)
-        try:
-            payload = await request.json()
-        except ValueError:
-            REJECTED.labels("malformed").inc()
-            return web.json_response({"error": "the body is not JSON"}, status=400)
-        answer = await asyncio.to_thread(ingest.handle, payload)
+        started = time.perf_counter()
+        raw = await request.read()
+        # Parsing a large batch off the event loop (kopf's watches share it).
+        answer = await asyncio.to_thread(ingest.handle_bytes, raw)
         if answer.reason:
-            REJECTED.labels(answer.reason).inc()
+            OBSERVATIONS_REJECTED.labels(answer.reason).inc()
         else:
-            OBSERVATIONS.inc(answer.body.get("accepted", 0))
-        return web.json_response(answer.body, status=answer.status)
+            OBSERVATIONS_INGESTED.inc(answer.body.get("accepted", 0))
+        response = web.json_response(answer.body, status=answer.status)
+        INGEST_SECONDS.observe(time.perf_counter() - started)
+        return response
 
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app.router.add_get("/healthz", healthz)

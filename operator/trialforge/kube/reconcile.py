@@ -24,15 +24,21 @@ from trialforge.api.experiment import Experiment
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
 from trialforge.api.validation import ExperimentInvalid, load_experiment
+from trialforge.engine.lineage import trial_spec_fields
 from trialforge.engine.planner import FinishExperiment, Plan, Planner, StartTrial, StopTrial
 from trialforge.kube import names
 from trialforge.kube.client import Kube
 from trialforge.kube.jobs import build_job, owner_reference, trial_labels
-from trialforge.kube.observe import now_iso, parse_time, trial_status_from, trial_view
+from trialforge.kube.observe import GPU_PRODUCT, now_iso, parse_time, trial_status_from, trial_view
+from trialforge.metrics import exporter
 
 log = logging.getLogger("trialforge.reconcile")
 
 DEFAULT_RESYNC = 30.0
+# Experiment status fields that only tally the trials; a change to nothing else
+# is written at most once per TALLY_INTERVAL seconds.
+TALLIES = frozenset({"trials", "gpuSeconds", "best", "bestValue", "comparison", "message"})
+TALLY_INTERVAL = 1.0
 
 
 def ingest_token(key: bytes, namespace: str, trial: str) -> str:
@@ -59,6 +65,8 @@ def _fingerprint(experiment: Experiment) -> str:
 
 
 class Reconciler:
+    collector_image: str | None = None  # the metrics sidecar's image; None: no sidecar
+
     def __init__(
         self,
         kube: Kube,
@@ -71,9 +79,14 @@ class Reconciler:
         self.ingest_key = ingest_key
         self.resync = resync
         self._cache: dict[tuple[str, str], _Cached] = {}
+        self._status_written: dict[tuple[str, str], float] = {}  # monotonic time
+        self._gpu_types: dict[str, str] = {}  # node -> its nvidia.com/gpu.product
+        self._nodes_seen: set[str] = set()
 
     def forget(self, namespace: str, name: str) -> None:
         self._cache.pop((namespace, name), None)
+        self._status_written.pop((namespace, name), None)
+        exporter.forget_experiment(namespace, name)
 
     # -- the reconcile ------------------------------------------------------------------
 
@@ -90,7 +103,14 @@ class Reconciler:
         except ExperimentInvalid as exc:
             self._invalid(obj, exc)
             return None
-        if status.get("phase") in ("Succeeded", "Failed") and status.get("completionTime"):
+        if (
+            status.get("phase") in ("Succeeded", "Failed")
+            and status.get("completionTime")
+            and status.get("observedGeneration") == obj["metadata"].get("generation")
+        ):
+            # Finished, and the spec has not changed since: nothing can happen.  A
+            # changed spec (a larger maxTrials, a later deadline) is planned again
+            # below and may resume the experiment.
             return None
 
         planner = self._planner(obj, experiment)
@@ -102,6 +122,9 @@ class Reconciler:
             if trial:
                 pods[trial].append(pod)
 
+        spec = experiment.spec
+        pause = spec.suspend and spec.suspend_policy == "Pause"
+        self._learn_gpu_types(pods)
         for trial in trials:
             self._observe(
                 experiment, trial, jobs.get(names.job_name(trial["metadata"]["name"])), pods
@@ -116,6 +139,8 @@ class Reconciler:
                 # Stopped (pruned, cancelled) but its Job still runs: a crash
                 # between the verdict and the delete.
                 self.kube.delete_job(namespace, job["metadata"]["name"])
+            elif phase not in TERMINAL_PHASES and job is not None and _job_active(job):
+                self._hold(trial, job, pause)
 
         now = time.time()
         started_at = parse_time(status.get("startTime")) or now
@@ -133,7 +158,10 @@ class Reconciler:
             created = self._create_trial(obj, experiment, action)
             if created is not None:
                 by_name[created["metadata"]["name"]] = created
-        self._write_status(obj, experiment, plan, list(by_name.values()), started_at)
+        due = self._write_status(obj, experiment, plan, list(by_name.values()), started_at)
+        if due is not None:
+            return due
+        _export(obj, experiment, plan, list(by_name.values()))
         deadline = experiment.spec.budget.deadline_seconds
         if deadline is not None and plan.finished is None:
             return max(1.0, min(self.resync, started_at + deadline - now))
@@ -150,9 +178,22 @@ class Reconciler:
             # A new process, a new object under an old name, or a changed search:
             # the planner is rebuilt from the Trials on its first plan.
             cached = _Cached(uid, fingerprint, Planner(experiment.spec, experiment.name))
+            exporter.timed_suggestions(cached.planner.search)
             self._cache[key] = cached
         cached.planner.spec = experiment.spec  # budget and suspend may change
         return cached.planner
+
+    def _learn_gpu_types(self, pods: Mapping[str, list[dict[str, Any]]]) -> None:
+        """The GPU model of each node a trial runs on, read once per node (lineage)."""
+        for group in pods.values():
+            for pod in group:
+                node = (pod.get("spec") or {}).get("nodeName")
+                if not node or node in self._nodes_seen:
+                    continue
+                self._nodes_seen.add(node)
+                labels = self.kube.node_labels(node)
+                if labels and labels.get(GPU_PRODUCT):
+                    self._gpu_types[node] = labels[GPU_PRODUCT]
 
     def _observe(
         self,
@@ -164,7 +205,9 @@ class Reconciler:
         tname = trial["metadata"]["name"]
         namespace = trial["metadata"]["namespace"]
         for _ in range(5):
-            observed = trial_status_from(experiment.spec, trial, job, pods.get(tname, []))
+            observed = trial_status_from(
+                experiment.spec, trial, job, pods.get(tname, []), self._gpu_types
+            )
             if not observed.status:
                 return
             # Concluding a trial reads its stored history: make that write
@@ -221,6 +264,7 @@ class Reconciler:
                 "parameters": action.parameters,
                 "seed": action.seed,
                 "searchState": action.search_state,
+                **trial_spec_fields(experiment.spec, action),
             },
         }
         created = self.kube.create_trial(namespace, body)
@@ -258,10 +302,33 @@ class Reconciler:
                     },
                 }
             )
-        job, service = build_job(experiment, trial, self.ingest_url if self.ingest_key else None)
+        job, service = build_job(
+            experiment, trial, self.ingest_url if self.ingest_key else None, self.collector_image
+        )
         if service is not None:
             self.kube.create(service)
         self.kube.create(job)
+
+    def _hold(self, trial: Mapping[str, Any], job: Mapping[str, Any], pause: bool) -> None:
+        """Suspend a running trial's Job while its experiment is paused; resume it after."""
+        paused = bool((job["metadata"].get("annotations") or {}).get(names.ANNOTATION_PAUSED))
+        if pause == paused:
+            return
+        # The annotation marks the suspension as ours, so a resume never unsuspends
+        # a Job that waits for someone else (Kueue).
+        self.kube.patch_job(
+            job["metadata"]["namespace"],
+            job["metadata"]["name"],
+            {
+                "metadata": {"annotations": {names.ANNOTATION_PAUSED: "true" if pause else None}},
+                "spec": {"suspend": pause},
+            },
+        )
+        tname = trial["metadata"]["name"]
+        if pause:
+            self.kube.event(trial, "Normal", "TrialPaused", f"{tname}: the experiment is paused")
+        else:
+            self.kube.event(trial, "Normal", "TrialResumed", f"{tname}: the experiment resumed")
 
     def _stop(self, trial: Mapping[str, Any] | None, action: StopTrial) -> None:
         if trial is None:
@@ -278,11 +345,25 @@ class Reconciler:
         # The verdict first, then the Job: a crash in between leaves a terminal
         # Trial whose Job the next reconcile deletes (never a stopped trial whose
         # missing Job would be started again).
-        try:
-            self.kube.patch_status(names.TRIALS, namespace, action.name, status)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        # Conditional on the version the decision was made from: the view may be
+        # a little behind (the cache), and a trial that has ended meanwhile keeps
+        # its own outcome.  A conflict with a mere observation write is retried.
+        version = trial["metadata"].get("resourceVersion")
+        for _ in range(5):
+            try:
+                self.kube.patch_status(names.TRIALS, namespace, action.name, status, version)
+                break
+            except ApiException as exc:
+                if exc.status == 404:
+                    break
+                if exc.status != 409:
+                    raise
+            fresh = self.kube.get_trial(namespace, action.name)
+            if fresh is None or (fresh.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                return
+            version = fresh["metadata"]["resourceVersion"]
+        else:
+            return  # kept changing: the next reconcile decides again
         self.kube.delete_job(namespace, names.job_name(action.name))
         kind = "Warning" if action.phase == "Failed" else "Normal"
         self.kube.event(trial, kind, f"Trial{action.phase}", f"{action.name}: {action.message}")
@@ -296,7 +377,8 @@ class Reconciler:
         plan: Plan,
         trials: list[dict[str, Any]],
         started_at: float,
-    ) -> None:
+    ) -> float | None:
+        """Write the experiment's status; returns seconds until a postponed write is due."""
         old = obj.get("status") or {}
         spec = experiment.spec
         finished = plan.finished
@@ -304,7 +386,12 @@ class Reconciler:
         if finished is not None:
             phase, reason, message = finished.phase, finished.reason, finished.message
         elif spec.suspend:
-            phase, reason, message = "Suspended", "Suspended", "spec.suspend is true: no new trials"
+            phase, reason = "Suspended", "Suspended"
+            message = "spec.suspend is true: no new trials"
+            if spec.suspend_policy == "Pause" and running:
+                message += f"; {running} trials paused"
+            elif running:
+                message += f"; {running} running trials may finish"
         elif plan.counts["total"]:
             phase, reason, message = "Running", "Running", f"{running} trials running"
         else:
@@ -327,7 +414,11 @@ class Reconciler:
                 "parameters": dict(plan.best.parameters),
                 "value": plan.best.values[0],
             }
+            if plan.best.artifact_uri:
+                status["best"]["artifactUri"] = plan.best.artifact_uri
             status["bestValue"] = plan.best.values[0]
+        if plan.comparison is not None:
+            status["comparison"] = plan.comparison
         if spec.multi_objective and plan.pareto_front:
             status["paretoFront"] = [
                 {"trial": b.name, "parameters": dict(b.parameters), "values": list(b.values)}
@@ -335,17 +426,28 @@ class Reconciler:
             ]
         if finished is not None:
             status["completionTime"] = old.get("completionTime") or now_iso()
+        elif old.get("completionTime"):
+            status["completionTime"] = None  # resumed: a merge patch's null removes it
         status["conditions"] = _conditions(
             old.get("conditions") or [], phase, finished, spec.suspend, obj
         )
-        if all(old.get(k) == v for k, v in status.items()):
-            return  # nothing changed: no write
-        self.kube.patch_status(
-            names.EXPERIMENTS, obj["metadata"]["namespace"], obj["metadata"]["name"], status
-        )
+        changed = {k for k, v in status.items() if old.get(k) != v}
+        if not changed:
+            return None  # nothing changed: no write
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        since = time.monotonic() - self._status_written.get(key, float("-inf"))
+        if changed <= TALLIES and since < TALLY_INTERVAL:
+            # Only the counts moved: coalesce such writes to one per interval
+            # (a big experiment changes them many times a second).
+            return TALLY_INTERVAL - since
+        self.kube.patch_status(names.EXPERIMENTS, *key, status)
+        self._status_written[key] = time.monotonic()
         if finished is not None and old.get("phase") != finished.phase:
             kind = "Normal" if finished.phase == "Succeeded" else "Warning"
             self.kube.event(obj, kind, finished.reason, finished.message)
+        elif finished is None and old.get("phase") in ("Succeeded", "Failed"):
+            self.kube.event(obj, "Normal", "Resumed", f"the spec changed: {message}")
+        return None
 
     def _invalid(self, obj: Mapping[str, Any], exc: ExperimentInvalid) -> None:
         """Refuse a spec the API server let through; touch no running trial."""
@@ -457,3 +559,19 @@ def objective_directions(
         except ExperimentInvalid:
             return None
     return {o.metric: o.direction for o in spec.all_objectives}
+
+
+def _export(
+    obj: Mapping[str, Any], experiment: Experiment, plan: Plan, trials: list[dict[str, Any]]
+) -> None:
+    """Prometheus series from what this reconcile observed (metrics/exporter.py)."""
+    meta = obj["metadata"]
+    exporter.observe_experiment(
+        meta["namespace"],
+        meta["name"],
+        trials,
+        best=plan.best.values[0] if plan.best is not None else None,
+        gpu_seconds=sum(float((t.get("status") or {}).get("gpuSeconds") or 0) for t in trials),
+        gpus_per_trial=exporter.gpus_per_pod(experiment.spec.trial.template)
+        * experiment.spec.trial.workers,
+    )

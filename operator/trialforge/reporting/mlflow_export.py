@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trialforge.report.rundata import RunData
+from trialforge.reporting.rundata import RunData
 
 RUN_STATUS = {
     "Succeeded": "FINISHED",

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from trialforge.engine.planner import design_summary
-from trialforge.report import plots
-from trialforge.report.reproduce import reproduction
-from trialforge.report.rundata import RunData, latest_attempts, study_of
+from trialforge.reporting import plots
+from trialforge.reporting.reproduce import reproduction
+from trialforge.reporting.rundata import RunData, latest_attempts, study_of
 
 FORMATS = ("html", "md")
 

@@ -25,7 +25,7 @@ from trialforge.engine.objective import conclude
 from trialforge.engine.template import substitute_container, trial_environment
 from trialforge.local.rundir import TrialRecord
 from trialforge.metrics.parsers import ObservationReader, make_parser
-from trialforge.report.rundata import RunData
+from trialforge.reporting.rundata import RunData
 
 
 @dataclass(frozen=True)

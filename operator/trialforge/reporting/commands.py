@@ -16,7 +16,7 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, run_dir: str | None) -> Any:
-    from trialforge.report.rundata import from_cluster, from_run_dir
+    from trialforge.reporting.rundata import from_cluster, from_run_dir
 
     if args.experiment:
         return from_cluster(args.namespace or "default", args.experiment, args.kubeconfig)
@@ -26,7 +26,7 @@ def _load(args: argparse.Namespace, run_dir: str | None) -> Any:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from trialforge.report.document import write_report
+    from trialforge.reporting.document import write_report
 
     try:
         data = _load(args, args.run_dir)
@@ -45,8 +45,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from trialforge.report import reproduce
-    from trialforge.report.rundata import from_cluster, from_run_dir
+    from trialforge.reporting import reproduce
+    from trialforge.reporting.rundata import from_cluster, from_run_dir
 
     trial = args.trial
     run_dir = args.dir
@@ -110,7 +110,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_mlflow(args: argparse.Namespace) -> int:
-    from trialforge.report.mlflow_export import MlflowMissing, export, summary
+    from trialforge.reporting.mlflow_export import MlflowMissing, export, summary
 
     try:
         data = _load(args, args.run_dir)
