@@ -388,6 +388,7 @@ def test_template_default_values(cluster: KubeCluster) -> None:
     assert rules_of(roles["tf-trialforge-discovery"]) == {
         ("apiextensions.k8s.io", "customresourcedefinitions", v, "") for v in ("list", "watch")
     }
+    assert rules_of(roles["tf-trialforge-nodes"]) == {("", "nodes", "get", "")}
     lease_role = one(docs, "Role")
     assert lease_role["metadata"]["namespace"] == "tf-system"
     assert rules_of(lease_role) == LEASE_PERMISSIONS
@@ -423,6 +424,7 @@ def test_template_namespaced_mode_and_options(cluster: KubeCluster) -> None:
             "image.digest": "sha256:" + "b" * 64,
             "replicaCount": 1,
             "rbac.discovery": False,
+            "rbac.nodes": False,
         },
     )
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
@@ -944,6 +946,12 @@ def test_operator_runs_an_experiment_with_only_the_charts_rbac(
             len(trials) == 3 and all(t["status"]["phase"] == "Succeeded" for t in trials),
             "three trials succeeded",
         )
+        # The GPU model, from the node's label (the chart's get-nodes rule; the
+        # template selects no GPU product).
+        gpu_types = {t["status"].get("gpuType") for t in trials}
+        kube.check(
+            len(gpu_types) == 1 and None not in gpu_types, f"gpuType per trial: {gpu_types}"
+        )
         phases = {t["metadata"]["name"]: t["status"]["phase"] for t in kube.trials("edge")}
         kube.check(
             edge["phase"] == "Succeeded" and phases.get("edge-2") == "Pruned",
@@ -1066,6 +1074,8 @@ def test_cluster_wide_mode_grants_the_same_rules_everywhere_and_nothing_more(
         assert not can_i(cluster, subject, "get", "secrets", "-n", ns)
         assert not can_i(cluster, subject, "update", "experiments.trialforge.io", "-n", ns)
     assert can_i(cluster, subject, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert can_i(cluster, subject, "get", "nodes")
+    assert not can_i(cluster, subject, "list", "nodes")
     assert not can_i(cluster, subject, "list", "namespaces")
     assert not can_i(cluster, subject, "create", "customresourcedefinitions.apiextensions.k8s.io")
     assert not can_i(cluster, subject, "create", "clusterrolebindings")
