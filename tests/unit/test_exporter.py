@@ -85,8 +85,20 @@ def test_series_follow_the_trials_and_vanish_with_them() -> None:
     assert exporter.series_count() == 0
 
 
+def test_the_experiment_phase_is_one_series_per_phase_with_the_current_one_at_1() -> None:
+    observe([trial("a", "Running", loss=0.5)], experiment_phase="Running")
+    assert value("trialforge_experiment_phase", namespace="ml", experiment="mnist",
+                 phase="Running") == 1  # fmt: skip
+    observe([trial("a", "Failed")], experiment_phase="Failed")
+    at = {
+        p: value("trialforge_experiment_phase", namespace="ml", experiment="mnist", phase=p)
+        for p in exporter.EXPERIMENT_PHASES
+    }
+    assert at == {"Pending": 0, "Running": 0, "Suspended": 0, "Succeeded": 0, "Failed": 1}
+
+
 def test_a_deleted_experiment_loses_every_series() -> None:
-    observe([trial("a", "Running", loss=0.5)])
+    observe([trial("a", "Running", loss=0.5)], experiment_phase="Running")
     observe([trial("x", "Running", loss=0.5)], xp="other")
     exporter.forget_experiment("ml", "mnist")
     text = generate_latest(exporter.REGISTRY).decode()

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from trialforge.api.experiment import Experiment
+from trialforge.api.experiment import Experiment, ExperimentSpec
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
 from trialforge.api.validation import ExperimentInvalid, load_experiment
@@ -158,10 +158,10 @@ class Reconciler:
             created = self._create_trial(obj, experiment, action)
             if created is not None:
                 by_name[created["metadata"]["name"]] = created
+        _export(obj, experiment, plan, list(by_name.values()))
         due = self._write_status(obj, experiment, plan, list(by_name.values()), started_at)
         if due is not None:
             return due
-        _export(obj, experiment, plan, list(by_name.values()))
         deadline = experiment.spec.budget.deadline_seconds
         if deadline is not None and plan.finished is None:
             return max(1.0, min(self.resync, started_at + deadline - now))
@@ -383,19 +383,20 @@ class Reconciler:
         spec = experiment.spec
         finished = plan.finished
         running = plan.counts["running"] + plan.counts["pending"]
+        phase = experiment_phase(spec, plan)
         if finished is not None:
-            phase, reason, message = finished.phase, finished.reason, finished.message
-        elif spec.suspend:
-            phase, reason = "Suspended", "Suspended"
+            reason, message = finished.reason, finished.message
+        elif phase == "Suspended":
+            reason = "Suspended"
             message = "spec.suspend is true: no new trials"
             if spec.suspend_policy == "Pause" and running:
                 message += f"; {running} trials paused"
             elif running:
                 message += f"; {running} running trials may finish"
-        elif plan.counts["total"]:
-            phase, reason, message = "Running", "Running", f"{running} trials running"
+        elif phase == "Running":
+            reason, message = "Running", f"{running} trials running"
         else:
-            phase, reason, message = "Pending", "Starting", "no trial has started yet"
+            reason, message = "Starting", "no trial has started yet"
         status: dict[str, Any] = {
             "phase": phase,
             "reason": reason,
@@ -476,6 +477,15 @@ class Reconciler:
             obj["metadata"]["name"],
             message,
         )
+
+
+def experiment_phase(spec: ExperimentSpec, plan: Plan) -> str:
+    """The Experiment's phase, as its status and the exporter show it."""
+    if plan.finished is not None:
+        return plan.finished.phase
+    if spec.suspend:
+        return "Suspended"
+    return "Running" if plan.counts["total"] else "Pending"
 
 
 def _job_active(job: Mapping[str, Any]) -> bool:
@@ -574,4 +584,5 @@ def _export(
         gpu_seconds=sum(float((t.get("status") or {}).get("gpuSeconds") or 0) for t in trials),
         gpus_per_trial=exporter.gpus_per_pod(experiment.spec.trial.template)
         * experiment.spec.trial.workers,
+        experiment_phase=experiment_phase(experiment.spec, plan),
     )

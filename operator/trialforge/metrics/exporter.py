@@ -42,6 +42,12 @@ TRIALS = Gauge(
     ["namespace", "experiment", "phase"],
     registry=REGISTRY,
 )
+EXPERIMENT_PHASE = Gauge(
+    "trialforge_experiment_phase",
+    "1 for the experiment's current phase, 0 for the others.",
+    ["namespace", "experiment", "phase"],
+    registry=REGISTRY,
+)
 BEST_OBJECTIVE = Gauge(
     "trialforge_experiment_best_objective",
     "The best objective value of the experiment's trials so far.",
@@ -165,6 +171,7 @@ def timed_suggestions(search: Any) -> None:
 # -- level-based experiment and trial series -------------------------------------------------
 
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Pruned", "Cancelled")
+EXPERIMENT_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
 DEFAULT_SERIES_LIMIT = 10_000
 
 _lock = threading.Lock()
@@ -207,6 +214,7 @@ def observe_experiment(
     best: float | None,
     gpu_seconds: float,
     gpus_per_trial: int,
+    experiment_phase: str | None = None,
 ) -> None:
     """Make the experiment's series what the reconciler just observed."""
     key = (namespace, experiment)
@@ -233,6 +241,10 @@ def observe_experiment(
             BEST_OBJECTIVE.labels(namespace, experiment).set(best)
         GPU_SECONDS.labels(namespace, experiment).set(gpu_seconds)
         RUNNING_GPUS.labels(namespace, experiment).set(running_gpus)
+        if experiment_phase is not None:
+            for each in EXPERIMENT_PHASES:
+                current = int(each == experiment_phase)
+                EXPERIMENT_PHASE.labels(namespace, experiment, each).set(current)
 
         exported = _trial_series.setdefault(key, set())
         dropped = _dropped.setdefault(key, set())
@@ -266,6 +278,9 @@ def forget_experiment(namespace: str, experiment: str) -> None:
         for gauge in (BEST_OBJECTIVE, GPU_SECONDS, RUNNING_GPUS):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, experiment)
+        for each in EXPERIMENT_PHASES:
+            with contextlib.suppress(KeyError):
+                EXPERIMENT_PHASE.remove(namespace, experiment, each)
 
 
 def reset() -> None:
