@@ -156,7 +156,8 @@ def test_trialforge_environment_and_ingest_token() -> None:
     assert env["TRIALFORGE_WORKERS"]["value"] == "1"
     assert env["TRIALFORGE_INGEST_URL"]["value"] == "http://op:8080/v1/observations"
     ref = env["TRIALFORGE_TOKEN"]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": "mnist-3-r1-ingest", "key": "token"}
+    # The Secret of indices 0-999 (retries 0), this trial's own key in it.
+    assert ref == {"name": "mnist-tokens-1000-0", "key": "mnist-3-r1"}
     assert job["metadata"]["labels"]["trialforge.io/attempt"] == "1"
     # No ingest URL (ingest off): no token either.
     job, _ = build_job(xp(), trial())
@@ -439,3 +440,16 @@ def test_a_trial_that_has_ended_is_left_alone() -> None:
     t["status"]["phase"] = "Pruned"
     observed = trial_status_from(xp().spec, t, job_with({"type": "Complete"}), [])
     assert observed.status == {} and observed.event is None
+
+
+def test_token_secrets_are_shared_by_blocks_of_trials_sized_by_retries() -> None:
+    from trialforge.kube import names
+
+    assert names.token_secret_ref("xp", "xp-1234", 1234, 0) == {
+        "name": "xp-tokens-1000-1",
+        "key": "xp-1234",
+    }
+    # Every attempt's key is in the block: fewer indices per Secret with more retries.
+    assert names.token_block(3) == 250
+    assert names.token_secret_name("xp", 260, 3) == "xp-tokens-250-1"
+    assert names.token_block(10_000) == 1

@@ -25,8 +25,8 @@ def test_the_collector_is_a_native_sidecar_with_the_token_from_the_secret() -> N
     assert sidecar["image"] == IMAGE and sidecar["command"] == ["trialforge", "collector"]
     env = env_of(sidecar)
     assert env["TRIALFORGE_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-        "name": "mnist-3-ingest",
-        "key": "token",
+        "name": "mnist-tokens-1000-0",
+        "key": "mnist-3",
     }
     assert "value" not in env["TRIALFORGE_TOKEN"]  # never a plain value in the pod spec
     assert env["TRIALFORGE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == (

@@ -93,17 +93,15 @@ def build_job(
     )
     env["TRIALFORGE_WORKERS"] = str(workers)
     extra: list[dict[str, Any]] = _env_list(env)
+    token_ref = names.token_secret_ref(
+        experiment.name, name, int(tspec["index"]), experiment.spec.trial.retries
+    )
     if ingest_url:
         extra.append({"name": "TRIALFORGE_INGEST_URL", "value": ingest_url})
         extra.append(
             {
                 "name": "TRIALFORGE_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": names.token_secret_name(name),
-                        "key": names.INGEST_TOKEN_KEY,
-                    }
-                },
+                "valueFrom": {"secretKeyRef": token_ref},
             }
         )
     if workers > 1:
@@ -141,7 +139,7 @@ def build_job(
     for container in pod_spec.get("initContainers") or []:
         _quantities_as_strings(container)
     if ingest_url and collector_image:
-        add_collector(experiment, name, pod_spec, ingest_url, collector_image, workers > 1)
+        add_collector(experiment, pod_spec, ingest_url, collector_image, workers > 1, token_ref)
 
     job_labels = dict(labels)
     if spec.queue:
@@ -231,11 +229,11 @@ def wrap_command(container: dict[str, Any]) -> bool:
 
 def add_collector(
     experiment: Experiment,
-    trial: str,
     pod_spec: dict[str, Any],
     ingest_url: str,
     image: str,
     indexed: bool,
+    token_ref: dict[str, str],
 ) -> None:
     """The collector as a native sidecar (an init container with restartPolicy
     Always, Kubernetes >= 1.29), sharing an emptyDir with the trainer (the first
@@ -284,12 +282,7 @@ def add_collector(
     env.append(
         {
             "name": "TRIALFORGE_TOKEN",
-            "valueFrom": {
-                "secretKeyRef": {
-                    "name": names.token_secret_name(trial),
-                    "key": names.INGEST_TOKEN_KEY,
-                }
-            },
+            "valueFrom": {"secretKeyRef": dict(token_ref)},
         }
     )
     if indexed:

@@ -81,6 +81,7 @@ class Reconciler:
         self._cache: dict[tuple[str, str], _Cached] = {}
         self._status_written: dict[tuple[str, str], float] = {}  # monotonic time
         self._gpu_types: dict[str, str] = {}  # node -> its nvidia.com/gpu.product
+        self._token_secrets: set[tuple[str, str, str]] = set()  # (namespace, name, owner uid)
         self._nodes_seen: set[str] = set()
 
     def forget(self, namespace: str, name: str) -> None:
@@ -278,36 +279,53 @@ class Reconciler:
         return created
 
     def _start_job(self, experiment: Experiment, trial: Mapping[str, Any]) -> None:
-        name = trial["metadata"]["name"]
-        namespace = trial["metadata"]["namespace"]
         if self.ingest_key is not None:
-            self.kube.create(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {
-                        "name": names.token_secret_name(name),
-                        "namespace": namespace,
-                        "labels": trial_labels(
-                            experiment.name,
-                            name,
-                            trial["spec"]["index"],
-                            trial["spec"].get("attempt", 0),
-                        ),
-                        "ownerReferences": [owner_reference(trial)],
-                    },
-                    "type": "Opaque",
-                    "stringData": {
-                        names.INGEST_TOKEN_KEY: ingest_token(self.ingest_key, namespace, name)
-                    },
-                }
-            )
+            self._ensure_tokens(experiment, trial)
         job, service = build_job(
             experiment, trial, self.ingest_url if self.ingest_key else None, self.collector_image
         )
         if service is not None:
             self.kube.create(service)
         self.kube.create(job)
+
+    def _ensure_tokens(self, experiment: Experiment, trial: Mapping[str, Any]) -> None:
+        """The token Secret of the trial's block of indices (names.token_secret_name)."""
+        assert self.ingest_key is not None
+        namespace = trial["metadata"]["namespace"]
+        index = int(trial["spec"]["index"])
+        retries = experiment.spec.trial.retries
+        secret = names.token_secret_name(experiment.name, index, retries)
+        owners = list(trial["metadata"].get("ownerReferences") or [])
+        # By the Experiment's uid: a new Experiment under an old name needs its own.
+        known = (namespace, secret, owners[0]["uid"] if owners else "")
+        if known in self._token_secrets:
+            return
+        block = names.token_block(retries)
+        first = index // block * block
+        tokens = {
+            name: ingest_token(self.ingest_key, namespace, name)
+            for i in range(first, first + block)
+            for attempt in range(retries + 1)
+            for name in [trial_name(experiment.name, i, attempt)]
+        }
+        self.kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": secret,
+                    "namespace": namespace,
+                    "labels": {
+                        names.LABEL_EXPERIMENT: experiment.name,
+                        names.LABEL_MANAGED: names.MANAGER,
+                    },
+                    "ownerReferences": owners,  # the Experiment's: it goes with it
+                },
+                "type": "Opaque",
+                "stringData": tokens,
+            }
+        )  # AlreadyExists is success: the same tokens (they are derived from the key)
+        self._token_secrets.add(known)
 
     def _hold(self, trial: Mapping[str, Any], job: Mapping[str, Any], pause: bool) -> None:
         """Suspend a running trial's Job while its experiment is paused; resume it after."""
