@@ -534,9 +534,9 @@ def test_deleting_the_experiment_removes_everything_it_made(
         }
 
     kube.until(
-        lambda: counts() == {"trials": 2, "jobs": 2, "pods": 4, "services": 2, "secrets": 2},
+        lambda: counts() == {"trials": 2, "jobs": 2, "pods": 4, "services": 2, "secrets": 1},
         45,
-        "two multi-node trials with their Jobs, pods, Services and Secrets",
+        "two multi-node trials with their Jobs, pods, Services, and the token Secret",
     )
     cluster.kubectl("-n", namespace, "delete", "experiment", name, "--wait=false")
     kube.until(lambda: all(v == 0 for v in counts().values()), 60, "everything to go")
