@@ -1,8 +1,10 @@
-"""Small builders for Experiment documents used across the tests."""
+"""Small builders used across the tests: Experiment documents, a scripted world."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 BASE: dict[str, Any] = {
@@ -49,3 +51,57 @@ def experiment_doc(**spec_overrides: Any) -> dict[str, Any]:
         else:
             doc["spec"][key] = value
     return doc
+
+
+NOW = 1_000_000.0
+
+
+class World:
+    """A scripted cluster for the planner: starts what it asks, as an adapter
+    would (recording each trial's design fields), and ends the oldest running
+    trial each step, one event per step like a real cluster."""
+
+    limit = 500  # steps before run() says the experiment never finished
+
+    def __init__(self, planner: Any, views: list[Any] | None = None) -> None:
+        self.planner = planner
+        self.views: dict[str, Any] = {v.name: v for v in views or []}
+        self.started: list[Any] = []  # the StartTrial actions, in order
+        self.max_active = 0
+        self.plan: Any = None
+
+    @property
+    def suggested(self) -> list[tuple[int, int, dict[str, Any]]]:
+        return [(a.index, a.attempt, a.parameters) for a in self.started]
+
+    def step(self, end: Callable[[Any], Any] | None = None, **kw: Any) -> Any:
+        from trialforge.engine.planner import StartTrial, StopTrial, TrialView
+
+        plan = self.planner.plan(list(self.views.values()), now=kw.pop("now", NOW), **kw)
+        for action in plan.actions:
+            if isinstance(action, StartTrial):
+                name = f"x-{action.index}" + (f"-r{action.attempt}" if action.attempt else "")
+                assert name not in self.views, f"{name} started twice"
+                self.started.append(action)
+                self.views[name] = TrialView(
+                    name, action.index, action.attempt, "Running", action.parameters,
+                    action.seed, search_state=action.search_state, role=action.role,
+                    config=action.config, repeat=action.repeat,
+                    search_index=action.search_index,
+                )  # fmt: skip
+            elif isinstance(action, StopTrial):
+                self.views[action.name] = replace(self.views[action.name], phase=action.phase)
+        active = [v for v in self.views.values() if v.phase in ("Pending", "Running")]
+        self.max_active = max(self.max_active, len(active))
+        if active and end is not None:
+            oldest = min(active, key=lambda v: (v.index, v.attempt))
+            self.views[oldest.name] = end(oldest)
+        self.plan = plan
+        return plan
+
+    def run(self, end: Callable[[Any], Any]) -> Any:
+        for _ in range(self.limit):
+            plan = self.step(end)
+            if plan.finished is not None:
+                return plan
+        raise AssertionError("the experiment never finished")

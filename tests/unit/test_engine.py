@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from tests.factories import experiment_doc
+from tests.factories import NOW, World, experiment_doc
 from trialforge.api import load_experiment
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.observation import Observation
@@ -19,15 +18,12 @@ from trialforge.engine.errors import EngineError
 from trialforge.engine.objective import conclude
 from trialforge.engine.planner import (
     FinishExperiment,
-    Plan,
     Planner,
     StartTrial,
     StopTrial,
     TrialView,
 )
 from trialforge.engine.template import substitute_container, trial_environment
-
-NOW = 1_000_000.0
 
 
 def spec_of(**overrides: Any) -> ExperimentSpec:
@@ -42,49 +38,6 @@ def score(params: dict[str, Any]) -> float:
         - (0.5 if params.get("opt") == "sgd" else 0)
         - 0.1 * abs(params.get("layers", 2) - 2)
     )
-
-
-class World:
-    """A scripted cluster: starts what the planner asks, ends trials in a fixed order."""
-
-    def __init__(self, planner: Planner, views: list[TrialView] | None = None) -> None:
-        self.planner = planner
-        self.views: dict[str, TrialView] = {v.name: v for v in views or []}
-        self.suggested: list[tuple[int, int, dict[str, Any]]] = []
-        self.max_active = 0
-
-    def step(self, end: Callable[[TrialView], TrialView] | None = None, **kw: Any) -> Plan:
-        plan = self.planner.plan(list(self.views.values()), now=kw.pop("now", NOW), **kw)
-        for action in plan.actions:
-            if isinstance(action, StartTrial):
-                name = f"x-{action.index}" + (f"-r{action.attempt}" if action.attempt else "")
-                assert name not in self.views, f"{name} started twice"
-                self.suggested.append((action.index, action.attempt, action.parameters))
-                self.views[name] = TrialView(
-                    name,
-                    action.index,
-                    action.attempt,
-                    "Running",
-                    action.parameters,
-                    action.seed,
-                    search_state=action.search_state,
-                )
-            elif isinstance(action, StopTrial):
-                self.views[action.name] = replace(self.views[action.name], phase=action.phase)
-        active = [v for v in self.views.values() if v.phase in ("Pending", "Running")]
-        self.max_active = max(self.max_active, len(active))
-        # End the oldest running trial: one event per step, like a real cluster.
-        if active and end is not None:
-            oldest = min(active, key=lambda v: (v.index, v.attempt))
-            self.views[oldest.name] = end(oldest)
-        return plan
-
-    def run(self, end: Callable[[TrialView], TrialView], limit: int = 500) -> Plan:
-        for _ in range(limit):
-            plan = self.step(end)
-            if plan.finished is not None:
-                return plan
-        raise AssertionError("the experiment never finished")
 
 
 def succeed(view: TrialView) -> TrialView:
@@ -143,7 +96,7 @@ def test_rebuilt_planner_continues_like_an_uninterrupted_one(algorithm: str) -> 
         uninterrupted.step(succeed)
     # A new process: a fresh planner that knows only what the trials record.
     restarted = World(Planner(spec, "x"), list(uninterrupted.views.values()))
-    restarted.suggested = list(uninterrupted.suggested)
+    restarted.started = list(uninterrupted.started)
     uninterrupted.run(succeed)
     restarted.run(succeed)
     assert restarted.suggested == uninterrupted.suggested

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.factories import experiment_doc
+from tests import factories
+from tests.factories import NOW, experiment_doc
 from trialforge.api import load_experiment
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.engine.comparison import Group, comparison_rows, verdicts
 from trialforge.engine.planner import (
     FinishExperiment,
-    Plan,
     Planner,
     StartTrial,
     StopTrial,
@@ -31,7 +30,6 @@ from trialforge.engine.planner import (
     planned_trials,
 )
 
-NOW = 1_000_000.0
 PARAMS = [
     {"name": "lr", "type": "float", "min": 0.01, "max": 1.0},
     {"name": "warmup", "type": "int", "min": 0, "max": 100},
@@ -68,45 +66,8 @@ def noisy(view: TrialView, sd: float = 0.01) -> float:
     return truth(dict(view.parameters)) + random.Random(view.seed).gauss(0.0, sd)
 
 
-class World:
-    """Starts what the planner asks; ends the oldest running trial each step."""
-
-    def __init__(self, planner: Planner) -> None:
-        self.planner = planner
-        self.views: dict[str, TrialView] = {}
-        self.started: list[StartTrial] = []
-        self.max_active = 0
-        self.plan: Plan | None = None
-
-    def step(self, end: Callable[[TrialView], TrialView] | None = None) -> Plan:
-        plan = self.planner.plan(list(self.views.values()), now=NOW)
-        for action in plan.actions:
-            if isinstance(action, StartTrial):
-                name = f"x-{action.index}" + (f"-r{action.attempt}" if action.attempt else "")
-                assert name not in self.views, f"{name} started twice"
-                self.started.append(action)
-                self.views[name] = TrialView(
-                    name, action.index, action.attempt, "Running", action.parameters,
-                    action.seed, search_state=action.search_state, role=action.role,
-                    config=action.config, repeat=action.repeat,
-                    search_index=action.search_index,
-                )  # fmt: skip
-            elif isinstance(action, StopTrial):
-                self.views[action.name] = replace(self.views[action.name], phase=action.phase)
-        active = [v for v in self.views.values() if v.phase in ("Pending", "Running")]
-        self.max_active = max(self.max_active, len(active))
-        if active and end is not None:
-            oldest = min(active, key=lambda v: (v.index, v.attempt))
-            self.views[oldest.name] = end(oldest)
-        self.plan = plan
-        return plan
-
-    def run(self, end: Callable[[TrialView], TrialView], limit: int = 2000) -> Plan:
-        for _ in range(limit):
-            plan = self.step(end)
-            if plan.finished is not None:
-                return plan
-        raise AssertionError("the experiment never finished")
+class World(factories.World):
+    limit = 2000  # repeats, baselines and confirm runs make long experiments
 
 
 def succeed(view: TrialView) -> TrialView:
