@@ -106,9 +106,7 @@ SAMPLERS: dict[str, SamplerPlugin] = {
     "grid": SamplerPlugin("grid", optuna.samplers.GridSampler, True, sequence=True),
     "tpe": SamplerPlugin("tpe", optuna.samplers.TPESampler, True, defaults=_tpe_defaults),
     "cmaes": SamplerPlugin("cmaes", optuna.samplers.CmaEsSampler, False, requires="cmaes"),
-    "gp": SamplerPlugin(
-        "gp", optuna.samplers.GPSampler, True, requires="torch", reusable=False
-    ),
+    "gp": SamplerPlugin("gp", optuna.samplers.GPSampler, True, requires="torch", reusable=False),
     "qmc": SamplerPlugin(
         "qmc",
         optuna.samplers.QMCSampler,

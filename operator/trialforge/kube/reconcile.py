@@ -127,12 +127,9 @@ class Reconciler:
         pause = spec.suspend and spec.suspend_policy == "Pause"
         self._learn_gpu_types(pods)
         for trial in trials:
-            self._observe(
-                experiment, trial, jobs.get(names.job_name(trial["metadata"]["name"])), pods
-            )
+            job = jobs.get(names.job_name(trial["metadata"]["name"]))
+            self._observe(experiment, trial, job, pods)
             phase = (trial.get("status") or {}).get("phase", "Pending")
-            tname = trial["metadata"]["name"]
-            job = jobs.get(names.job_name(tname))
             if phase not in TERMINAL_PHASES and job is None:
                 # Decided and recorded, but its Job never made it (a crash, a failed create).
                 self._start_job(experiment, trial)
@@ -159,8 +156,10 @@ class Reconciler:
             created = self._create_trial(obj, experiment, action)
             if created is not None:
                 by_name[created["metadata"]["name"]] = created
-        _export(obj, experiment, plan, list(by_name.values()))
-        due = self._write_status(obj, experiment, plan, list(by_name.values()), started_at)
+        everyone = list(by_name.values())
+        gpu_seconds = sum(float((t.get("status") or {}).get("gpuSeconds") or 0) for t in everyone)
+        _export(obj, experiment, plan, everyone, gpu_seconds)
+        due = self._write_status(obj, experiment, plan, gpu_seconds, started_at)
         if due is not None:
             return due
         deadline = experiment.spec.budget.deadline_seconds
@@ -393,7 +392,7 @@ class Reconciler:
         obj: Mapping[str, Any],
         experiment: Experiment,
         plan: Plan,
-        trials: list[dict[str, Any]],
+        gpu_seconds: float,
         started_at: float,
     ) -> float | None:
         """Write the experiment's status; returns seconds until a postponed write is due."""
@@ -424,9 +423,8 @@ class Reconciler:
             "startTime": old.get("startTime")
             or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
         }
-        gpu = sum(float((t.get("status") or {}).get("gpuSeconds") or 0) for t in trials)
-        if gpu:
-            status["gpuSeconds"] = round(gpu, 3)
+        if gpu_seconds:
+            status["gpuSeconds"] = round(gpu_seconds, 3)
         if plan.best is not None:
             status["best"] = {
                 "trial": plan.best.name,
@@ -590,7 +588,11 @@ def objective_directions(
 
 
 def _export(
-    obj: Mapping[str, Any], experiment: Experiment, plan: Plan, trials: list[dict[str, Any]]
+    obj: Mapping[str, Any],
+    experiment: Experiment,
+    plan: Plan,
+    trials: list[dict[str, Any]],
+    gpu_seconds: float,
 ) -> None:
     """Prometheus series from what this reconcile observed (metrics/exporter.py)."""
     meta = obj["metadata"]
@@ -599,7 +601,7 @@ def _export(
         meta["name"],
         trials,
         best=plan.best.values[0] if plan.best is not None else None,
-        gpu_seconds=sum(float((t.get("status") or {}).get("gpuSeconds") or 0) for t in trials),
+        gpu_seconds=gpu_seconds,
         gpus_per_trial=exporter.gpus_per_pod(experiment.spec.trial.template)
         * experiment.spec.trial.workers,
         experiment_phase=experiment_phase(experiment.spec, plan),
