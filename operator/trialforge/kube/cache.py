@@ -140,38 +140,26 @@ class CachedKube(Kube):
         self.cache = cache or WorldCache()
 
     def _cached(
-        self, kind: str, namespace: str, experiment: str, fetch: Callable[[], list[dict[str, Any]]]
+        self,
+        kind: str,
+        namespace: str,
+        experiment: str,
+        fetch: Callable[[str, str], list[dict[str, Any]]],
     ) -> list[dict[str, Any]]:
         items = self.cache.items(kind, namespace, experiment)
         if items is None:
-            items = fetch()
-            self.cache.listed(kind, namespace, experiment, items)
+            self.cache.listed(kind, namespace, experiment, fetch(namespace, experiment))
             items = self.cache.items(kind, namespace, experiment) or []
         return items
 
     def list_trials(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
-        return self._cached(
-            "trials",
-            namespace,
-            experiment,
-            lambda: super(CachedKube, self).list_trials(namespace, experiment),
-        )
+        return self._cached("trials", namespace, experiment, super().list_trials)
 
     def list_jobs(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
-        return self._cached(
-            "jobs",
-            namespace,
-            experiment,
-            lambda: super(CachedKube, self).list_jobs(namespace, experiment),
-        )
+        return self._cached("jobs", namespace, experiment, super().list_jobs)
 
     def list_pods(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
-        return self._cached(
-            "pods",
-            namespace,
-            experiment,
-            lambda: super(CachedKube, self).list_pods(namespace, experiment),
-        )
+        return self._cached("pods", namespace, experiment, super().list_pods)
 
     def create_trial(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         created = super().create_trial(namespace, body)
