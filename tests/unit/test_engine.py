@@ -311,6 +311,48 @@ def test_good_trials_are_not_pruned_and_none_never_prunes() -> None:
             assert Planner(spec, "x").plan([*views, bad], now=NOW).of(StopTrial) == []
 
 
+def test_running_progress_matters_to_a_plan_only_with_a_pruner_or_a_non_finite_value() -> None:
+    def running(planner: Planner, intermediate: dict[int, float]) -> list[TrialView]:
+        views = []
+        for i in range(7):  # six ended (the median pruner's start-up), one running
+            s = planner.search.suggest(i)
+            phase = "Succeeded" if i < 6 else "Running"
+            views.append(
+                TrialView(f"x-{i}", i, 0, phase, s.parameters, search_state=s.state,
+                          values=(0.5,) if i < 6 else None,
+                          intermediate=curve(0.5, 10) if i < 6 else intermediate)
+            )  # fmt: skip
+        return views
+
+    budget = {"maxTrials": 10, "parallelism": 1}
+    quiet = spec_of(earlyStopping={"algorithm": "none"}, budget=budget)
+    assert not Planner(quiet, "x").reacts_to([0.5, 0.0, -3.0])
+    assert Planner(quiet, "x").reacts_to([0.5, math.nan])
+    assert Planner(quiet, "x").reacts_to([-math.inf])
+    # What it says holds: without a pruner, finite progress changes nothing ...
+    hopeless = {k: 0.0 for k in range(1, 11)}
+    assert Planner(quiet, "x").plan(running(Planner(quiet, "x"), hopeless), now=NOW) == Planner(
+        quiet, "x"
+    ).plan(running(Planner(quiet, "x"), {}), now=NOW)
+    # ... and a non-finite value fails the trial.
+    planner = Planner(quiet, "x")
+    stops = planner.plan(running(planner, {1: 0.5, 2: math.nan}), now=NOW).of(StopTrial)
+    assert [(s.name, s.reason) for s in stops] == [("x-6", "ObjectiveNotFinite")]
+    # A pruner judges every value.
+    pruning = spec_of(earlyStopping={"algorithm": "median"}, budget=budget)
+    assert Planner(pruning, "x").reacts_to([0.5])
+    planner = Planner(pruning, "x")
+    assert planner.plan(running(planner, hopeless), now=NOW).of(StopTrial) != []
+    # Several objectives (no pruner): only a non-finite value counts.
+    multi = spec_of(
+        objective=None,
+        objectives=[{"metric": "acc", "direction": "maximize"},
+                    {"metric": "ms", "direction": "minimize"}],
+    )  # fmt: skip
+    assert not Planner(multi, "x").reacts_to([0.5])
+    assert Planner(multi, "x").reacts_to([math.nan])
+
+
 def test_multi_objective_reports_the_pareto_front() -> None:
     spec = spec_of(
         objective=None,

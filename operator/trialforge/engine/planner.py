@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +183,15 @@ class Planner:
         self._final_configs: dict[int, _Config] = {}
         self._best_final: _Config | None = None
         self._slots: dict[tuple[str, int], Slot] = {}
+
+    def reacts_to(self, intermediate: Iterable[float]) -> bool:
+        """Whether new intermediate values of a running trial's objective can change the plan.
+
+        They can when a pruner judges them, or when one is not finite (the
+        planner fails a diverged trial).  Otherwise they matter only once the
+        trial ends, and an adapter need not plan again for them at once.
+        """
+        return self.search.prunes or any(not math.isfinite(v) for v in intermediate)
 
     def _keep_best(self, cfg: _Config) -> None:
         if cfg.phase != "Succeeded" or cfg.values is None or self.spec.multi_objective:

@@ -94,6 +94,13 @@ class Search:
         """How many trial indices the study holds (asked or restored)."""
         return len(self._study._storage.get_all_trials(self._study._study_id, deepcopy=False))
 
+    @property
+    def prunes(self) -> bool:
+        """Whether a pruner judges the trials' intermediate values."""
+        return not self.spec.multi_objective and not isinstance(
+            self._study.pruner, optuna.pruners.NopPruner
+        )
+
     def capacity(self) -> int | None:
         """How many distinct configurations the space holds, when finite and small."""
         return space.grid_size(self.spec.parameters) if self._grid is not None else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from trialforge.api.observation import Observation
+from trialforge.engine.lineage import ARTIFACT_KEY, artifact_uri
 from trialforge.metrics.parsers import ObservationReader
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,9 @@ class TrialProcess:
         self.reader = reader
         self.wakeup = wakeup
         self.observations: list[Observation] = []
+        # The last artifact URI the trainer reported (engine.lineage), found
+        # as its output is read.
+        self.artifact_uri: str | None = None
         self.started_at: float | None = None
         self.exit_code: int | None = None
         self.stop_reason: str | None = None
@@ -123,6 +128,11 @@ class TrialProcess:
     def snapshot(self) -> list[Observation]:
         with self._lock:
             return list(self.observations)
+
+    def observations_since(self, count: int) -> list[Observation]:
+        """The observations after the first ``count``."""
+        with self._lock:
+            return self.observations[count:]
 
     def stop(self, reason: str, grace: float = 5.0) -> None:
         """Ask the process group to end (SIGTERM), and kill it after ``grace`` seconds."""
@@ -170,7 +180,13 @@ class TrialProcess:
             for raw in self._proc.stdout:
                 log.write(raw)
                 log.flush()
-                observation = self.reader.feed_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                line = raw.decode("utf-8", "replace")
+                if ARTIFACT_KEY in line:
+                    # As the log reads back in text mode: \r ends a line too.
+                    self.artifact_uri = artifact_uri(io.StringIO(line, newline=None)) or (
+                        self.artifact_uri
+                    )
+                observation = self.reader.feed_line(line.rstrip("\r\n"))
                 if observation is None:
                     continue
                 if observation.time is None:

@@ -23,7 +23,6 @@ from typing import Any
 from trialforge.api.experiment import Experiment
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
-from trialforge.engine.lineage import artifact_uri
 from trialforge.engine.objective import conclude, series
 from trialforge.engine.planner import (
     FinishExperiment,
@@ -101,6 +100,14 @@ class LocalRunner:
         # start: their log and observations begin afresh), as it does any trial
         # that was running when the crash came.
         self.writer = self.dir.writer()
+        # What changed this round, written once the round's trials have
+        # started: the next trial's start never waits behind the bookkeeping
+        # of the one that ended (see _persist).
+        self._unsaved: dict[str, TrialRecord] = {}
+        self._unwritten_events: list[tuple[str, str]] = []
+        # Per running trial, how many of its observations _wait has looked at.
+        self._looked_at: dict[str, int] = {}
+        self._metric = self.spec.all_objectives[0].metric
         # Views of ended trials: they no longer change, so each is built once.
         self._ended_views: dict[str, TrialView] = {}
         self.started_at: float | None = None
@@ -186,6 +193,7 @@ class LocalRunner:
                 self._collect()
                 plan = self.planner.plan(self._views(), now=time.time(), started_at=self.started_at)
                 finished = self._act(plan)
+                self._persist()
                 if self.on_update:
                     self.on_update(self, plan)
                 # Done when no process is left to collect: one that ended after
@@ -204,6 +212,7 @@ class LocalRunner:
                 self._wait()
         except KeyboardInterrupt:
             self._stop_all("Interrupted")
+            self._persist()
             self.writer.close()
             self._save_state(
                 "Interrupted", "Interrupted", "stopped by the user; run again to resume", plan
@@ -220,6 +229,7 @@ class LocalRunner:
         except BaseException:
             # Whatever stopped the run, what it recorded reaches the disk.
             with contextlib.suppress(Exception):
+                self._persist()
                 self.writer.close()
             raise
 
@@ -237,20 +247,42 @@ class LocalRunner:
                 left = process.started_at + limit - time.time()
                 if left <= 0:
                     process.stop("Timeout", self.stop_grace)
-                    self.dir.event("TrialTimeout", f"{name} ran past {self.spec.trial.timeout}")
+                    self._event("TrialTimeout", f"{name} ran past {self.spec.trial.timeout}")
                 else:
                     timeout = min(timeout, left)
             kill_in = process.kill_in()
             if kill_in is not None:
                 # Wake for the SIGKILL of a process that ignores SIGTERM.
                 timeout = min(timeout, max(kill_in, 0.01))
+        deadline = time.monotonic() + timeout
         try:
-            self.wakeup.get(timeout=timeout)
+            while not self._needs_plan(*self.wakeup.get(timeout=timeout)):
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return
             # Drain what else arrived, so one plan covers a burst of events.
             while True:
                 self.wakeup.get_nowait()
         except queue.Empty:
             pass
+
+    def _needs_plan(self, kind: str, name: str) -> bool:
+        """Whether an event can change what the planner decides before the next wake-up.
+
+        An exit always can.  A trial's new observations can only when the
+        planner acts on them while it runs (a pruner, a non-finite objective);
+        otherwise they count once the trial ends, or at the next wake-up
+        (at most half a second away), like the kube adapter's coalesced
+        reconcile after the ingest stores observations.
+        """
+        process = self.processes.get(name)
+        if kind != "observation" or process is None:
+            return True
+        seen = self._looked_at.get(name, 0)
+        new = process.observations_since(seen)
+        self._looked_at[name] = seen + len(new)
+        metric = self._metric
+        return self.planner.reacts_to(o.metrics[metric] for o in new if metric in o.metrics)
 
     def _views(self) -> list[TrialView]:
         metric = self.spec.all_objectives[0].metric
@@ -310,10 +342,11 @@ class LocalRunner:
                 record.message = outcome.message
                 record.retryable = outcome.retryable
                 record.values = list(outcome.values) if outcome.values else None
-            record.artifact_uri = _artifact(self.dir.log_path(name)) or record.artifact_uri
-            self.writer.save(record)
-            self.dir.event(f"Trial{record.phase}", f"{name}: {record.message or record.phase}")
+            record.artifact_uri = process.artifact_uri or record.artifact_uri
+            self._save(record)
+            self._event(f"Trial{record.phase}", f"{name}: {record.message or record.phase}")
             del self.processes[name]
+            self._looked_at.pop(name, None)
         # Records that should be running but have no process (a resume) start now.
         for record in self.records.values():
             if record.phase == "Pending" and record.name not in self.processes:
@@ -344,7 +377,7 @@ class LocalRunner:
             )
             self.records[name] = record
             if action.why == "retry":
-                self.dir.event("TrialRetried", f"{name}: attempt {action.attempt}")
+                self._event("TrialRetried", f"{name}: attempt {action.attempt}")
             self._launch(record)
         return plan.finished
 
@@ -361,7 +394,7 @@ class LocalRunner:
         else:
             record.phase = action.phase
             record.completion_time = time.time()
-            self.writer.save(record)
+            self._save(record)
 
     def _launch(self, record: TrialRecord) -> None:
         containers = self.spec.trial.template["spec"]["containers"]
@@ -399,10 +432,34 @@ class LocalRunner:
         record.command = argv
         record.node = self.node
         record.gpu_type = self.gpu_type
-        self.writer.save(record)
+        self._save(record)
         self.processes[record.name] = process
         self.observations[record.name] = []
         process.start()
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _save(self, record: TrialRecord) -> None:
+        """Record a trial's new state at the end of this round (see _persist)."""
+        self._unsaved[record.name] = record
+
+    def _event(self, kind: str, message: str) -> None:
+        self._unwritten_events.append((kind, message))
+
+    def _persist(self) -> None:
+        """Hand this round's changed records to the writer and write its events.
+
+        Called once the round's new trials have started: a trial's end is
+        concluded, the next trial planned and started, and only then is either
+        written down.  The records go to the background writer (snapshots
+        taken now), the events to the events file, in the order they happened.
+        """
+        unsaved, self._unsaved = self._unsaved, {}
+        for record in unsaved.values():
+            self.writer.save(record)
+        events, self._unwritten_events = self._unwritten_events, []
+        for kind, message in events:
+            self.dir.event(kind, message)
 
     def _stop_all(self, reason: str) -> None:
         for process in self.processes.values():
@@ -413,15 +470,6 @@ class LocalRunner:
             if not process.done:
                 process.kill()
                 process.wait(2.0)
-
-
-def _artifact(log: Path) -> str | None:
-    """The artifact URI the trainer reported in its output (engine.lineage convention)."""
-    try:
-        with open(log, encoding="utf-8", errors="replace") as handle:
-            return artifact_uri(handle)
-    except OSError:
-        return None
 
 
 def _local_gpu() -> str | None:
