@@ -6,10 +6,11 @@ Part 1 — ingest throughput.  A local control plane (e2e/cluster), the real
 pods "run" for the whole benchmark), and 100 concurrent collectors on loopback:
 each one sends a batch of --batch observations, waits for the acknowledgement,
 and sends the next (the collector's own protocol: one request in flight, seq
-numbers, `stored` in the answer).  The collectors are asyncio clients spread over
+numbers, `received` and `stored` in the answer).  The collectors are asyncio clients spread over
 --procs processes (100 real collector processes would mostly measure 100 Python
 interpreters competing for the same CPUs).  Measured: observations stored per
-second, ack latency percentiles (the client's view), operator CPU seconds per 10k
+second, the answers' latency (receipt) and the time until an observation is
+answered as stored in the Trial (both the client's view), operator CPU seconds per 10k
 observations (from /proc), and the apiserver's share.
 
 Part 2 — the collector.  A real `trialforge collector` process tails a file that
@@ -114,117 +115,172 @@ def experiment(trials: int) -> dict[str, Any]:
 # -- the load: collectors as asyncio clients ---------------------------------------------------
 
 
+async def _post(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+) -> tuple[int, dict[str, Any]]:
+    writer.write(
+        (
+            f"POST /v1/observations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return int(status_line.split()[1]), json.loads(await reader.readexactly(length))
+
+
 async def _collector(
     port: int,
     trial: str,
     batch: int,
     until: float,
-    latencies: list[float],
-    counts: list[int],
+    out: dict[str, list[float]],
     rate: float,
+    interval: float,
 ) -> None:
-    """One collector.  rate == 0: closed loop, fixed batches of ``batch``.  rate > 0: the
-    trainer produces ``rate`` observations/s and each request carries everything
-    produced since the last one, up to ``batch`` (the real collector's behaviour)."""
+    """One collector, speaking the collector's protocol: one request in flight; each
+    carries what was produced since the last one (up to ``batch``), at most every
+    ``interval`` (the collector's poll interval); ``received`` says where the next
+    starts, ``stored`` what may be forgotten.  rate == 0: closed loop, fixed batches
+    of ``batch``, back to back.  Measured: each request's answer time (receipt), and
+    for each observation batch the time until an answer said it was stored."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = {"namespace": NS, "trial": trial, "token": token(NS, trial)}
-    seq, step = 0, 0
+    produced, sent, stored = 0, 0, 0
+    kept: list[dict[str, Any]] = []  # not yet stored
+    waiting: list[tuple[int, float]] = []  # (last seq of a batch, when it was sent)
     started = time.monotonic()
+
+    def answered(code: int, answer: dict[str, Any], now: float) -> None:
+        nonlocal sent, stored, kept, waiting
+        if code in (200, 409) and "stored" in answer:
+            stored = max(stored, answer["stored"])
+            sent = answer.get("received", answer["stored"])
+            kept = [o for o in kept if o["seq"] > stored]
+            out["stored_lag"].extend(now - at for last, at in waiting if last <= stored)
+            waiting = [(last, at) for last, at in waiting if last > stored]
+
     try:
-        while time.monotonic() < until:
-            size = batch
-            if rate > 0:
-                size = min(batch, int((time.monotonic() - started) * rate) - seq)
-                if size <= 0:
-                    await asyncio.sleep(0.01)
-                    continue
-            observations = []
-            for _ in range(size):
-                seq += 1
-                observations.append(
-                    {"seq": seq, "step": step, "time": time.time(),
-                     "metrics": {"loss": 1.0 / (step + 1), "acc": step / 1e6, "lr": 0.01}}
+        while (now := time.monotonic()) < until:
+            due = batch if rate <= 0 else int((now - started) * rate) - produced
+            for _ in range(max(0, due)):
+                produced += 1
+                kept.append(
+                    {"seq": produced, "step": produced, "time": time.time(),
+                     "metrics": {"loss": 1.0 / produced, "acc": produced / 1e6, "lr": 0.01}}
                 )  # fmt: skip
-                step += 1
-            body = json.dumps({**head, "observations": observations}).encode()
-            request = (
-                f"POST /v1/observations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
-            while True:
-                sent_at = time.perf_counter()
-                writer.write(request)
-                await writer.drain()
-                status_line = await reader.readline()
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                answer = json.loads(await reader.readexactly(length))
-                latencies.append(time.perf_counter() - sent_at)
-                code = int(status_line.split()[1])
-                if code == 200 and answer.get("stored") == seq:
-                    counts.append(size)
-                    break
-                if code in (200, 409):  # not expected: one sender per trial
-                    break
-                await asyncio.sleep(0.05)  # 503 conflict: retry
+            todo = [o for o in kept if o["seq"] > sent][:batch]
+            if not todo:
+                await asyncio.sleep(interval)
+                continue
+            body = json.dumps({**head, "observations": todo}).encode()
+            sent_at = time.perf_counter()
+            code, answer = await _post(reader, writer, body)
+            took = time.perf_counter() - sent_at
+            out["receipt"].append(took)
+            if code == 200:
+                waiting.append((todo[-1]["seq"], time.monotonic() - took))
+                out["received"].append(answer.get("accepted", 0))
+            answered(code, answer, time.monotonic())
+            if code == 503:
+                await asyncio.sleep(0.05)
+            elif rate > 0:
+                await asyncio.sleep(max(0.0, interval - took))
+        # The end: send the rest, then ask to be answered once it is stored.
+        drain_until = time.monotonic() + 60
+        while stored < produced and time.monotonic() < drain_until:
+            todo = [o for o in kept if o["seq"] > sent][:batch]
+            body = json.dumps({**head, "observations": todo, "wait": 2.0}).encode()
+            code, answer = await _post(reader, writer, body)
+            if code == 200 and todo:
+                waiting.append((todo[-1]["seq"], time.monotonic()))
+            answered(code, answer, time.monotonic())
+        out["stored"].append(stored)
+        out["produced"].append(produced)
+        out["drained_at"].append(time.monotonic())
     finally:
         writer.close()
 
 
 def _load_process(
-    port: int, trials: list[str], batch: int, seconds: float, rate: float, out: Any
+    port: int,
+    trials: list[str],
+    batch: int,
+    seconds: float,
+    rate: float,
+    interval: float,
+    out: Any,
 ) -> None:
-    latencies: list[float] = []
-    counts: list[int] = []
+    result: dict[str, list[float]] = {
+        k: [] for k in ("receipt", "stored_lag", "received", "stored", "produced", "drained_at")
+    }
 
     async def main() -> None:
         until = time.monotonic() + seconds
         await asyncio.gather(
-            *(_collector(port, t, batch, until, latencies, counts, rate) for t in trials)
+            *(_collector(port, t, batch, until, result, rate, interval) for t in trials)
         )
 
     asyncio.run(main())
-    out.put((latencies, counts))
+    out.put(result)
 
 
 def run_load(
-    port: int, trials: list[str], batch: int, seconds: float, procs: int, rate: float
+    port: int,
+    trials: list[str],
+    batch: int,
+    seconds: float,
+    procs: int,
+    rate: float,
+    interval: float,
 ) -> dict[str, Any]:
     queue: Any = mp.get_context("fork").Queue()
     groups = [trials[i::procs] for i in range(procs)]
     workers = [
         mp.get_context("fork").Process(
-            target=_load_process, args=(port, g, batch, seconds, rate, queue)
+            target=_load_process, args=(port, g, batch, seconds, rate, interval, queue)
         )
         for g in groups
     ]
     started = time.monotonic()
     for w in workers:
         w.start()
-    results = [queue.get(timeout=seconds + 120) for _ in workers]
+    results = [queue.get(timeout=seconds + 180) for _ in workers]
     for w in workers:
         w.join(30)
     elapsed = time.monotonic() - started
-    latencies = sorted(x for lat, _ in results for x in lat)
-    sizes = [n for _, c in results for n in c]
-    stored = sum(sizes)
 
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+    def merged(key: str) -> list[float]:
+        return sorted(x for r in results for x in r[key])
 
+    receipt, lag = merged("receipt"), merged("stored_lag")
+    stored, produced = sum(merged("stored")), sum(merged("produced"))
+
+    def pct(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else 0.0
+
+    sizes = [n for n in merged("received") if n]
     return {
         "stored": stored,
+        "produced": produced,
         "seconds": elapsed,
+        "load_seconds": seconds,
         "obs_per_s": stored / elapsed,
-        "requests": len(latencies),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "max_ms": latencies[-1] * 1000,
+        "requests": len(receipt),
+        "p50_ms": pct(receipt, 0.50),
+        "p99_ms": pct(receipt, 0.99),
+        "max_ms": receipt[-1] * 1000 if receipt else 0.0,
+        "mean_ms": statistics.fmean(receipt) * 1000 if receipt else 0.0,
+        "stored_p50_ms": pct(lag, 0.50),
+        "stored_p99_ms": pct(lag, 0.99),
+        "stored_max_ms": lag[-1] * 1000 if lag else 0.0,
         "mean_batch": statistics.fmean(sizes) if sizes else 0,
         "offered_obs_per_s": rate * len(trials) if rate else None,
-        "mean_ms": statistics.fmean(latencies) * 1000,
     }
 
 
@@ -295,6 +351,12 @@ def main() -> int:
         type=float,
         default=200,
         help="observations/s each trainer produces (0: closed loop, fixed --batch)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.1,
+        help="seconds between one collector's requests at most (the collector's poll)",
     )
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
@@ -384,7 +446,9 @@ def main() -> int:
                  "--output", str(log_dir / "operator.stacks")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-        load = run_load(port, trials, args.batch, args.seconds, args.procs, args.rate)
+        load = run_load(
+            port, trials, args.batch, args.seconds, args.procs, args.rate, args.interval
+        )
         if spy is not None:
             spy.wait(60)
             print(f"operator stacks: {log_dir / 'operator.stacks'}")
@@ -443,10 +507,12 @@ Machine: {cpu} CPUs ({model}), Python {platform.python_version()}, shared with o
 
 | figure | value | target |
 |---|---|---|
-| observations stored / s (wall; offered: {load["offered_obs_per_s"] or "closed loop"}) | {load["obs_per_s"]:,.0f} | |
+| observations stored / s (wall, {load["load_seconds"]:.0f} s of load + the drain: {load["seconds"]:.1f} s; offered: {load["offered_obs_per_s"] or "closed loop"}) | {load["obs_per_s"]:,.0f} | >= 20,000 |
 | observations per request (mean) | {load["mean_batch"]:.0f} | |
 | observations / s per operator CPU-second | {load["obs_per_operator_core_s"]:,.0f} | >= 20,000 on one core |
-| ack latency p50 / p99 / max | {load["p50_ms"]:.1f} / {load["p99_ms"]:.1f} / {load["max_ms"]:.0f} ms | p99 <= 20 ms |
+| answer (receipt ack) latency p50 / p99 / max | {load["p50_ms"]:.1f} / {load["p99_ms"]:.1f} / {load["max_ms"]:.0f} ms | p99 <= 20 ms |
+| sent → answered as stored in the Trial, p50 / p99 / max | {load["stored_p50_ms"]:.0f} / {load["stored_p99_ms"]:.0f} / {load["stored_max_ms"]:.0f} ms | |
+| observations produced / stored | {load["produced"]:,} / {load["stored"]:,} | all |
 | operator CPU per 10k observations | {load["operator_cpu_per_10k"]:.2f} s | |
 | apiserver / etcd CPU per 10k observations | {load["apiserver_cpu_per_10k"]:.2f} s / {load["etcd_cpu_per_10k"]:.2f} s | |
 | operator cores used during the load | {load["operator_cores"]:.2f} | |

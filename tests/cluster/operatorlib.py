@@ -207,10 +207,12 @@ def batch(
     key: str = INGEST_KEY,
     first_seq: int = 1,
     tok: str | None = None,
+    wait: float | None = None,
 ) -> dict[str, Any]:
-    """A collector's request body: numbered observations with the trial's token."""
+    """A collector's request body: numbered observations with the trial's token
+    (``wait``: answer once what the operator received is stored)."""
     now = time.time()
-    return {
+    body: dict[str, Any] = {
         "namespace": namespace,
         "trial": trial,
         "token": tok if tok is not None else token(key, namespace, trial),
@@ -219,6 +221,9 @@ def batch(
             for i, (step, metrics) in enumerate(points)
         ],
     }
+    if wait is not None:
+        body["wait"] = wait
+    return body
 
 
 def finite_json(metrics: dict[str, float]) -> dict[str, Any]:
@@ -311,6 +316,7 @@ class Reporter(threading.Thread):
                 name,
                 [(s, finite_json(m)) for s, m in points],
                 key=self.key,
+                wait=2.0,
             )
             try:
                 code, answer = post(self.port, body)

@@ -593,15 +593,24 @@ def test_pruning_through_ingest_stops_the_job_and_ingest_checks_its_input(
         code, body = post(port, dict(good, observations=[{"seq": 1}]))
         kube.check(code == 400, f"malformed observation: {code} {body}")
 
+        code, body = post(port, dict(good, wait="soon"))
+        kube.check(code == 400, f"a bad wait was accepted: {code} {body}")
         code, body = post(port, good)
-        kube.check(code == 200 and body["stored"] == 3, f"first post: {code} {body}")
+        # Received at once; stored by the flusher a moment later.
+        kube.check(code == 200 and body["received"] == 3, f"first post: {code} {body}")
+        kube.check(body["stored"] in (0, 3) and body["accepted"] == 3, f"first post: {body}")
+        code, body = post(port, dict(good, observations=[], wait=5))
+        kube.check(code == 200 and body["stored"] == 3, f"waiting for the store: {code} {body}")
         code, body = post(port, good)
         kube.check(
             code == 200 and body["stored"] == 3 and body.get("accepted") == 0,
             f"a re-sent batch was not dropped: {code} {body}",
         )
         code, body = post(port, batch(namespace, first, [(5, {"loss": 0.1})], first_seq=5))
-        kube.check(code == 409 and body.get("stored") == 3, f"a gap was accepted: {code} {body}")
+        kube.check(
+            code == 409 and body.get("stored") == 3 and body.get("received") == 3,
+            f"a gap was accepted: {code} {body}",
+        )
         ts = kube.trial(first)["status"]
         kube.check(ts["lastSequence"] == 3, f"lastSequence {ts}")
         kube.check([p["step"] for p in ts["history"]["loss"]] == [1, 2, 3], f"history {ts}")

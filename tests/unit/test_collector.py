@@ -1,6 +1,7 @@
 """The metrics collector's pieces: tailing, the journal, backoff, the push server, the
 wrapper, and whole collector processes against a stand-in ingest endpoint that keeps
-the operator's protocol (seq dedup, 409 on a gap, ``stored`` in every answer).
+the operator's protocol (seq dedup, 409 on a gap, ``received`` at once and ``stored``
+later in every answer, ``wait`` for a request with nothing new).
 
 The real operator's ingest is exercised by tests/cluster/test_collector.py.
 """
@@ -33,14 +34,19 @@ HEAVY = ("pydantic", "kubernetes", "kopf", "optuna", "scipy", "numpy", "matplotl
 
 
 class Ingest:
-    """The ingest protocol, in memory: what it stored, in order, and every request."""
+    """The ingest protocol, in memory: what it received, what it stored (a moment
+    later, as the operator's flusher does), in order, and every request."""
 
-    def __init__(self, token: str = "tok") -> None:
+    def __init__(self, token: str = "tok", store_every: float = 0.02) -> None:
         self.token = token
         self.stored: list[dict[str, Any]] = []
+        self.held: list[dict[str, Any]] = []  # received, not yet stored
         self.requests: list[int] = []  # status codes answered
+        self.waits: list[float] = []  # the ``wait`` of each request that had one
         self.fail_next = 0  # answer 503 to this many requests
-        self.lock = threading.Lock()
+        self.storing = True  # False: hold everything received (a slow API server)
+        self.lock = threading.Condition()
+        self._closed = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,32 +64,53 @@ class Ingest:
                 self.end_headers()
                 self.wfile.write(data)
 
+        def store() -> None:
+            while not self._closed.wait(store_every):
+                with self.lock:
+                    if self.storing and self.held:
+                        self.stored.extend(self.held)
+                        self.held.clear()
+                        self.lock.notify_all()
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/observations"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=store, daemon=True).start()
+
+    def restart(self) -> None:
+        """The operator dies and comes back: what it held but had not stored is gone."""
+        with self.lock:
+            self.held.clear()
+
+    def _marks(self) -> dict[str, int]:
+        return {"stored": len(self.stored), "received": len(self.stored) + len(self.held)}
 
     def handle(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.lock:
-            stored = len(self.stored)
+            received = len(self.stored) + len(self.held)
             if self.fail_next > 0:
                 self.fail_next -= 1
                 code, answer = 503, {"error": "busy"}
             elif body["token"] != self.token:
                 code, answer = 403, {"error": "the token is not this trial's"}
             else:
-                fresh = [o for o in body["observations"] if o["seq"] > stored]
-                if fresh and fresh[0]["seq"] != stored + 1:
-                    code, answer = 409, {"error": "gap", "stored": stored}
+                fresh = [o for o in body["observations"] if o["seq"] > received]
+                if fresh and fresh[0]["seq"] != received + 1:
+                    code, answer = 409, {"error": "gap", **self._marks()}
                 else:
                     for o in fresh:
-                        if o["seq"] != len(self.stored) + 1:
+                        if o["seq"] != len(self.stored) + len(self.held) + 1:
                             break
-                        self.stored.append(o)
-                    code, answer = 200, {"stored": len(self.stored)}
+                        self.held.append(o)
+                    if body.get("wait"):
+                        self.waits.append(body["wait"])
+                        self.lock.wait_for(lambda: not self.held, timeout=body["wait"])
+                    code, answer = 200, self._marks()
             self.requests.append(code)
             return code, answer
 
     def close(self) -> None:
+        self._closed.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -543,3 +570,45 @@ def test_tensorboard_scalars_are_read_incrementally_and_resumed(tmp_path: Path) 
     writer.close()
     resumed = col.TensorBoardSource(tmp_path, saved)
     assert [(o.step, o.metrics) for o in resumed.poll()] == [(4, {"loss": pytest.approx(0.1)})]
+
+
+def test_what_the_operator_only_received_is_kept_until_stored_and_sent_again_after_a_restart(
+    tmp_path: Path, ingest: Ingest
+) -> None:
+    ingest.storing = False  # the operator holds what it receives and stores nothing yet
+    out = tmp_path / "stdout.log"
+    out.write_text("".join(json.dumps({"step": i, "loss": i}) + "\n" for i in range(50)))
+    proc = collector_process(tmp_path, ingest.url)
+    try:
+        deadline = time.monotonic() + 30
+        while len(ingest.held) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(ingest.held) == 50 and ingest.stored == []
+        # Received is not stored: the journal still has all of it.
+        state = json.loads((tmp_path / "collector" / "state.json").read_text())
+        assert state["acked"] == 0 and state["next_seq"] == 51
+        ingest.restart()  # the operator dies holding all 50, and comes back
+        ingest.storing = True
+        with open(out, "a") as f:
+            f.write("".join(json.dumps({"step": i, "loss": i}) + "\n" for i in range(50, 60)))
+        (tmp_path / "exit-code").write_text("0\n")
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [o["seq"] for o in ingest.stored] == list(range(1, 61))
+    assert [o["step"] for o in ingest.stored] == list(range(60))
+    assert 409 in ingest.requests  # the new operator asked for what it lacked
+    # At the end it asked the operator to answer once everything was stored.
+    assert ingest.waits and all(w > 0 for w in ingest.waits)
+
+
+def test_a_batch_starts_after_what_the_operator_already_holds(tmp_path: Path) -> None:
+    j = col.Journal(tmp_path, 100)
+    j.append([obs(i) for i in range(10)])
+    j.ack(3)
+    assert [s for s, _ in j.batch(4)] == [4, 5, 6, 7]
+    assert [s for s, _ in j.batch(4, after=6)] == [7, 8, 9, 10]
+    assert [s for s, _ in j.batch(4, after=2)] == [4, 5, 6, 7]  # nothing below the pending
+    assert j.batch(4, after=10) == []
+    j.close()

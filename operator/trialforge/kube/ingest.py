@@ -1,11 +1,23 @@
 """The ingest endpoint: trials' collectors report observations here.
 
 A batch is ``{"namespace", "trial", "token", "observations": [{"seq", "step",
-"time", "metrics"}]}``.  The operator checks the trial's token, drops what it
-already stored (by sequence number), refuses a gap (so the collector re-sends
-in order), merges the rest into the Trial's status with a conditional write,
-and answers with the last sequence number now stored in the cluster: what the
-collector may forget.
+"time", "metrics"}], "wait": seconds?}``.  The operator checks the trial's token,
+drops what it already has (by sequence number), refuses a gap (so the collector
+re-sends in order), and answers at once with two sequence numbers:
+
+- ``received``: the last one it holds, in order.  The collector sends what comes
+  after it next; a ``received`` below what it sent (a restarted operator) makes it
+  send again from there.
+- ``stored``: the last one written to the Trial's status in the cluster, what
+  the collector may forget.
+
+Received observations are written by a flusher, one conditional status patch per
+trial at a time; what arrives while one is in flight goes into the next (group
+commit), so the API server's work grows with the trials, not with the batches.
+An operator that dies holding received observations loses nothing: the
+collector still has them, and the next operator's ``received`` (its ``stored``)
+asks for them again.  ``wait`` (at most 10 s) holds the answer until everything
+received is stored, for a collector that has nothing new to send.
 """
 
 from __future__ import annotations
@@ -18,7 +30,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -29,10 +42,19 @@ from trialforge.engine import history
 from trialforge.kube import names
 from trialforge.kube.client import Kube
 from trialforge.kube.reconcile import ingest_token
+from trialforge.metrics.exporter import (
+    OBSERVATIONS_INGESTED,
+    OBSERVATIONS_PENDING,
+    STORE_SECONDS,
+)
 
 log = logging.getLogger("trialforge.ingest")
 MAX_BATCH = 5000
+MAX_PENDING = 20_000  # received, not yet stored, per trial: beyond it, 503 (back off)
+MAX_WAIT = 10.0
 CACHED_TRIALS = 2000
+FLUSH_WORKERS = 4
+CONFLICT_RETRIES = 8
 
 
 @dataclass(frozen=True)
@@ -40,13 +62,41 @@ class Answer:
     status: int
     body: dict[str, Any]
     reason: str | None = None  # why it was rejected, for the metrics
+    wait: float = 0.0  # hold the answer until this trial's received is stored
+    key: tuple[str, str] | None = None
 
 
-def _bad(status: int, reason: str, message: str, stored: int | None = None) -> Answer:
+def _bad(status: int, reason: str, message: str, trial: _TrialBuffer | None = None) -> Answer:
     body: dict[str, Any] = {"error": message}
-    if stored is not None:
-        body["stored"] = stored
+    if trial is not None:
+        body.update(stored=trial.stored, received=trial.received)
     return Answer(status, body, reason)
+
+
+@dataclass
+class _TrialBuffer:
+    """One trial's observations between receipt and the status write."""
+
+    experiment: str
+    obj: dict[str, Any] | None  # the Trial as our last read or write left it
+    stored: int  # the last sequence number in the Trial's status
+    received: int  # the last one held here, in order (>= stored)
+    pending: list[tuple[int, Observation, float]] = field(default_factory=list)
+    flushing: bool = False
+    ended: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Called (from a flusher thread) once everything received is stored.
+    waiters: list[Callable[[], None]] = field(default_factory=list)
+
+    def caught_up(self) -> bool:
+        return self.ended or self.stored >= self.received
+
+    def wake(self) -> list[Callable[[], None]]:
+        """The waiters to call now (outside the lock), when caught up."""
+        if not self.caught_up():
+            return []
+        woken, self.waiters = self.waiters, []
+        return woken
 
 
 class Ingest:
@@ -58,6 +108,7 @@ class Ingest:
         on_stored: Callable[[str, str], None],
         tails_for: Callable[[str, str], Mapping[str, int] | None] | None = None,
         rules_ttl: float = 10.0,
+        workers: int = FLUSH_WORKERS,
     ) -> None:
         self.kube = kube
         self.key = key
@@ -67,25 +118,18 @@ class Ingest:
         self.rules_ttl = rules_ttl
         self._rules: dict[tuple[str, str], tuple[float, dict[str, str], dict[str, int]]] = {}
         self._rules_lock = threading.Lock()
-        # The Trial as our last write left it: the next batch patches it without a GET
-        # first (the patch is conditional, so a stale copy costs a 409 and a re-read).
-        self._trials: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._trials: OrderedDict[tuple[str, str], _TrialBuffer] = OrderedDict()
         self._trials_lock = threading.Lock()
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self._flusher = ThreadPoolExecutor(workers, thread_name_prefix="trialforge-ingest")
+        self._closing = threading.Event()
 
-    def _cached(self, namespace: str, trial: str) -> dict[str, Any] | None:
-        with self._trials_lock:
-            return self._trials.get((namespace, trial))
+    def close(self) -> None:
+        """Stop storing (what is held is the collectors' to send again to the next operator)."""
+        self._closing.set()
+        self._flusher.shutdown(wait=False, cancel_futures=True)
 
-    def _remember(self, namespace: str, trial: str, obj: dict[str, Any] | None) -> None:
-        with self._trials_lock:
-            key = (namespace, trial)
-            if obj is None:
-                self._trials.pop(key, None)
-                return
-            self._trials[key] = obj
-            self._trials.move_to_end(key)
-            while len(self._trials) > CACHED_TRIALS:
-                self._trials.popitem(last=False)
+    # -- the rules the history keeps -----------------------------------------------------
 
     def rules(self, namespace: str, experiment: str) -> tuple[dict[str, str], dict[str, int]]:
         """The objectives' directions and tails, cached for a few seconds (not a read
@@ -101,6 +145,81 @@ class Ingest:
         with self._rules_lock:
             self._rules[key] = (now + self.rules_ttl, directions, tails)
         return directions, tails
+
+    # -- per-trial buffers ---------------------------------------------------------------
+
+    def _buffer(self, namespace: str, trial: str) -> _TrialBuffer | None:
+        """The trial's buffer, read from the cluster the first time (None: no such trial)."""
+        key = (namespace, trial)
+        with self._trials_lock:
+            buffer = self._trials.get(key)
+            if buffer is not None:
+                self._trials.move_to_end(key)
+                return buffer
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one GET per trial, however many requests arrive at once
+            with self._trials_lock:
+                buffer = self._trials.get(key)
+            if buffer is not None:
+                return buffer
+            obj = self.kube.get_trial(namespace, trial)
+            if obj is None:
+                with self._trials_lock:
+                    self._loading.pop(key, None)
+                return None
+            status = obj.get("status") or {}
+            stored = int(status.get("lastSequence") or 0)
+            buffer = _TrialBuffer(obj["spec"]["experiment"], obj, stored, stored)
+            buffer.ended = status.get("phase") in TERMINAL_PHASES
+            with self._trials_lock:
+                if not buffer.ended:  # an ended trial is read again if asked again
+                    self._trials[key] = buffer
+                    self._evict()
+                self._loading.pop(key, None)
+            return buffer
+
+    def forget(self, namespace: str, trial: str, why: str) -> None:
+        """The Trial has ended or is gone (the watch says so): it takes no more, and a
+        Trial made again under its name starts afresh."""
+        with self._trials_lock:
+            buffer = self._trials.pop((namespace, trial), None)
+        if buffer is not None:
+            self._end(buffer, why)
+
+    def _evict(self) -> None:
+        """Forget the oldest idle buffers past the cap (a later request reads them again)."""
+        excess = len(self._trials) - CACHED_TRIALS
+        for key in list(self._trials):
+            if excess <= 0:
+                break
+            buffer = self._trials[key]
+            if not buffer.pending and not buffer.flushing:
+                del self._trials[key]
+                excess -= 1
+
+    def progress(self, namespace: str, trial: str) -> dict[str, int]:
+        """``stored`` and ``received`` for a trial held here (nothing if none is)."""
+        with self._trials_lock:
+            buffer = self._trials.get((namespace, trial))
+        if buffer is None:
+            return {}
+        with buffer.lock:
+            return {"stored": buffer.stored, "received": buffer.received}
+
+    def when_stored(self, namespace: str, trial: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` once everything received for the trial is stored; False
+        (and no call) when it is already, or the trial is not held here."""
+        with self._trials_lock:
+            buffer = self._trials.get((namespace, trial))
+        if buffer is None:
+            return False
+        with buffer.lock:
+            if buffer.caught_up():
+                return False
+            buffer.waiters.append(callback)
+            return True
+
+    # -- receipt -------------------------------------------------------------------------
 
     def handle_bytes(self, raw: bytes) -> Answer:
         try:
@@ -122,63 +241,198 @@ class Ingest:
             return _bad(400, "malformed", "namespace, trial and token are required strings")
         if not isinstance(batch, list) or len(batch) > MAX_BATCH:
             return _bad(400, "malformed", f"observations must be a list of at most {MAX_BATCH}")
+        wait = payload.get("wait", 0)
+        if (
+            isinstance(wait, bool)
+            or not isinstance(wait, int | float)
+            or not math.isfinite(wait)
+            or wait < 0
+        ):
+            return _bad(400, "malformed", "wait must be a number of seconds >= 0")
         if not hmac.compare_digest(str(token), ingest_token(self.key, namespace, trial)):
             return _bad(403, "bad_token", "the token is not this trial's")
         try:
             parsed = sorted(((int(o["seq"]), _observation(o)) for o in batch), key=lambda x: x[0])
         except (KeyError, TypeError, ValueError) as exc:
             return _bad(400, "malformed", f"bad observation: {exc}")
-        cached = self._cached(namespace, trial)
-        for attempt in range(8):  # conflicts with the reconciler's writes: re-read and retry
-            obj = cached if attempt == 0 and cached is not None else None
-            if obj is None:
-                obj = self.kube.get_trial(namespace, trial)
-                if obj is None:
-                    self._remember(namespace, trial, None)
-                    return _bad(404, "unknown_trial", f"no trial {namespace}/{trial}")
-            status = obj.get("status") or {}
-            stored = int(status.get("lastSequence") or 0)
-            if status.get("phase") in TERMINAL_PHASES:
-                self._remember(namespace, trial, None)
-                return _bad(409, "trial_ended", f"trial {trial} has ended", stored)
-            fresh = [(s, o) for s, o in parsed if s > stored]
-            if not fresh:
-                return Answer(200, {"stored": stored, "accepted": 0})
-            if fresh[0][0] != stored + 1:
+        buffer = self._buffer(namespace, trial)
+        if buffer is None:
+            return _bad(404, "unknown_trial", f"no trial {namespace}/{trial}")
+        now = time.monotonic()
+        with buffer.lock:
+            if buffer.ended:
+                return _bad(409, "trial_ended", f"trial {trial} has ended", buffer)
+            fresh = [(s, o) for s, o in parsed if s > buffer.received]
+            if fresh and fresh[0][0] != buffer.received + 1:
                 return _bad(
-                    409, "gap", f"expected sequence {stored + 1}, got {fresh[0][0]}", stored
+                    409,
+                    "gap",
+                    f"expected sequence {buffer.received + 1}, got {fresh[0][0]}",
+                    buffer,
                 )
-            # Keep only the contiguous run; a later gap is re-sent after this ack.
-            run = [fresh[0]]
+            # Keep only the contiguous run; a later gap is re-sent after this answer.
+            run = fresh[:1]
             for s, o in fresh[1:]:
                 if s != run[-1][0] + 1:
                     break
                 run.append((s, o))
-            experiment = obj["spec"]["experiment"]
-            directions, tails = self.rules(namespace, experiment)
-            observations = [o for _, o in run]
-            new_status = {
-                "history": history.merge(
-                    status.get("history") or {}, observations, directions, tails=tails
-                ),
-                "metrics": history.summarize(status.get("metrics") or {}, observations, directions),
-                "lastSequence": run[-1][0],
-            }
+            if run and len(buffer.pending) + len(run) > MAX_PENDING:
+                return _bad(503, "busy", "too much is waiting to be stored; retry", buffer)
+            if run:
+                buffer.pending.extend((s, o, now) for s, o in run)
+                buffer.received = run[-1][0]
+                OBSERVATIONS_PENDING.inc(len(run))
+                if not buffer.flushing:
+                    buffer.flushing = True
+                    self._flusher.submit(self._flush, namespace, trial, buffer)
+            body = {"stored": buffer.stored, "received": buffer.received, "accepted": len(run)}
+        return Answer(200, body, wait=min(float(wait), MAX_WAIT), key=(namespace, trial))
+
+    # -- storage -------------------------------------------------------------------------
+
+    def _flush(self, namespace: str, trial: str, buffer: _TrialBuffer) -> None:
+        """Write what the trial's buffer holds, until it holds nothing (group commit)."""
+        failures = 0
+        while True:
+            with buffer.lock:
+                todo = list(buffer.pending)
+                if not todo or buffer.ended or self._closing.is_set():
+                    buffer.flushing = False
+                    return
             try:
-                updated = self.kube.patch_status(
-                    names.TRIALS, namespace, trial, new_status, obj["metadata"]["resourceVersion"]
+                self._store(namespace, trial, buffer, todo)
+                failures = 0
+            except Exception as exc:  # the API server is down or refused: keep it, retry
+                failures += 1
+                delay = min(5.0, 0.1 * 2**failures)
+                log.warning(
+                    "storing %d observations of %s/%s failed (%s); retrying in %.1fs",
+                    len(todo),
+                    namespace,
+                    trial,
+                    exc,
+                    delay,
                 )
-            except ApiException as exc:
-                self._remember(namespace, trial, None)
-                if exc.status == 409:
-                    continue
-                if exc.status == 404:
-                    return _bad(404, "unknown_trial", f"no trial {namespace}/{trial}")
-                raise
-            self._remember(namespace, trial, updated if isinstance(updated, dict) else None)
-            self.on_stored(namespace, experiment)
-            return Answer(200, {"stored": run[-1][0], "accepted": len(run)})
-        return _bad(503, "conflict", "the trial is busy; retry", None)
+                self._closing.wait(delay)
+
+    def _store(
+        self,
+        namespace: str,
+        trial: str,
+        buffer: _TrialBuffer,
+        todo: list[tuple[int, Observation, float]],
+    ) -> None:
+        obj = buffer.obj
+        for _ in range(CONFLICT_RETRIES):  # the reconciler's writes move it: re-read, retry
+            if obj is None:
+                obj = self.kube.get_trial(namespace, trial)
+                if obj is None:
+                    self._end(buffer, "the trial is gone", (namespace, trial))
+                    return
+            status = obj.get("status") or {}
+            stored = int(status.get("lastSequence") or 0)
+            if status.get("phase") in TERMINAL_PHASES:
+                self._end(buffer, "the trial has ended", (namespace, trial), stored)
+                return
+            fresh = [(s, o) for s, o, _ in todo if s > stored]
+            if fresh and fresh[0][0] != stored + 1:
+                # The status holds less than this buffer started from (a Trial made
+                # again under the same name): start over from what it holds.
+                with buffer.lock:
+                    OBSERVATIONS_PENDING.dec(len(buffer.pending))
+                    buffer.pending.clear()
+                    buffer.obj, buffer.stored, buffer.received = obj, stored, stored
+                    woken = buffer.wake()
+                for wake in woken:
+                    wake()
+                return
+            if fresh:
+                directions, tails = self.rules(namespace, buffer.experiment)
+                observations = [o for _, o in fresh]
+                new_status = {
+                    "history": history.merge(
+                        status.get("history") or {}, observations, directions, tails=tails
+                    ),
+                    "metrics": history.summarize(
+                        status.get("metrics") or {}, observations, directions
+                    ),
+                    "lastSequence": fresh[-1][0],
+                }
+                try:
+                    updated = self.kube.patch_status(
+                        names.TRIALS,
+                        namespace,
+                        trial,
+                        new_status,
+                        obj["metadata"]["resourceVersion"],
+                    )
+                except ApiException as exc:
+                    if exc.status == 409:
+                        obj = None
+                        continue
+                    if exc.status == 404:
+                        self._end(buffer, "the trial is gone", (namespace, trial))
+                        return
+                    buffer.obj = None
+                    raise
+                obj = updated if isinstance(updated, dict) else None
+                stored = fresh[-1][0]
+            self._stored(namespace, trial, buffer, obj, stored)
+            return
+        buffer.obj = None
+        raise RuntimeError("the trial kept changing under the write")
+
+    def _stored(
+        self,
+        namespace: str,
+        trial: str,
+        buffer: _TrialBuffer,
+        obj: dict[str, Any] | None,
+        stored: int,
+    ) -> None:
+        now = time.monotonic()
+        with buffer.lock:
+            kept = [p for p in buffer.pending if p[0] > stored]
+            done = len(buffer.pending) - len(kept)
+            for _, _, at in buffer.pending[:done]:
+                STORE_SECONDS.observe(now - at)
+            buffer.pending = kept
+            buffer.obj = obj
+            buffer.stored = max(buffer.stored, stored)
+            buffer.received = max(buffer.received, stored)
+            woken = buffer.wake()
+        for wake in woken:
+            wake()
+        OBSERVATIONS_PENDING.dec(done)
+        OBSERVATIONS_INGESTED.inc(done)
+        if done:
+            self.on_stored(namespace, buffer.experiment)
+
+    def _end(
+        self,
+        buffer: _TrialBuffer,
+        why: str,
+        key: tuple[str, str] | None = None,
+        stored: int | None = None,
+    ) -> None:
+        """The trial takes no more: drop what it holds, wake its waiters, forget it."""
+        with buffer.lock:
+            if buffer.pending:
+                log.warning("%d observations were not stored: %s", len(buffer.pending), why)
+            OBSERVATIONS_PENDING.dec(len(buffer.pending))
+            buffer.pending.clear()
+            buffer.ended = True
+            buffer.obj = None
+            if stored is not None:
+                buffer.stored = stored
+            buffer.received = buffer.stored
+            woken = buffer.wake()
+        for wake in woken:
+            wake()
+        if key is not None:
+            with self._trials_lock:
+                if self._trials.get(key) is buffer:
+                    del self._trials[key]
 
 
 def _observation(raw: Mapping[str, Any]) -> Observation:

@@ -25,6 +25,7 @@ from kubernetes import client, config
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trialforge.api.experiment import GROUP, VERSION
+from trialforge.api.status import TERMINAL_PHASES
 from trialforge.kube import names
 from trialforge.kube.cache import CachedKube
 from trialforge.kube.client import Kube
@@ -35,7 +36,7 @@ from trialforge.metrics import exporter
 from trialforge.metrics.exporter import (
     INGEST_SECONDS,
     LEADER,
-    OBSERVATIONS_INGESTED,
+    OBSERVATIONS_RECEIVED,
     OBSERVATIONS_REJECTED,
     RECONCILE_ERRORS,
     RECONCILE_SECONDS,
@@ -199,6 +200,13 @@ def build_registry() -> kopf.OperatorRegistry:
 
     async def owned_trial(body: Any, event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
         remember("trials", event, memo)
+        ingest = getattr(memo, "ingest", None)
+        if ingest is not None:
+            gone = event.get("type") == "DELETED"
+            if gone or (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                meta = body["metadata"]
+                why = "the trial was deleted" if gone else "the trial has ended"
+                ingest.forget(meta["namespace"], meta["name"], why)
         # Most Trial changes are the ingest's stored observations (or the reconciler's
         # own writes): one reconcile per short burst, not one per batch.
         experiment = _owner_experiment(body)
@@ -252,6 +260,8 @@ async def _stop(memo: kopf.Memo) -> None:
         await asyncio.to_thread(memo.leader.stop)
     if hasattr(memo, "runner"):
         await memo.runner.cleanup()
+    if getattr(memo, "ingest", None) is not None:
+        memo.ingest.close()
 
 
 async def _serve(
@@ -267,6 +277,7 @@ async def _serve(
             lambda ns, xp: memo.queue.request_soon_threadsafe((ns, xp), INGEST_RECONCILE_DELAY),
             tails_for=lambda ns, xp: objective_tails(reconciler, ns, xp),
         )
+    memo.ingest = ingest
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"ok": True, "leader": memo.leader.is_leader})
@@ -285,10 +296,18 @@ async def _serve(
         if answer.reason:
             OBSERVATIONS_REJECTED.labels(answer.reason).inc()
         else:
-            OBSERVATIONS_INGESTED.inc(answer.body.get("accepted", 0))
-        response = web.json_response(answer.body, status=answer.status)
+            OBSERVATIONS_RECEIVED.inc(answer.body.get("accepted", 0))
         INGEST_SECONDS.observe(time.perf_counter() - started)
-        return response
+        body = answer.body
+        if answer.wait and answer.key is not None:
+            # The collector has nothing new: answer once what it sent is stored.
+            stored = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            if ingest.when_stored(*answer.key, lambda: loop.call_soon_threadsafe(stored.set)):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stored.wait(), answer.wait)
+                body = {**body, **ingest.progress(*answer.key)}
+        return web.json_response(body, status=answer.status)
 
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app.router.add_get("/healthz", healthz)

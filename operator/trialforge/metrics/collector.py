@@ -3,7 +3,12 @@
 It reads what the trainer reports, numbers each observation (``seq`` 1, 2, 3 …
 per trial), keeps what the operator has not yet acknowledged in a bounded
 journal on the pod's shared volume, and POSTs batches to the operator's ingest
-endpoint until the answer's ``stored`` covers them.  A collector restarted in
+endpoint.  Each answer carries two sequence numbers: ``received`` (the operator
+holds everything up to it; the next batch starts after it, and one below what
+was sent, from a restarted operator, means "send again from there") and
+``stored`` (written to the Trial in the cluster: what the journal may forget).
+A request with nothing new asks the operator to ``wait`` until what it received
+is stored, so the collector learns it without polling.  A collector restarted in
 the same pod reads its journal back: it re-sends what was not acknowledged and
 goes on numbering where it stopped, so no observation is lost, repeated or
 skipped.  Standard library only (plus our parsers): it must stay small.
@@ -85,6 +90,7 @@ STDOUT_FILE = "stdout.log"
 EXIT_FILE = "exit-code"
 STATE_DIR = "collector"
 MAX_LINE = 1 << 20
+PROGRESS, IDLE, FAILED = "progress", "idle", "failed"  # what one send round came to
 READ_CHUNK = 1 << 18
 
 
@@ -111,6 +117,7 @@ class Config:
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
     request_timeout: float = 10.0
+    wait_seconds: float = 2.0  # how long the operator may hold a request with nothing new
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Config:
@@ -270,9 +277,14 @@ class Journal:
                 self.lock.notify_all()
             return len(lines)
 
-    def batch(self, size: int) -> list[tuple[int, str]]:
+    def batch(self, size: int, after: int = 0) -> list[tuple[int, str]]:
+        """Up to ``size`` pending observations numbered after ``after``."""
         with self.lock:
-            return [self.pending[i] for i in range(min(size, len(self.pending)))]
+            if not self.pending:
+                return []
+            start = max(0, after - self.pending[0][0] + 1)
+            end = min(len(self.pending), start + size)
+            return [self.pending[i] for i in range(start, end)]
 
     def ack(self, stored: int) -> None:
         """The operator stored everything up to ``stored``: forget it."""
@@ -692,8 +704,9 @@ class IngestClient:
             self._conn = cls(self.host, self.port, timeout=self.cfg.request_timeout)
         return self._conn
 
-    def send(self, items: list[tuple[int, str]]) -> SendResult:
-        body = self.prefix + ",".join(text for _, text in items).encode() + b"]}"
+    def send(self, items: list[tuple[int, str]], wait: float = 0.0) -> SendResult:
+        tail = b"]}" if not wait else b'],"wait":' + repr(float(wait)).encode() + b"}"
+        body = self.prefix + ",".join(text for _, text in items).encode() + tail
         for attempt in range(2):  # a kept-alive connection the server closed: once more
             conn = self._connection()
             try:
@@ -749,6 +762,8 @@ class Collector:
         self.trial_ended = False
         self.sent_requests = 0
         self.failures = 0
+        self.sent = 0  # the last seq the operator said it holds (its "received")
+        self.last_request = 0.0
         self._sleep = sleep or self.stopping.wait
         if self.journal.resumed:
             log.info(
@@ -807,35 +822,64 @@ class Collector:
 
     # The sending side -----------------------------------------------------------------
 
-    def _send_round(self, delays: Iterator[float]) -> bool:
-        """One request; True when it made progress (so the next one goes at once)."""
-        items = self.journal.batch(self.cfg.batch_size)
+    def _send_round(self) -> str:
+        """One request, or a short wait for something to send: PROGRESS (go on at
+        once), IDLE (nothing to do yet) or FAILED (back off before trying again)."""
+        journal = self.journal
+        items = journal.batch(self.cfg.batch_size, after=max(self.sent, journal.acked))
+        wait = 0.0
         if not items:
-            return False
-        result = self.client.send(items)
+            if not journal.pending:
+                with journal.lock:
+                    if not journal.pending and not self.drained.is_set():
+                        journal.lock.wait(self.cfg.poll_interval)
+                return IDLE
+            # All of it is with the operator, not all of it stored yet: ask it to
+            # answer once it is, when holding it matters (the end, a full journal)
+            # or after a quiet second (a restarted operator may have lost it).
+            urgent = self.drained.is_set() or journal.room() < self.cfg.buffer_size // 2
+            if not urgent and time.monotonic() - self.last_request < 1.0:
+                with journal.lock:
+                    journal.lock.wait(self.cfg.poll_interval)
+                return IDLE
+            wait = self.cfg.wait_seconds
+        acked_before = journal.acked
+        result = self.client.send(items, wait)
+        self.last_request = time.monotonic()
         self.sent_requests += 1
         stored = result.body.get("stored")
-        if result.status == 200 and isinstance(stored, int):
-            self.journal.ack(stored)
-            return True
+        received = result.body.get("received", stored)
+        if result.status == 200 and isinstance(stored, int) and isinstance(received, int):
+            journal.ack(stored)
+            if received < self.sent:
+                log.info(
+                    "the operator holds up to seq %d, not %d (it restarted): sending again",
+                    received,
+                    self.sent,
+                )
+            self.sent = received
+            return PROGRESS if items or journal.acked > acked_before else FAILED
         self.failures += 1
         if result.status == 409 and result.body.get("error", "").endswith("has ended"):
-            log.warning("the trial has ended; %d observations were not stored", len(items))
+            log.warning(
+                "the trial has ended; %d observations were not stored", len(journal.pending)
+            )
             self.trial_ended = True
-            return False
-        if result.status == 409 and isinstance(stored, int):
-            if stored >= items[0][0] - 1:  # it has more than we thought: skip what it has
-                self.journal.ack(stored)
-                return True
-            if stored < self.journal.acked:
-                self.journal.renumber(stored)
-                return True
+            return FAILED
+        if result.status == 409 and isinstance(stored, int) and isinstance(received, int):
+            if stored < journal.acked:
+                journal.renumber(stored)
+                self.sent = stored
+                return PROGRESS
+            journal.ack(stored)
+            self.sent = received  # the gap: send again after what it holds
+            return PROGRESS
         log.warning(
             "ingest answered %s: %s; retrying",
             result.status or "nothing",
             result.body.get("error", result.body),
         )
-        return False
+        return FAILED
 
     def run(self) -> int:
         cfg = self.cfg
@@ -860,18 +904,14 @@ class Collector:
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     break
-                if self._send_round(delays):
+                outcome = self._send_round()
+                if outcome == PROGRESS:
                     delays = backoff_delays(cfg.backoff_base, cfg.backoff_cap)
-                    continue
-                if self.journal.pending and not self.trial_ended:
+                elif outcome == FAILED and not self.trial_ended:
                     delay = next(delays)
                     if deadline is not None:
                         delay = min(delay, max(0.0, deadline - time.monotonic()))
                     time.sleep(delay) if self.stopping.is_set() else self._sleep(delay)
-                else:
-                    with self.journal.lock:
-                        if not self.journal.pending and not self.drained.is_set():
-                            self.journal.lock.wait(cfg.poll_interval)
         finally:
             if self.push is not None:
                 self.push.close()

@@ -79,9 +79,26 @@ TRIAL_METRIC_DROPPED = Counter(
 )
 
 # -- ingest ---------------------------------------------------------------------------------
+OBSERVATIONS_RECEIVED = Counter(
+    "trialforge_observations_received_total",
+    "Observations taken from collectors (in order, not yet necessarily stored).",
+    registry=REGISTRY,
+)
 OBSERVATIONS_INGESTED = Counter(
     "trialforge_observations_ingested_total",
     "Observations stored in Trial statuses.",
+    registry=REGISTRY,
+)
+OBSERVATIONS_PENDING = Gauge(
+    "trialforge_observations_pending",
+    "Observations received and not yet stored in Trial statuses.",
+    registry=REGISTRY,
+)
+STORE_SECONDS = Histogram(
+    "trialforge_observation_store_delay_seconds",
+    "Time from an observation's receipt to its status write (what a collector waits "
+    "for before it forgets it).",
+    buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 OBSERVATIONS_REJECTED = Counter(
@@ -92,7 +109,7 @@ OBSERVATIONS_REJECTED = Counter(
 )
 INGEST_SECONDS = Histogram(
     "trialforge_ingest_request_duration_seconds",
-    "Time from an ingest request's arrival to its answer (the collector's ack latency).",
+    "Time from an ingest request's arrival to its answer (receipt, not storage).",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
