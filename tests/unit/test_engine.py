@@ -353,6 +353,32 @@ def test_running_progress_matters_to_a_plan_only_with_a_pruner_or_a_non_finite_v
     assert Planner(multi, "x").reacts_to([math.nan])
 
 
+def test_ended_trials_count_as_the_world_has_them_now() -> None:
+    """The planner remembers trials that ended for good, yet a world that
+    changed under it (a trial gone, a trial changed) is counted as it is."""
+    spec = spec_of(budget={"maxTrials": 6, "parallelism": 1})
+    planner = Planner(spec, "x")
+    world = World(planner)
+    for _ in range(4):
+        world.step(succeed)
+    counts = world.step().counts  # and x-4 starts
+    assert (counts["succeeded"], counts["total"]) == (4, 4)
+    gone = world.views.pop("x-1")
+    counts = world.step().counts
+    assert (counts["succeeded"], counts["running"], counts["total"]) == (3, 1, 4)
+    world.views["x-1"] = gone
+    world.views["x-2"] = replace(world.views["x-2"], phase="Failed", retryable=False)
+    counts = world.step().counts
+    assert (counts["succeeded"], counts["failed"], counts["total"]) == (3, 1, 5)
+    # An equal copy of every view is the same world.
+    world.views = {name: replace(v) for name, v in world.views.items()}
+    assert world.step().counts == counts
+    # A new attempt of a trial that ended is its latest.
+    world.views["x-0-r1"] = replace(world.views["x-0"], name="x-0-r1", attempt=1, phase="Running")
+    counts = world.step().counts
+    assert (counts["succeeded"], counts["running"], counts["retried"]) == (2, 2, 1)
+
+
 def test_multi_objective_reports_the_pareto_front() -> None:
     spec = spec_of(
         objective=None,

@@ -3,7 +3,9 @@
 Level-based, like a controller-runtime reconcile: :meth:`Planner.plan` looks at
 the whole world each time and returns the actions that move it toward the spec.
 Calling it again with the same world returns the same actions, so an adapter
-that crashed half way through carrying them out simply calls it again.
+that crashed half way through carrying them out simply calls it again.  Trials
+that ended for good are summed up once (a ledger, checked against the world at
+every plan), so a plan's cost follows the trials still in play, not all of them.
 """
 
 from __future__ import annotations
@@ -144,6 +146,116 @@ class _Config:
     succeeded: list[TrialView] = field(default_factory=list)
 
 
+class _Ledger:
+    """The settled trials of one spec, summed up once so that a plan need not look at them.
+
+    A trial index is settled once its latest attempt ended for good (no retry
+    follows) and the search was told its configuration's outcome (the
+    configuration is in ``Planner._final_configs``): beyond these sums, nothing
+    a plan decides depends on it any more, so a plan looks at the other trials
+    only.  A cache, never the truth: every plan checks that each settled
+    trial is still in the world, unchanged (the same object or an equal one),
+    with no newer attempt; when one is not, or the spec changed, the ledger is
+    cleared and that plan looks at every trial again.  (A world names each
+    trial once, as both adapters' do.)
+    """
+
+    def __init__(self, spec: ExperimentSpec | None = None) -> None:
+        self.spec = spec
+        self.views: dict[str, TrialView] = {}  # every attempt of a settled index
+        self.indices: set[int] = set()
+        self.outcome: dict[int, str] = {}  # settled index -> final phase
+        self.configs: dict[int, _Config] = {}  # the settled trials' configurations
+        self.runs: dict[int, dict[int, TrialView]] = {}  # k -> repeat -> latest attempt
+        self.phases: dict[str, int] = {}  # lower-case phase -> latest attempts
+        self.retried = 0  # attempts > 0
+        self.failed = 0  # outcomes
+        self.succeeded = 0
+        self.configs_succeeded = 0
+        self.highest = -1  # the highest configuration number
+        self.first_free = 0  # every index below it is settled
+        self._done: tuple[int, int] = (-1, 0)  # (limit, configurations below it)
+
+    def live(self, trials: Sequence[TrialView]) -> list[TrialView] | None:
+        """The trials that are not settled; None if the world no longer matches the ledger."""
+        views = self.views
+        if not views:
+            return list(trials)
+        live = []
+        hits = 0
+        for view in trials:
+            known = views.get(view.name)
+            if known is not None and (known is view or known == view):
+                hits += 1
+            else:
+                live.append(view)
+        if hits != len(views):
+            return None
+        indices = self.indices
+        if any(view.index in indices for view in live):
+            return None
+        return live
+
+    def settle(
+        self, views: Sequence[TrialView], latest: TrialView, slot: Slot, cfg: _Config, outcome: str
+    ) -> None:
+        """Add an index: its attempts, the latest one, its slot and configuration, its outcome."""
+        for view in views:
+            self.views[view.name] = view
+            self.retried += view.attempt > 0
+        index = latest.index
+        self.indices.add(index)
+        self.outcome[index] = outcome
+        phase = latest.phase.lower()
+        self.phases[phase] = self.phases.get(phase, 0) + 1
+        self.failed += outcome == "Failed"
+        self.succeeded += outcome == "Succeeded"
+        k = cfg.k
+        runs = self.runs.setdefault(k, {})
+        if slot.repeat not in runs or runs[slot.repeat].index > index:
+            runs[slot.repeat] = latest
+        if k not in self.configs:
+            self.configs[k] = cfg
+            self.configs_succeeded += cfg.phase == "Succeeded"
+            self.highest = max(self.highest, k)
+            limit, done = self._done
+            if k < limit:
+                self._done = (limit, done + 1)
+        while self.first_free in self.indices:
+            self.first_free += 1
+
+    def done_below(self, limit: int) -> int:
+        """How many settled configurations are numbered below ``limit`` (all have ended)."""
+        if self._done[0] != limit:
+            self._done = (limit, sum(1 for k in self.configs if k < limit))
+        return self._done[1]
+
+
+class _Merged(Mapping[int, Any]):
+    """Two dicts read as one: the ledger's (settled) and this plan's (live), live first."""
+
+    def __init__(self, settled: Mapping[int, Any], live: Mapping[int, Any]) -> None:
+        self.settled = settled
+        self.live = live
+
+    def __getitem__(self, key: int) -> Any:
+        if key in self.live:
+            return self.live[key]
+        return self.settled[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.live or key in self.settled
+
+    def __iter__(self) -> Iterator[int]:
+        live = self.live
+        yield from (k for k in self.settled if k not in live)
+        yield from live
+
+    def __len__(self) -> int:
+        settled = self.settled
+        return len(settled) + sum(1 for k in self.live if k not in settled)
+
+
 def slot_of(view: TrialView) -> Slot:
     role = view.role or ROLE_SEARCH
     if role == ROLE_SEARCH:
@@ -183,6 +295,7 @@ class Planner:
         self._final_configs: dict[int, _Config] = {}
         self._best_final: _Config | None = None
         self._slots: dict[tuple[str, int], Slot] = {}
+        self._ledger = _Ledger(spec)
 
     def reacts_to(self, intermediate: Iterable[float]) -> bool:
         """Whether new intermediate values of a running trial's objective can change the plan.
@@ -222,7 +335,17 @@ class Planner:
     ) -> Plan:
         spec = self.spec
         budget = spec.budget
-        latest = _latest_attempts(trials)
+        ledger = self._ledger
+        if ledger.spec is not spec:
+            # The kube adapter hands the spec over anew each time: only a change counts.
+            if ledger.spec != spec:
+                ledger = self._ledger = _Ledger(spec)
+            ledger.spec = spec
+        live = ledger.live(trials)
+        if live is None:
+            ledger = self._ledger = _Ledger(spec)
+            live = list(trials)
+        latest = _latest_attempts(live)
         slots = {i: self._slot(v) for i, v in latest.items()}
         # The search's runs by configuration and repeat; every other run by its slot.
         by_slot: dict[Slot, TrialView] = {}
@@ -269,21 +392,26 @@ class Planner:
                     f"{spec.all_objectives[0].metric} trails the other trials",
                 )
 
-        outcome = {i: self._final_phase(v, stopping) for i, v in latest.items()}
-        counts = _counts(trials, latest, stopping)
+        live_outcome = {i: self._final_phase(v, stopping) for i, v in latest.items()}
+        outcome = _Merged(ledger.outcome, live_outcome)
+        counts = _counts(live, latest, stopping, ledger)
         # A configuration the search was told the end of cannot change any more.
         final = self._final_configs
-        configs = {
-            k: final.get(k) or self._config(k, runs, outcome) for k, runs in search_runs.items()
-        }
+        configs = _Merged(
+            ledger.configs,
+            {k: final.get(k) or self._config(k, runs, outcome) for k, runs in search_runs.items()},
+        )
         best, front = self._best(configs, by_slot, outcome)
         search_end = None if spec.arms else self._search_end(configs, best)
         top = self._top(configs) if search_end is not None and spec.confirm else []
+        failed = ledger.failed + sum(1 for o in live_outcome.values() if o == "Failed")
+        succeeded = ledger.succeeded + sum(1 for o in live_outcome.values() if o == "Succeeded")
         finished = self._finished(
-            latest, outcome, self._wanted(configs, search_end, top), by_slot, search_end, now,
-            started_at,
+            counts["total"], failed, succeeded, outcome, self._wanted(configs, search_end, top),
+            by_slot, search_end, now, started_at,
         )  # fmt: skip
         comparison = self._compare(by_slot, outcome, configs, search_end, top)
+        self._settle(live, latest, slots)
         if finished is not None:
             for view in latest.values():
                 if view.phase in ACTIVE_PHASES and view.name not in stopping:
@@ -342,7 +470,7 @@ class Planner:
                     )
                 )
                 free -= 1
-        next_index = 0
+        next_index = ledger.first_free
         for slot in self._wanted(configs, search_end, top):
             if free <= 0:
                 break
@@ -351,7 +479,7 @@ class Planner:
                     continue
             elif slot in by_slot:
                 continue
-            while next_index in latest:
+            while next_index in latest or next_index in ledger.indices:
                 next_index += 1
             parameters, state = self._parameters(slot, search_runs)
             actions.append(
@@ -380,7 +508,7 @@ class Planner:
         return min(limit, capacity) if capacity is not None else limit
 
     def _wanted(
-        self, configs: Mapping[int, _Config], search_end: tuple[str, str] | None, top: list[str]
+        self, configs: _Merged, search_end: tuple[str, str] | None, top: list[str]
     ) -> Iterator[Slot]:
         """Every run the design calls for now, in the order they should start."""
         spec = self.spec
@@ -399,10 +527,10 @@ class Planner:
             limit = self._limit()
             # Configurations started but short of runs, gaps (a crash between
             # deciding and creating), then new ones: without scanning them all.
-            highest = max(configs, default=-1)
+            highest = max(self._ledger.highest, max(configs.live, default=-1))
             open_ks = {
                 k
-                for k, cfg in configs.items()
+                for k, cfg in configs.live.items()  # a settled configuration has ended
                 if k < limit
                 and cfg.phase is None
                 and len(cfg.runs) < repeats
@@ -431,7 +559,7 @@ class Planner:
             return dict(arm.parameters), {}
         k = slot.search_index
         assert k is not None
-        runs = search_runs.get(k)
+        runs = search_runs.get(k) or self._ledger.runs.get(k)
         if runs:
             first = runs[min(runs)]
             state = dict(first.search_state or {}) if slot.role == ROLE_SEARCH else {}
@@ -496,6 +624,28 @@ class Planner:
                 self._final_configs[k] = cfg
                 self._keep_best(cfg)
 
+    def _settle(
+        self, live: Sequence[TrialView], latest: Mapping[int, TrialView], slots: Mapping[int, Slot]
+    ) -> None:
+        """Move the indices this plan found settled into the ledger (see :class:`_Ledger`)."""
+        settled: dict[int, tuple[_Config, str]] = {}
+        for index, view in latest.items():
+            slot = slots[index]
+            cfg = self._final_configs.get(slot.search_index)  # type: ignore[arg-type]
+            if slot.role != ROLE_SEARCH or cfg is None:
+                continue
+            phase = self._final_phase(view, {})
+            if phase is not None:
+                settled[index] = (cfg, phase)
+        if not settled:
+            return
+        attempts: dict[int, list[TrialView]] = {}
+        for view in live:
+            if view.index in settled:
+                attempts.setdefault(view.index, []).append(view)
+        for index, (cfg, phase) in settled.items():
+            self._ledger.settle(attempts[index], latest[index], slots[index], cfg, phase)
+
     def _final_phase(self, view: TrialView, stopping: Mapping[str, StopTrial]) -> str | None:
         """The trial's final phase, or None while it may still run (or be retried)."""
         if view.name in stopping:
@@ -506,9 +656,7 @@ class Planner:
             return None
         return view.phase
 
-    def _search_end(
-        self, configs: Mapping[int, _Config], best: Best | None
-    ) -> tuple[str, str] | None:
+    def _search_end(self, configs: _Merged, best: Best | None) -> tuple[str, str] | None:
         """(reason, message) once the search is over, else None."""
         spec = self.spec
         objectives = spec.all_objectives
@@ -519,10 +667,16 @@ class Planner:
                 f"(goal {objectives[0].goal:g})",
             )
         limit = self._limit()
-        done = sum(1 for k, c in configs.items() if k < limit and c.phase is not None)
+        ledger = self._ledger
+        settled, live = configs.settled, configs.live
+        done = ledger.done_below(limit) + sum(
+            1 for k, c in live.items() if k < limit and c.phase is not None and k not in settled
+        )
         if done < limit:
             return None
-        succeeded = sum(1 for c in configs.values() if c.phase == "Succeeded")
+        succeeded = ledger.configs_succeeded + sum(
+            1 for k, c in live.items() if c.phase == "Succeeded" and k not in settled
+        )
         if succeeded == 0:
             return "NoTrialSucceeded", f"all {limit} trials ended and none succeeded"
         reason = "BudgetExhausted" if limit == spec.budget.max_trials else "SearchSpaceExhausted"
@@ -540,7 +694,9 @@ class Planner:
 
     def _finished(
         self,
-        latest: Mapping[int, TrialView],
+        total: int,
+        failed: int,
+        succeeded: int,
         outcome: Mapping[int, str | None],
         wanted: Iterator[Slot],
         by_slot: Mapping[Slot, TrialView],
@@ -549,8 +705,6 @@ class Planner:
         started_at: float | None,
     ) -> FinishExperiment | None:
         spec = self.spec
-        failed = sum(1 for o in outcome.values() if o == "Failed")
-        succeeded = sum(1 for o in outcome.values() if o == "Succeeded")
         limit_failed = spec.budget.max_failed_trials
         if limit_failed is not None and failed > limit_failed:
             return FinishExperiment(
@@ -578,7 +732,6 @@ class Planner:
         if not complete:
             return None
         if spec.arms:
-            total = len(latest)
             if succeeded == 0:
                 return FinishExperiment(
                     "Failed", "NoTrialSucceeded", f"all {total} trials ended and none succeeded"
@@ -809,14 +962,17 @@ def _latest_attempts(trials: Sequence[TrialView]) -> dict[int, TrialView]:
 
 
 def _counts(
-    trials: Sequence[TrialView],
+    live: Sequence[TrialView],
     latest: Mapping[int, TrialView],
     stopping: Mapping[str, StopTrial],
+    ledger: _Ledger,
 ) -> dict[str, int]:
     counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "pruned", "cancelled"), 0)
+    for phase, n in ledger.phases.items():
+        counts[phase] += n
     for view in latest.values():
         phase = stopping[view.name].phase if view.name in stopping else view.phase
         counts[phase.lower()] += 1
-    counts["retried"] = sum(1 for v in trials if v.attempt > 0)
-    counts["total"] = len(latest)
+    counts["retried"] = ledger.retried + sum(1 for v in live if v.attempt > 0)
+    counts["total"] = len(ledger.indices) + len(latest)
     return counts
