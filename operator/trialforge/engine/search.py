@@ -14,6 +14,7 @@ process happened to draw.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -39,6 +40,7 @@ _STATES = {
 }
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # a trial's seeds are derived more than once
 def derive_seed(seed: int, *parts: object) -> int:
     digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
     return int.from_bytes(digest[:4], "big")
@@ -81,6 +83,9 @@ class Search:
         )
         self._known: dict[int, _Known] = {}
         self._suggested: dict[int, Suggestion] = {}
+        self._prunes = not spec.multi_objective and not isinstance(
+            self._study.pruner, optuna.pruners.NopPruner
+        )
 
     # -- the world as recorded -------------------------------------------------
 
@@ -97,9 +102,7 @@ class Search:
     @property
     def prunes(self) -> bool:
         """Whether a pruner judges the trials' intermediate values."""
-        return not self.spec.multi_objective and not isinstance(
-            self._study.pruner, optuna.pruners.NopPruner
-        )
+        return self._prunes
 
     def capacity(self) -> int | None:
         """How many distinct configurations the space holds, when finite and small."""
@@ -143,7 +146,7 @@ class Search:
             known.reported_step = step
             # Checked step by step so the pruner's per-rung records (ASHA) come
             # out the same whether values arrive one at a time or replayed.
-            if self._should_prune(trial_id) or not math.isfinite(value):
+            if (self._prunes and self._should_prune(trial_id)) or not math.isfinite(value):
                 known.prune = True
         return known.prune
 
@@ -177,7 +180,8 @@ class Search:
             raise ValueError(f"can only suggest index {self.size} next, not {index}")
         self._sampler = self._study.sampler = self._sampler_for(index)
         trial = self._study.ask(fixed_distributions=self._distributions)
-        parameters = {name: trial.params[name] for name in self._distributions}
+        params = trial.params  # a copy each time it is read
+        parameters = {name: params[name] for name in self._distributions}
         suggestion = Suggestion(
             index=index,
             parameters=parameters,
