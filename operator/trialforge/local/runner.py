@@ -108,8 +108,16 @@ class LocalRunner:
         # Per running trial, how many of its observations _wait has looked at.
         self._looked_at: dict[str, int] = {}
         self._metric = self.spec.all_objectives[0].metric
-        # Views of ended trials: they no longer change, so each is built once.
-        self._ended_views: dict[str, TrialView] = {}
+        # The planner's views of the records, in the records' order: an ended
+        # trial's view no longer changes, so it is built once; only those of
+        # the trials still open (by position) are built again each round.
+        self._view_list: list[TrialView | None] = []
+        self._open_views: dict[str, int] = {}
+        # Records that wait for a process (a resume's), started by _collect.
+        self._to_launch: list[TrialRecord] = []
+        # Only the command, args and env of the container are filled in per trial.
+        container = self.spec.trial.template["spec"]["containers"][0]
+        self._container = {k: container[k] for k in ("command", "args", "env") if k in container}
         self.started_at: float | None = None
         self.resumed = False
         self.node = socket.gethostname()
@@ -141,7 +149,9 @@ class LocalRunner:
                     ):
                         path.unlink(missing_ok=True)
                     self.dir.save_trial(record)
-                self.records[record.name] = record
+                self._add(record)
+                if record.phase == "Pending":
+                    self._to_launch.append(record)
                 self.observations[record.name] = self.dir.load_observations(record.name)
             self.dir.event("Resumed", f"resuming with {len(self.records)} recorded trials")
         else:
@@ -284,38 +294,38 @@ class LocalRunner:
         metric = self._metric
         return self.planner.reacts_to(o.metrics[metric] for o in new if metric in o.metrics)
 
+    def _add(self, record: TrialRecord) -> None:
+        self.records[record.name] = record
+        self._open_views[record.name] = len(self._view_list)
+        self._view_list.append(None)
+
     def _views(self) -> list[TrialView]:
-        metric = self.spec.all_objectives[0].metric
-        views = []
-        for r in self.records.values():
-            ended = self._ended_views.get(r.name)
-            if ended is not None:
-                views.append(ended)
-                continue
+        metric = self._metric
+        views = self._view_list
+        for name, position in list(self._open_views.items()):
+            r = self.records[name]
             obs = self.observations.get(r.name, [])
-            views.append(
-                TrialView(
-                    name=r.name,
-                    index=r.index,
-                    attempt=r.attempt,
-                    phase=r.phase,
-                    parameters=r.parameters,
-                    seed=r.seed,
-                    values=tuple(r.values) if r.values is not None else None,
-                    intermediate=dict(series(obs, metric)),
-                    reason=r.reason,
-                    retryable=r.retryable,
-                    search_state=r.search_state,
-                    role=r.role,
-                    config=r.config,
-                    repeat=r.repeat,
-                    search_index=r.search_index,
-                    artifact_uri=r.artifact_uri,
-                )
+            views[position] = TrialView(
+                name=r.name,
+                index=r.index,
+                attempt=r.attempt,
+                phase=r.phase,
+                parameters=r.parameters,
+                seed=r.seed,
+                values=tuple(r.values) if r.values is not None else None,
+                intermediate=dict(series(obs, metric)),
+                reason=r.reason,
+                retryable=r.retryable,
+                search_state=r.search_state,
+                role=r.role,
+                config=r.config,
+                repeat=r.repeat,
+                search_index=r.search_index,
+                artifact_uri=r.artifact_uri,
             )
             if r.phase in TERMINAL_PHASES:
-                self._ended_views[r.name] = views[-1]
-        return views
+                del self._open_views[name]
+        return views.copy()  # type: ignore[return-value]  # every position is filled
 
     def _collect(self) -> None:
         """Bring records in line with processes: observations in, ended processes concluded."""
@@ -348,7 +358,8 @@ class LocalRunner:
             del self.processes[name]
             self._looked_at.pop(name, None)
         # Records that should be running but have no process (a resume) start now.
-        for record in self.records.values():
+        to_launch, self._to_launch = self._to_launch, []
+        for record in to_launch:
             if record.phase == "Pending" and record.name not in self.processes:
                 self._launch(record)
 
@@ -375,7 +386,7 @@ class LocalRunner:
                 code_version=self.spec.code_version,
                 data_version=self.spec.data_version,
             )
-            self.records[name] = record
+            self._add(record)
             if action.why == "retry":
                 self._event("TrialRetried", f"{name}: attempt {action.attempt}")
             self._launch(record)
@@ -397,8 +408,7 @@ class LocalRunner:
             self._save(record)
 
     def _launch(self, record: TrialRecord) -> None:
-        containers = self.spec.trial.template["spec"]["containers"]
-        container = substitute_container(containers[0], record.parameters)
+        container = substitute_container(self._container, record.parameters)
         argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
         env = dict(os.environ)
         # `python` in a command means the interpreter running Trialforge, so the
