@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,24 @@ def test_a_failed_write_is_raised_by_flush_and_by_the_next_save(tmp_path: Path) 
         writer.save(record("xp-1"))
     with pytest.raises(OSError):
         writer.close()
+
+
+def test_a_delayed_snapshot_waits_unless_a_newer_one_or_a_flush_comes(tmp_path: Path) -> None:
+    rd = RunDirectory(tmp_path)
+    rd.trials_dir.mkdir()
+    writer = rd.writer()
+    started = record("xp-0")
+    writer.save(started, delay=600)
+    writer.save(record("xp-1"))
+    deadline = time.monotonic() + 30
+    while not rd.record_path("xp-1").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Written in the order saved, but the delayed one is not due yet.
+    assert rd.record_path("xp-1").exists() and not rd.record_path("xp-0").exists()
+    started.phase = "Succeeded"
+    writer.save(started)  # a newer state: written at once, the delayed one never
+    writer.flush()
+    assert on_disk(rd, "xp-0")["phase"] == "Succeeded"
+    writer.save(record("xp-2"), delay=600)
+    writer.close()  # writes what is delayed, now
+    assert on_disk(rd, "xp-2")["phase"] == "Running"

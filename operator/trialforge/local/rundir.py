@@ -180,6 +180,9 @@ class RecordWriter:
     :meth:`save` takes a snapshot of the record and returns at once; the thread
     writes each record's latest snapshot, atomically as :meth:`RunDirectory.save_trial`
     does (a state that a newer one replaced before its turn is not written).
+    A save may ask for a delay: its snapshot is written no sooner than that,
+    unless a newer one or a flush comes first (a trial's start, so that a trial
+    shorter than the delay is written once, at its end).
     :meth:`flush` waits until every snapshot taken so far is on disk and raises
     what a write raised (so does the next :meth:`save` after a failed write);
     :meth:`close` flushes and lets the thread end.
@@ -188,17 +191,23 @@ class RecordWriter:
     def __init__(self, directory: RunDirectory) -> None:
         self._dir = directory
         self._cond = threading.Condition()
-        self._pending: dict[str, dict[str, Any]] = {}
+        # name -> (snapshot, monotonic time it is due)
+        self._pending: dict[str, tuple[dict[str, Any], float]] = {}
         self._writing = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._flushing = 0
 
-    def save(self, record: TrialRecord) -> None:
+    def save(self, record: TrialRecord, delay: float = 0.0) -> None:
         snapshot = asdict(record)
+        due = time.monotonic() + delay if delay > 0 else 0.0
         with self._cond:
             self._raise()
-            self._pending[record.name] = snapshot
+            earlier = self._pending.get(record.name)
+            if earlier is not None:
+                due = min(due, earlier[1])  # a newer state never waits longer
+            self._pending[record.name] = (snapshot, due)
             if self._thread is None:
                 self._closing = False
                 self._thread = threading.Thread(
@@ -209,8 +218,13 @@ class RecordWriter:
 
     def flush(self) -> None:
         with self._cond:
-            while (self._pending or self._writing) and self._error is None:
-                self._cond.wait()
+            self._flushing += 1  # every snapshot is due now
+            self._cond.notify_all()
+            try:
+                while (self._pending or self._writing) and self._error is None:
+                    self._cond.wait()
+            finally:
+                self._flushing -= 1
             self._raise()
 
     def close(self) -> None:
@@ -223,16 +237,33 @@ class RecordWriter:
         if self._error is not None:
             raise self._error
 
+    def _next(self) -> str | None:
+        """The first pending record that is due (in the order saved), waiting for one.
+
+        None when there is nothing left to write and the writer is closing.
+        """
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return None
+                self._cond.wait()
+                continue
+            now = time.monotonic()
+            soonest = None
+            for name, (_, due) in self._pending.items():
+                if due <= now or self._flushing or self._closing:
+                    return name
+                soonest = due if soonest is None else min(soonest, due)
+            self._cond.wait(soonest - now)  # type: ignore[operator]
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending:
-                    if self._closing:
-                        self._thread = None
-                        return
-                    self._cond.wait()
-                name = next(iter(self._pending))
-                snapshot = self._pending.pop(name)
+                name = self._next()
+                if name is None:
+                    self._thread = None
+                    return
+                snapshot, _ = self._pending.pop(name)
                 self._writing = True
             try:
                 write_json_atomic(self._dir.record_path(name), snapshot)

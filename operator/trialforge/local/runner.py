@@ -37,6 +37,9 @@ from trialforge.local.process import TrialProcess
 from trialforge.local.rundir import RunDirectory, TrialRecord
 from trialforge.metrics.parsers import ObservationReader, make_parser
 
+# Seconds a trial's start waits to be written (see LocalRunner.__init__).
+START_RECORD_DELAY = 1.0
+
 
 class LocalRunError(RuntimeError):
     """The experiment cannot run locally as written (not a trial's failure)."""
@@ -94,11 +97,13 @@ class LocalRunner:
         self.observations: dict[str, list[Any]] = {}
         self.wakeup: queue.Queue[tuple[str, str]] = queue.Queue()
         # Trial records are written in the background, so that starting the
-        # next trial never waits for the disk.  A crash can lose the last few
-        # changes: a trial that ended is then still recorded as running, one
-        # that started has no record yet; a resume runs both again (from the
-        # start: their log and observations begin afresh), as it does any trial
-        # that was running when the crash came.
+        # next trial never waits for the disk, and a trial's start is written
+        # START_RECORD_DELAY late, so that a shorter trial is written once, at
+        # its end.  A crash can lose the last few changes: a trial that ended
+        # is then still recorded as running, one that started (within that
+        # delay) has no record yet; a resume runs both again (from the start:
+        # their log and observations begin afresh), as it does any trial that
+        # was running when the crash came.
         self.writer = self.dir.writer()
         # What changed this round, written once the round's trials have
         # started: the next trial's start never waits behind the bookkeeping
@@ -466,7 +471,8 @@ class LocalRunner:
         """
         unsaved, self._unsaved = self._unsaved, {}
         for record in unsaved.values():
-            self.writer.save(record)
+            started = record.phase == "Running"
+            self.writer.save(record, START_RECORD_DELAY if started else 0.0)
         events, self._unwritten_events = self._unwritten_events, []
         for kind, message in events:
             self.dir.event(kind, message)
