@@ -79,6 +79,7 @@ class TrialProcess:
         observations_path: Path,
         reader: ObservationReader,
         wakeup: queue.Queue[tuple[str, str]],
+        wakes: Callable[[Observation], bool] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -88,6 +89,9 @@ class TrialProcess:
         self.observations_path = observations_path
         self.reader = reader
         self.wakeup = wakeup
+        # Which observations put an event on ``wakeup`` (None: every one); the
+        # exit always does.
+        self.wakes = wakes
         self.observations: list[Observation] = []
         # The last artifact URI the trainer reported (engine.lineage), found
         # as its output is read.
@@ -128,11 +132,6 @@ class TrialProcess:
     def snapshot(self) -> list[Observation]:
         with self._lock:
             return list(self.observations)
-
-    def observations_since(self, count: int) -> list[Observation]:
-        """The observations after the first ``count``."""
-        with self._lock:
-            return self.observations[count:]
 
     def stop(self, reason: str, grace: float = 5.0) -> None:
         """Ask the process group to end (SIGTERM), and kill it after ``grace`` seconds."""
@@ -195,7 +194,8 @@ class TrialProcess:
                 obs_file.flush()
                 with self._lock:
                     self.observations.append(observation)
-                self.wakeup.put(("observation", self.name))
+                if self.wakes is None or self.wakes(observation):
+                    self.wakeup.put(("observation", self.name))
         self.exit_code = self._proc.wait()
         self._done.set()
         self.wakeup.put(("exit", self.name))

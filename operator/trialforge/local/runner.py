@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trialforge.api.experiment import Experiment
+from trialforge.api.observation import Observation
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
 from trialforge.engine.objective import conclude, series
@@ -110,8 +111,6 @@ class LocalRunner:
         # of the one that ended (see _persist).
         self._unsaved: dict[str, TrialRecord] = {}
         self._unwritten_events: list[tuple[str, str]] = []
-        # Per running trial, how many of its observations _wait has looked at.
-        self._looked_at: dict[str, int] = {}
         self._metric = self.spec.all_objectives[0].metric
         # The planner's views of the records, in the records' order: an ended
         # trial's view no longer changes, so it is built once; only those of
@@ -269,35 +268,26 @@ class LocalRunner:
             if kill_in is not None:
                 # Wake for the SIGKILL of a process that ignores SIGTERM.
                 timeout = min(timeout, max(kill_in, 0.01))
-        deadline = time.monotonic() + timeout
         try:
-            while not self._needs_plan(*self.wakeup.get(timeout=timeout)):
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    return
+            self.wakeup.get(timeout=timeout)
             # Drain what else arrived, so one plan covers a burst of events.
             while True:
                 self.wakeup.get_nowait()
         except queue.Empty:
             pass
 
-    def _needs_plan(self, kind: str, name: str) -> bool:
-        """Whether an event can change what the planner decides before the next wake-up.
+    def _wakes(self, observation: Observation) -> bool:
+        """Whether a running trial's observation should wake the loop for a plan.
 
-        An exit always can.  A trial's new observations can only when the
-        planner acts on them while it runs (a pruner, a non-finite objective);
-        otherwise they count once the trial ends, or at the next wake-up
-        (at most half a second away), like the kube adapter's coalesced
-        reconcile after the ingest stores observations.
+        Only when the planner acts on it while the trial runs (a pruner, a
+        non-finite objective); otherwise it counts once the trial ends, or at
+        the next wake-up (at most half a second away), as the kube adapter
+        coalesces its reconciles after the ingest stores observations.  Asked
+        on the thread that reads the trial's output.
         """
-        process = self.processes.get(name)
-        if kind != "observation" or process is None:
-            return True
-        seen = self._looked_at.get(name, 0)
-        new = process.observations_since(seen)
-        self._looked_at[name] = seen + len(new)
         metric = self._metric
-        return self.planner.reacts_to(o.metrics[metric] for o in new if metric in o.metrics)
+        values = (observation.metrics[metric],) if metric in observation.metrics else ()
+        return self.planner.reacts_to(values)
 
     def _add(self, record: TrialRecord) -> None:
         self.records[record.name] = record
@@ -361,7 +351,6 @@ class LocalRunner:
             self._save(record)
             self._event(f"Trial{record.phase}", f"{name}: {record.message or record.phase}")
             del self.processes[name]
-            self._looked_at.pop(name, None)
         # Records that should be running but have no process (a resume) start now.
         to_launch, self._to_launch = self._to_launch, []
         for record in to_launch:
@@ -441,6 +430,7 @@ class LocalRunner:
             self.dir.observations_path(record.name),
             reader,
             self.wakeup,
+            self._wakes,
         )
         record.phase = "Running"
         record.start_time = time.time()
