@@ -132,6 +132,7 @@ def config(tmp_path: Path, url: str, **kw: Any) -> col.Config:
     }
     cfg = col.Config.from_env(env, **{k: v for k, v in kw.items() if k in ("source", "path")})
     cfg.backoff_base, cfg.backoff_cap, cfg.poll_interval, cfg.flush_timeout = 0.01, 0.05, 0.02, 5
+    cfg.send_interval = 0.42
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -612,3 +613,25 @@ def test_a_batch_starts_after_what_the_operator_already_holds(tmp_path: Path) ->
     assert [s for s, _ in j.batch(4, after=2)] == [4, 5, 6, 7]  # nothing below the pending
     assert j.batch(4, after=10) == []
     j.close()
+
+
+def test_while_the_trainer_runs_requests_are_spaced_by_the_send_interval(
+    tmp_path: Path, ingest: Ingest
+) -> None:
+    out = tmp_path / "stdout.log"
+    out.write_text("")
+    cfg = config(tmp_path, ingest.url, source="stdout")
+    cfg.send_interval = 0.4
+    collector = col.Collector(cfg)
+    thread = threading.Thread(target=collector.run, daemon=True)
+    thread.start()
+    for i in range(100):  # a line every 20 ms for 2 s
+        with open(out, "a") as f:
+            f.write(json.dumps({"step": i, "loss": i}) + "\n")
+        time.sleep(0.02)
+    (tmp_path / "exit-code").write_text("0\n")
+    thread.join(30)
+    assert [o["step"] for o in ingest.stored] == list(range(100))
+    # About 2 s / 0.4 s requests with observations, plus the end's; polling every
+    # 20 ms without the interval would make dozens.
+    assert len(ingest.requests) <= 12, ingest.requests

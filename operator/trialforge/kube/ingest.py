@@ -52,9 +52,14 @@ log = logging.getLogger("trialforge.ingest")
 MAX_BATCH = 5000
 MAX_PENDING = 20_000  # received, not yet stored, per trial: beyond it, 503 (back off)
 MAX_WAIT = 10.0
+INLINE_BYTES = 64 * 1024  # smaller requests are answered on the event loop, no thread hop
 CACHED_TRIALS = 2000
-FLUSH_WORKERS = 4
+FLUSH_WORKERS = 2
 CONFLICT_RETRIES = 8
+
+
+class WouldBlock(Exception):
+    """The answer needs a read from the cluster: not on the event loop."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ class Ingest:
 
     # -- per-trial buffers ---------------------------------------------------------------
 
-    def _buffer(self, namespace: str, trial: str) -> _TrialBuffer | None:
+    def _buffer(self, namespace: str, trial: str, may_block: bool) -> _TrialBuffer | None:
         """The trial's buffer, read from the cluster the first time (None: no such trial)."""
         key = (namespace, trial)
         with self._trials_lock:
@@ -156,6 +161,8 @@ class Ingest:
             if buffer is not None:
                 self._trials.move_to_end(key)
                 return buffer
+            if not may_block:
+                raise WouldBlock
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:  # one GET per trial, however many requests arrive at once
             with self._trials_lock:
@@ -221,14 +228,16 @@ class Ingest:
 
     # -- receipt -------------------------------------------------------------------------
 
-    def handle_bytes(self, raw: bytes) -> Answer:
+    def handle_bytes(self, raw: bytes, may_block: bool = True) -> Answer:
+        """The answer to one request. ``may_block=False`` (on the event loop): raise
+        :class:`WouldBlock` instead of reading the Trial from the cluster."""
         try:
             payload = json.loads(raw)
         except ValueError:
             return _bad(400, "malformed", "the body is not JSON")
-        return self.handle(payload)
+        return self.handle(payload, may_block)
 
-    def handle(self, payload: Any) -> Answer:
+    def handle(self, payload: Any, may_block: bool = True) -> Answer:
         if not isinstance(payload, dict):
             return _bad(400, "malformed", "the body must be a JSON object")
         namespace, trial, token = (
@@ -255,7 +264,7 @@ class Ingest:
             parsed = sorted(((int(o["seq"]), _observation(o)) for o in batch), key=lambda x: x[0])
         except (KeyError, TypeError, ValueError) as exc:
             return _bad(400, "malformed", f"bad observation: {exc}")
-        buffer = self._buffer(namespace, trial)
+        buffer = self._buffer(namespace, trial, may_block)
         if buffer is None:
             return _bad(404, "unknown_trial", f"no trial {namespace}/{trial}")
         now = time.monotonic()

@@ -53,6 +53,8 @@ Environment (flags of ``trialforge collector`` override them):
 ``TRIALFORGE_BATCH_SIZE``        observations per request, at most (2000)
 ``TRIALFORGE_BUFFER_SIZE``       unacknowledged observations kept, at most (50000)
 ``TRIALFORGE_FLUSH_TIMEOUT``     seconds to deliver the rest after the end (25)
+``TRIALFORGE_SEND_INTERVAL``     seconds between two requests while the trainer
+                                 runs, at least (0.5); the end sends at once
 ===============================  =================================================
 """
 
@@ -114,6 +116,9 @@ class Config:
     buffer_size: int = 50_000
     flush_timeout: float = 25.0
     poll_interval: float = 0.1
+    # Fewer, larger requests: the operator's cost is mostly per request, and it
+    # stores a trial's observations every few seconds under load anyway.
+    send_interval: float = 0.5
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
     request_timeout: float = 10.0
@@ -146,6 +151,7 @@ class Config:
             batch_size=int(pick("TRIALFORGE_BATCH_SIZE", "batch_size", 2000)),
             buffer_size=int(pick("TRIALFORGE_BUFFER_SIZE", "buffer_size", 50_000)),
             flush_timeout=float(pick("TRIALFORGE_FLUSH_TIMEOUT", "flush_timeout", 25.0)),
+            send_interval=float(pick("TRIALFORGE_SEND_INTERVAL", "send_interval", 0.5)),
         )
         if cfg.source not in SOURCES:
             raise ValueError(f"unknown metrics source {cfg.source!r}; known: {', '.join(SOURCES)}")
@@ -764,6 +770,7 @@ class Collector:
         self.failures = 0
         self.sent = 0  # the last seq the operator said it holds (its "received")
         self.last_request = 0.0
+        self.full_batch = False
         self._sleep = sleep or self.stopping.wait
         if self.journal.resumed:
             log.info(
@@ -826,6 +833,12 @@ class Collector:
         """One request, or a short wait for something to send: PROGRESS (go on at
         once), IDLE (nothing to do yet) or FAILED (back off before trying again)."""
         journal = self.journal
+        urgent = self.drained.is_set() or journal.room() < self.cfg.buffer_size // 2
+        linger = self.last_request + self.cfg.send_interval - time.monotonic()
+        if linger > 0 and not urgent and not self.full_batch:
+            with journal.lock:  # woken early by the end of the source
+                journal.lock.wait(min(linger, self.cfg.poll_interval))
+            return IDLE
         items = journal.batch(self.cfg.batch_size, after=max(self.sent, journal.acked))
         wait = 0.0
         if not items:
@@ -837,7 +850,6 @@ class Collector:
             # All of it is with the operator, not all of it stored yet: ask it to
             # answer once it is, when holding it matters (the end, a full journal)
             # or after a quiet second (a restarted operator may have lost it).
-            urgent = self.drained.is_set() or journal.room() < self.cfg.buffer_size // 2
             if not urgent and time.monotonic() - self.last_request < 1.0:
                 with journal.lock:
                     journal.lock.wait(self.cfg.poll_interval)
@@ -846,6 +858,7 @@ class Collector:
         acked_before = journal.acked
         result = self.client.send(items, wait)
         self.last_request = time.monotonic()
+        self.full_batch = len(items) == self.cfg.batch_size  # more may wait: no linger
         self.sent_requests += 1
         stored = result.body.get("stored")
         received = result.body.get("received", stored)
