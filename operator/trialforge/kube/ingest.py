@@ -86,7 +86,9 @@ class _TrialBuffer:
     obj: dict[str, Any] | None  # the Trial as our last read or write left it
     stored: int  # the last sequence number in the Trial's status
     received: int  # the last one held here, in order (>= stored)
-    pending: list[tuple[int, Observation, float]] = field(default_factory=list)
+    pending: list[tuple[int, Observation]] = field(default_factory=list)
+    # (last seq, monotonic time) of each accepted batch not yet stored: the store delay.
+    arrivals: list[tuple[int, float]] = field(default_factory=list)
     flushing: bool = False
     ended: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -288,7 +290,8 @@ class Ingest:
             if run and len(buffer.pending) + len(run) > MAX_PENDING:
                 return _bad(503, "busy", "too much is waiting to be stored; retry", buffer)
             if run:
-                buffer.pending.extend((s, o, now) for s, o in run)
+                buffer.pending.extend(run)
+                buffer.arrivals.append((run[-1][0], now))
                 buffer.received = run[-1][0]
                 OBSERVATIONS_PENDING.inc(len(run))
                 if not buffer.flushing:
@@ -329,7 +332,7 @@ class Ingest:
         namespace: str,
         trial: str,
         buffer: _TrialBuffer,
-        todo: list[tuple[int, Observation, float]],
+        todo: list[tuple[int, Observation]],
     ) -> None:
         obj = buffer.obj
         for _ in range(CONFLICT_RETRIES):  # the reconciler's writes move it: re-read, retry
@@ -343,13 +346,14 @@ class Ingest:
             if status.get("phase") in TERMINAL_PHASES:
                 self._end(buffer, "the trial has ended", (namespace, trial), stored)
                 return
-            fresh = [(s, o) for s, o, _ in todo if s > stored]
+            fresh = [(s, o) for s, o in todo if s > stored]
             if fresh and fresh[0][0] != stored + 1:
                 # The status holds less than this buffer started from (a Trial made
                 # again under the same name): start over from what it holds.
                 with buffer.lock:
                     OBSERVATIONS_PENDING.dec(len(buffer.pending))
                     buffer.pending.clear()
+                    buffer.arrivals.clear()
                     buffer.obj, buffer.stored, buffer.received = obj, stored, stored
                     woken = buffer.wake()
                 for wake in woken:
@@ -403,9 +407,9 @@ class Ingest:
         with buffer.lock:
             kept = [p for p in buffer.pending if p[0] > stored]
             done = len(buffer.pending) - len(kept)
-            for _, _, at in buffer.pending[:done]:
-                STORE_SECONDS.observe(now - at)
             buffer.pending = kept
+            while buffer.arrivals and buffer.arrivals[0][0] <= stored:
+                STORE_SECONDS.observe(now - buffer.arrivals.pop(0)[1])
             buffer.obj = obj
             buffer.stored = max(buffer.stored, stored)
             buffer.received = max(buffer.received, stored)
@@ -430,6 +434,7 @@ class Ingest:
                 log.warning("%d observations were not stored: %s", len(buffer.pending), why)
             OBSERVATIONS_PENDING.dec(len(buffer.pending))
             buffer.pending.clear()
+            buffer.arrivals.clear()
             buffer.ended = True
             buffer.obj = None
             if stored is not None:

@@ -96,8 +96,8 @@ OBSERVATIONS_PENDING = Gauge(
 )
 STORE_SECONDS = Histogram(
     "trialforge_observation_store_delay_seconds",
-    "Time from an observation's receipt to its status write (what a collector waits "
-    "for before it forgets it).",
+    "Time from a batch's receipt to its status write (what a collector waits for "
+    "before it forgets it).",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
