@@ -125,6 +125,14 @@ class LocalRunner:
         self.started_at: float | None = None
         self.resumed = False
         self.node = socket.gethostname()
+        # Built once: copying os.environ for every trial is on the path to its start.
+        self._base_env = dict(os.environ)
+        # `python` in a command means the interpreter running Trialforge, so the
+        # trainer sees the same installed packages.
+        self._base_env["PATH"] = os.pathsep.join(
+            [str(Path(sys.executable).parent), self._base_env.get("PATH", "")]
+        )
+        self._base_env["PYTHONUNBUFFERED"] = "1"
         self.gpu_type = _local_gpu()
 
     # -- setup ----------------------------------------------------------------------
@@ -404,11 +412,7 @@ class LocalRunner:
     def _launch(self, record: TrialRecord) -> None:
         container = substitute_container(self._container, record.parameters)
         argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
-        env = dict(os.environ)
-        # `python` in a command means the interpreter running Trialforge, so the
-        # trainer sees the same installed packages.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONUNBUFFERED"] = "1"
+        env = dict(self._base_env)
         for item in container.get("env") or []:
             if isinstance(item, dict) and "value" in item:
                 env[str(item["name"])] = str(item["value"])
