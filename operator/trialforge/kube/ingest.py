@@ -95,6 +95,12 @@ class _TrialBuffer:
     # Called (from a flusher thread) once everything received is stored.
     waiters: list[Callable[[], None]] = field(default_factory=list)
 
+    def drop_pending(self) -> None:
+        """Forget what is held and not stored (the caller holds the lock)."""
+        OBSERVATIONS_PENDING.dec(len(self.pending))
+        self.pending.clear()
+        self.arrivals.clear()
+
     def caught_up(self) -> bool:
         return self.ended or self.stored >= self.received
 
@@ -206,10 +212,13 @@ class Ingest:
                 del self._trials[key]
                 excess -= 1
 
+    def _held(self, namespace: str, trial: str) -> _TrialBuffer | None:
+        with self._trials_lock:
+            return self._trials.get((namespace, trial))
+
     def progress(self, namespace: str, trial: str) -> dict[str, int]:
         """``stored`` and ``received`` for a trial held here (nothing if none is)."""
-        with self._trials_lock:
-            buffer = self._trials.get((namespace, trial))
+        buffer = self._held(namespace, trial)
         if buffer is None:
             return {}
         with buffer.lock:
@@ -218,8 +227,7 @@ class Ingest:
     def when_stored(self, namespace: str, trial: str, callback: Callable[[], None]) -> bool:
         """Call ``callback`` once everything received for the trial is stored; False
         (and no call) when it is already, or the trial is not held here."""
-        with self._trials_lock:
-            buffer = self._trials.get((namespace, trial))
+        buffer = self._held(namespace, trial)
         if buffer is None:
             return False
         with buffer.lock:
@@ -351,9 +359,7 @@ class Ingest:
                 # The status holds less than this buffer started from (a Trial made
                 # again under the same name): start over from what it holds.
                 with buffer.lock:
-                    OBSERVATIONS_PENDING.dec(len(buffer.pending))
-                    buffer.pending.clear()
-                    buffer.arrivals.clear()
+                    buffer.drop_pending()
                     buffer.obj, buffer.stored, buffer.received = obj, stored, stored
                     woken = buffer.wake()
                 for wake in woken:
@@ -432,9 +438,7 @@ class Ingest:
         with buffer.lock:
             if buffer.pending:
                 log.warning("%d observations were not stored: %s", len(buffer.pending), why)
-            OBSERVATIONS_PENDING.dec(len(buffer.pending))
-            buffer.pending.clear()
-            buffer.arrivals.clear()
+            buffer.drop_pending()
             buffer.ended = True
             buffer.obj = None
             if stored is not None:

@@ -829,6 +829,12 @@ class Collector:
 
     # The sending side -----------------------------------------------------------------
 
+    def _idle(self, seconds: float) -> str:
+        """Wait up to ``seconds``; new observations or the source's end wake it early."""
+        with self.journal.lock:
+            self.journal.lock.wait(seconds)
+        return IDLE
+
     def _send_round(self) -> str:
         """One request, or a short wait for something to send: PROGRESS (go on at
         once), IDLE (nothing to do yet) or FAILED (back off before trying again)."""
@@ -836,9 +842,7 @@ class Collector:
         urgent = self.drained.is_set() or journal.room() < self.cfg.buffer_size // 2
         linger = self.last_request + self.cfg.send_interval - time.monotonic()
         if linger > 0 and not urgent and not self.full_batch:
-            with journal.lock:  # woken early by the end of the source
-                journal.lock.wait(min(linger, self.cfg.poll_interval))
-            return IDLE
+            return self._idle(min(linger, self.cfg.poll_interval))
         items = journal.batch(self.cfg.batch_size, after=max(self.sent, journal.acked))
         wait = 0.0
         if not items:
@@ -851,9 +855,7 @@ class Collector:
             # answer once it is, when holding it matters (the end, a full journal)
             # or after a quiet second (a restarted operator may have lost it).
             if not urgent and time.monotonic() - self.last_request < 1.0:
-                with journal.lock:
-                    journal.lock.wait(self.cfg.poll_interval)
-                return IDLE
+                return self._idle(self.cfg.poll_interval)
             wait = self.cfg.wait_seconds
         acked_before = journal.acked
         result = self.client.send(items, wait)
