@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,24 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+def _number(at_least: float, strictly: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < at_least or (strictly and value == at_least):
+            relation = ">" if strictly else ">="
+            raise argparse.ArgumentTypeError(f"{text!r} must be a number {relation} {at_least:g}")
+        return value
+
+    return parse
+
+
+_positive_float = _number(0.0, strictly=True)
+_non_negative_float = _number(0.0, strictly=False)
+
+
 def _cmd_operator(args: argparse.Namespace) -> int:
     from trialforge.kube.operator import OperatorConfig, run
 
@@ -226,6 +246,8 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         resync=args.resync,
         collector_image=args.collector_image,
         max_metric_series=args.max_metric_series,
+        ingest_write_interval=args.ingest_write_interval,
+        ingest_writes_per_second=args.ingest_writes_per_second,
     )
     run(cfg, args.kubeconfig)
     return 0
@@ -306,6 +328,22 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument(
         "--ingest-key-file",
         help="secret key for per-trial tokens (or $TRIALFORGE_INGEST_KEY); no key: ingest off",
+    )
+    op.add_argument(
+        "--ingest-write-interval",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="a trial's received observations are written to its status at most once "
+        "per interval (default 1.0); a trial whose trainer has ended is written at once",
+    )
+    op.add_argument(
+        "--ingest-writes-per-second",
+        type=_positive_float,
+        default=20.0,
+        metavar="N",
+        help="status writes of all trials' observations together, at most (default 20): "
+        "each write of a Trial with a full history costs the API server tens of ms",
     )
     op.add_argument("--workers", type=int, default=4, help="experiments reconciled at once")
     op.add_argument(

@@ -178,10 +178,18 @@ def namespace(cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[
 
 
 @pytest.fixture
-def operator(cluster: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    """`trialforge operator` watching the test's namespace; always stopped."""
+def operator(
+    cluster: KubeCluster, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    """`trialforge operator` watching the test's namespace; always stopped.
+    ``@pytest.mark.operator_args(...)`` adds command-line arguments."""
+    marker = request.node.get_closest_marker("operator_args")
     op = OperatorProcess(
-        cluster.kubeconfig, namespace, tmp_path / "operator.log", identity=f"op-a-{namespace}"
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "operator.log",
+        identity=f"op-a-{namespace}",
+        extra_args=[str(a) for a in marker.args] if marker else [],
     )
     with started(op):
         yield op

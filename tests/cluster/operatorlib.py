@@ -66,6 +66,7 @@ class OperatorProcess:
     identity: str | None = None
     key: str = INGEST_KEY
     resync: float = 5.0
+    extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -87,7 +88,7 @@ class OperatorProcess:
         ]  # fmt: skip
         if self.identity:
             cmd += ["--identity", self.identity]
-        return cmd
+        return cmd + self.extra_args
 
     def start(self, wait_leader: bool = True, timeout: float = 60) -> OperatorProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"

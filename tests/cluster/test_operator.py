@@ -10,6 +10,7 @@ endpoint exactly as the sidecar will. No mocks anywhere.
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 import re
 import time
@@ -660,3 +661,55 @@ def test_pruning_through_ingest_stops_the_job_and_ingest_checks_its_input(
     # A trial that has ended takes no more observations.
     code, body = post(port, batch(namespace, first, [(4, {"loss": 0.1})], first_seq=4))
     kube.check(code == 409 and body.get("stored") == 3, f"ended trial took data: {code} {body}")
+
+
+@pytest.mark.operator_args("--ingest-write-interval", "4")
+def test_ingest_writes_a_trial_once_per_interval_and_at_once_when_its_trainer_ends(
+    cluster: KubeCluster, namespace: str, operator: OperatorProcess, kube: Cluster
+) -> None:
+    """A trial reporting ten times a second is written to its status once per
+    --ingest-write-interval; the collector's last request (with ``wait``, the
+    trainer has ended) is stored without waiting for the interval."""
+    name = "paced"
+    kube.create(experiment(name, max_trials=1, parallelism=1, run_seconds="60"))
+    trial = f"{name}-0"
+    kube.until(lambda: any(p.status.phase == "Running" for p in kube.pods(name)), 30, "it runs")
+    writes: list[tuple[float, int]] = []  # (when seen, lastSequence) at each change
+
+    def sample() -> None:
+        seq = int((kube.trial(trial).get("status") or {}).get("lastSequence") or 0)
+        if seq and (not writes or writes[-1][1] != seq):
+            writes.append((time.monotonic(), seq))
+
+    seq = 0
+    with sampling(sample, every=0.05) as errors:
+        began = time.monotonic()
+        while time.monotonic() - began < 5:
+            seq += 1
+            code, body = post(
+                operator.port, batch(namespace, trial, [(seq, {"loss": 1 / seq})], first_seq=seq)
+            )
+            kube.check(code == 200 and body["received"] == seq, f"post {seq}: {code} {body}")
+            time.sleep(0.1)
+        seq += 1
+        asked = time.monotonic()
+        last = batch(namespace, trial, [(seq, {"loss": 0.0})], first_seq=seq, wait=8)
+        code, body = post(operator.port, last)
+        answered = time.monotonic() - asked
+        time.sleep(0.3)  # the sampler sees the last write
+    kube.check(not errors, f"sampling failed: {errors}")
+    kube.check(code == 200 and body["stored"] == seq, f"the last request: {code} {body}")
+    # Written at about 0 s and 4 s; the next would be due at 8 s, the last request came
+    # at 5 s and was stored at once.
+    kube.check(answered < 1.5, f"the last request waited {answered:.1f}s for the interval")
+    kube.check(writes and writes[-1][1] == seq, f"the status ends at {writes}, not {seq}")
+    paced = writes[:-1]  # the last write was the trainer's end, not paced
+    gaps = [round(b[0] - a[0], 2) for a, b in itertools.pairwise(paced)]
+    kube.check(len(writes) <= 4, f"{len(writes)} writes of {seq} observations: {writes}")
+    kube.check(all(g > 3.0 for g in gaps), f"writes closer than the interval: {gaps}")
+    ts = kube.trial(trial)["status"]
+    steps = [p["step"] for p in ts["history"]["loss"]]
+    kube.check(
+        steps[-1] == seq and ts["metrics"]["loss"]["latest"] == 0,
+        f"the last observation is not in the status: {ts}",
+    )

@@ -14,6 +14,12 @@ re-sends in order), and answers at once with two sequence numbers:
 Received observations are written by a flusher, one conditional status patch per
 trial at a time; what arrives while one is in flight goes into the next (group
 commit), so the API server's work grows with the trials, not with the batches.
+The writes are paced: a trial is written at most once per ``write_interval``,
+and all trials together at most ``writes_per_second`` (a token bucket), because
+a Trial with a full history costs the API server tens of milliseconds a patch,
+and an unpaced flusher kept it busy on every CPU the operator needed to answer.
+A trial whose collector waits for ``stored`` (its trainer has ended) is written
+without waiting for its interval.
 An operator that dies holding received observations loses nothing: the
 collector still has them, and the next operator's ``received`` (its ``stored``)
 asks for them again.  ``wait`` (at most 10 s) holds the answer until everything
@@ -22,7 +28,9 @@ received is stored, for a collector that has nothing new to send.
 
 from __future__ import annotations
 
+import heapq
 import hmac
+import itertools
 import json
 import logging
 import math
@@ -56,10 +64,16 @@ INLINE_BYTES = 64 * 1024  # smaller requests are answered on the event loop, no 
 CACHED_TRIALS = 2000
 FLUSH_WORKERS = 2
 CONFLICT_RETRIES = 8
+WRITE_INTERVAL = 1.0  # seconds between two status writes of one trial, at least
+WRITES_PER_SECOND = 20.0  # status writes of all trials together
 
 
 class WouldBlock(Exception):
     """The answer needs a read from the cluster: not on the event loop."""
+
+
+# (seq, step, time, metric, value, metric, value, ...): one observation, received.
+Received = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -86,10 +100,17 @@ class _TrialBuffer:
     obj: dict[str, Any] | None  # the Trial as our last read or write left it
     stored: int  # the last sequence number in the Trial's status
     received: int  # the last one held here, in order (>= stored)
-    pending: list[tuple[int, Observation]] = field(default_factory=list)
+    # Flat tuples of numbers and strings (see ``Received``): the garbage collector
+    # stops tracking such a tuple at its first pass, not one that holds a dict or
+    # another tuple. As Observation objects, the tens of thousands held under load
+    # made every collection of the middle generation take 20-60 ms.
+    pending: list[Received] = field(default_factory=list)
     # (last seq, monotonic time) of each accepted batch not yet stored: the store delay.
     arrivals: list[tuple[int, float]] = field(default_factory=list)
-    flushing: bool = False
+    flushing: bool = False  # a write is scheduled or in flight
+    due: float | None = None  # when the scheduled write starts (monotonic)
+    last_write: float = -math.inf  # when the last write started (monotonic)
+    failures: int = 0  # writes failed in a row
     ended: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Called (from a flusher thread) once everything received is stored.
@@ -112,6 +133,27 @@ class _TrialBuffer:
         return woken
 
 
+class Pace:
+    """A token bucket: at most ``rate`` a second, ``burst`` at once."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self.clock = clock
+        self._tokens = self.burst
+        self._at = clock()
+
+    def reserve(self) -> float:
+        """Take a token: how long to wait before using it (0: now). A token not there
+        yet is taken in advance, so waiters are spaced by ``1 / rate``."""
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate) - 1.0
+        self._at = now
+        return max(0.0, -self._tokens / self.rate)
+
+
 class Ingest:
     def __init__(
         self,
@@ -122,7 +164,11 @@ class Ingest:
         tails_for: Callable[[str, str], Mapping[str, int] | None] | None = None,
         rules_ttl: float = 10.0,
         workers: int = FLUSH_WORKERS,
+        write_interval: float = WRITE_INTERVAL,
+        writes_per_second: float = WRITES_PER_SECOND,
     ) -> None:
+        if write_interval < 0 or writes_per_second <= 0:
+            raise ValueError("write_interval must be >= 0 and writes_per_second > 0")
         self.kube = kube
         self.key = key
         self.directions_for = directions_for  # (namespace, experiment) -> metric directions
@@ -136,10 +182,23 @@ class Ingest:
         self._loading: dict[tuple[str, str], threading.Lock] = {}
         self._flusher = ThreadPoolExecutor(workers, thread_name_prefix="trialforge-ingest")
         self._closing = threading.Event()
+        self.write_interval = write_interval
+        self._pace = Pace(writes_per_second, burst=writes_per_second)
+        # Scheduled writes: (due, tie-breaker, key, buffer); an entry whose due is no
+        # longer its buffer's was moved earlier and is skipped.
+        self._schedule: list[tuple[float, int, tuple[str, str], _TrialBuffer]] = []
+        self._schedule_changed = threading.Condition()
+        self._tie = itertools.count()
+        self._pacer = threading.Thread(
+            target=self._run_pacer, name="trialforge-ingest-pacer", daemon=True
+        )
+        self._pacer.start()
 
     def close(self) -> None:
         """Stop storing (what is held is the collectors' to send again to the next operator)."""
         self._closing.set()
+        with self._schedule_changed:
+            self._schedule_changed.notify()
         self._flusher.shutdown(wait=False, cancel_futures=True)
 
     # -- the rules the history keeps -----------------------------------------------------
@@ -234,7 +293,11 @@ class Ingest:
             if buffer.caught_up():
                 return False
             buffer.waiters.append(callback)
-            return True
+        # The trainer has ended and its pod completes once this is stored: a write that
+        # waits for the trial's interval starts now (one in flight schedules the next
+        # at once when it sees the waiter).
+        self._schedule_write(namespace, trial, buffer, time.monotonic(), only_earlier=True)
+        return True
 
     # -- receipt -------------------------------------------------------------------------
 
@@ -271,7 +334,7 @@ class Ingest:
         if not hmac.compare_digest(str(token), ingest_token(self.key, namespace, trial)):
             return _bad(403, "bad_token", "the token is not this trial's")
         try:
-            parsed = sorted(((int(o["seq"]), _observation(o)) for o in batch), key=lambda x: x[0])
+            parsed = sorted(map(_received, batch), key=lambda x: x[0])
         except (KeyError, TypeError, ValueError) as exc:
             return _bad(400, "malformed", f"bad observation: {exc}")
         buffer = self._buffer(namespace, trial, may_block)
@@ -281,7 +344,7 @@ class Ingest:
         with buffer.lock:
             if buffer.ended:
                 return _bad(409, "trial_ended", f"trial {trial} has ended", buffer)
-            fresh = [(s, o) for s, o in parsed if s > buffer.received]
+            fresh = [o for o in parsed if o[0] > buffer.received]
             if fresh and fresh[0][0] != buffer.received + 1:
                 return _bad(
                     409,
@@ -291,10 +354,10 @@ class Ingest:
                 )
             # Keep only the contiguous run; a later gap is re-sent after this answer.
             run = fresh[:1]
-            for s, o in fresh[1:]:
-                if s != run[-1][0] + 1:
+            for o in fresh[1:]:
+                if o[0] != run[-1][0] + 1:
                     break
-                run.append((s, o))
+                run.append(o)
             if run and len(buffer.pending) + len(run) > MAX_PENDING:
                 return _bad(503, "busy", "too much is waiting to be stored; retry", buffer)
             if run:
@@ -302,45 +365,104 @@ class Ingest:
                 buffer.arrivals.append((run[-1][0], now))
                 buffer.received = run[-1][0]
                 OBSERVATIONS_PENDING.inc(len(run))
-                if not buffer.flushing:
-                    buffer.flushing = True
-                    self._flusher.submit(self._flush, namespace, trial, buffer)
+                schedule = not buffer.flushing
+                buffer.flushing = True
+            else:
+                schedule = False
             body = {"stored": buffer.stored, "received": buffer.received, "accepted": len(run)}
+            write_at = buffer.last_write + self.write_interval
+        if schedule:
+            self._schedule_write(namespace, trial, buffer, max(now, write_at))
         return Answer(200, body, wait=min(float(wait), MAX_WAIT), key=(namespace, trial))
 
     # -- storage -------------------------------------------------------------------------
 
-    def _flush(self, namespace: str, trial: str, buffer: _TrialBuffer) -> None:
-        """Write what the trial's buffer holds, until it holds nothing (group commit)."""
-        failures = 0
-        while True:
+    def _schedule_write(
+        self,
+        namespace: str,
+        trial: str,
+        buffer: _TrialBuffer,
+        at: float,
+        only_earlier: bool = False,
+    ) -> None:
+        """Write the trial at ``at``, or earlier if it is scheduled earlier already.
+        ``only_earlier``: move a scheduled write earlier, schedule none."""
+        with self._schedule_changed:
+            if buffer.due is None and only_earlier:
+                return
+            if buffer.due is not None and buffer.due <= at:
+                return
+            buffer.due = at
+            heapq.heappush(self._schedule, (at, next(self._tie), (namespace, trial), buffer))
+            self._schedule_changed.notify()
+
+    def _run_pacer(self) -> None:
+        """Start each scheduled write when it is due and the write budget allows."""
+        while not self._closing.is_set():
+            with self._schedule_changed:
+                if not self._schedule:
+                    self._schedule_changed.wait()
+                    continue
+                at, _, key, buffer = self._schedule[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._schedule_changed.wait(wait)
+                    continue
+                heapq.heappop(self._schedule)
+                if buffer.due != at:
+                    continue  # moved earlier: that entry has run or will
+                buffer.due = None
+            delay = self._pace.reserve()
+            if delay > 0 and self._closing.wait(delay):
+                return
             with buffer.lock:
-                todo = list(buffer.pending)
-                if not todo or buffer.ended or self._closing.is_set():
-                    buffer.flushing = False
-                    return
+                buffer.last_write = time.monotonic()
             try:
-                self._store(namespace, trial, buffer, todo)
-                failures = 0
-            except Exception as exc:  # the API server is down or refused: keep it, retry
-                failures += 1
-                delay = min(5.0, 0.1 * 2**failures)
-                log.warning(
-                    "storing %d observations of %s/%s failed (%s); retrying in %.1fs",
-                    len(todo),
-                    namespace,
-                    trial,
-                    exc,
-                    delay,
-                )
-                self._closing.wait(delay)
+                self._flusher.submit(self._flush, *key, buffer)
+            except RuntimeError:  # shut down
+                return
+
+    def _flush(self, namespace: str, trial: str, buffer: _TrialBuffer) -> None:
+        """Write what the trial's buffer holds now (group commit), then schedule the
+        next write if more has arrived meanwhile."""
+        with buffer.lock:
+            todo = list(buffer.pending)
+            if not todo or buffer.ended or self._closing.is_set():
+                buffer.flushing = False
+                return
+        try:
+            self._store(namespace, trial, buffer, todo)
+            retry = 0.0
+            buffer.failures = 0
+        except Exception as exc:  # the API server is down or refused: keep it, retry
+            buffer.failures += 1
+            retry = min(5.0, 0.1 * 2**buffer.failures)
+            log.warning(
+                "storing %d observations of %s/%s failed (%s); retrying in %.1fs",
+                len(todo),
+                namespace,
+                trial,
+                exc,
+                retry,
+            )
+        now = time.monotonic()
+        with buffer.lock:
+            if not buffer.pending or buffer.ended or self._closing.is_set():
+                buffer.flushing = False
+                return
+            at = (
+                now + retry
+                if retry
+                else (now if buffer.waiters else buffer.last_write + self.write_interval)
+            )
+        self._schedule_write(namespace, trial, buffer, max(now, at))
 
     def _store(
         self,
         namespace: str,
         trial: str,
         buffer: _TrialBuffer,
-        todo: list[tuple[int, Observation]],
+        todo: list[Received],
     ) -> None:
         obj = buffer.obj
         for _ in range(CONFLICT_RETRIES):  # the reconciler's writes move it: re-read, retry
@@ -354,7 +476,7 @@ class Ingest:
             if status.get("phase") in TERMINAL_PHASES:
                 self._end(buffer, "the trial has ended", (namespace, trial), stored)
                 return
-            fresh = [(s, o) for s, o in todo if s > stored]
+            fresh = [o for o in todo if o[0] > stored]
             if fresh and fresh[0][0] != stored + 1:
                 # The status holds less than this buffer started from (a Trial made
                 # again under the same name): start over from what it holds.
@@ -367,7 +489,9 @@ class Ingest:
                 return
             if fresh:
                 directions, tails = self.rules(namespace, buffer.experiment)
-                observations = [o for _, o in fresh]
+                observations = [
+                    Observation(o[1], dict(zip(o[3::2], o[4::2], strict=True)), o[2]) for o in fresh
+                ]
                 new_status = {
                     "history": history.merge(
                         status.get("history") or {}, observations, directions, tails=tails
@@ -453,7 +577,10 @@ class Ingest:
                     del self._trials[key]
 
 
-def _observation(raw: Mapping[str, Any]) -> Observation:
+def _received(raw: Any) -> Received:
+    """One observation of a request, checked, as a flat tuple (see ``Received``)."""
+    if not isinstance(raw, dict):
+        raise TypeError("an observation must be an object")
     metrics = raw.get("metrics")
     if not isinstance(metrics, dict):
         raise ValueError("metrics must be an object")
@@ -466,9 +593,11 @@ def _observation(raw: Mapping[str, Any]) -> Observation:
     step = int(raw["step"])
     if step < 0:
         raise ValueError("step must be >= 0")
-    return Observation(
-        step, values, None if t is None else float(t) if math.isfinite(float(t)) else None
-    )
+    if t is not None:
+        t = float(t)
+        if not math.isfinite(t):
+            t = None
+    return (int(raw["seq"]), step, t, *itertools.chain.from_iterable(values.items()))
 
 
 def objective_tails(reconciler: Any, namespace: str, name: str) -> dict[str, int] | None:

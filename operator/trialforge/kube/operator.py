@@ -31,7 +31,14 @@ from trialforge.api.status import TERMINAL_PHASES
 from trialforge.kube import names
 from trialforge.kube.cache import CachedKube
 from trialforge.kube.client import Kube
-from trialforge.kube.ingest import INLINE_BYTES, Ingest, WouldBlock, objective_tails
+from trialforge.kube.ingest import (
+    INLINE_BYTES,
+    WRITE_INTERVAL,
+    WRITES_PER_SECOND,
+    Ingest,
+    WouldBlock,
+    objective_tails,
+)
 from trialforge.kube.leader import LeaderElection
 from trialforge.kube.reconcile import Reconciler, objective_directions
 from trialforge.metrics import exporter
@@ -67,6 +74,10 @@ class OperatorConfig:
     collector_image: str | None = None
     # At most this many trialforge_trial_metric series are exported.
     max_metric_series: int = exporter.DEFAULT_SERIES_LIMIT
+    # The ingest's status writes: per trial at most one per interval, all together
+    # at most this many a second.
+    ingest_write_interval: float = WRITE_INTERVAL
+    ingest_writes_per_second: float = WRITES_PER_SECOND
 
 
 class Queue:
@@ -280,6 +291,8 @@ async def _serve(
             # Stored observations may prune: reconcile soon, once per burst of batches.
             lambda ns, xp: memo.queue.request_soon_threadsafe((ns, xp), INGEST_RECONCILE_DELAY),
             tails_for=lambda ns, xp: objective_tails(reconciler, ns, xp),
+            write_interval=cfg.ingest_write_interval,
+            writes_per_second=cfg.ingest_writes_per_second,
         )
     memo.ingest = ingest
 
