@@ -122,7 +122,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if obs:
                 latest[name] = {**obs[-1].metrics, "__step__": obs[-1].step}
         best = plan.best.name if plan.best else None
-        grid = table.trials_table(runner.spec, runner.sorted_records(), latest, best)
+        grid = table.trials_table(
+            runner.spec,
+            runner.sorted_records(),
+            latest,
+            best,
+            width=console.width,
+            experiment=runner.name,
+        )
         live.update(table.progress(runner.name, runner.spec, plan, grid))
 
     try:
@@ -160,7 +167,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not show_live:
             best = result.plan.best.name if result.plan and result.plan.best else None
             console.print(
-                table.trials_table(runner.spec, result.records, latest, best, max_rows=50)
+                table.trials_table(
+                    runner.spec,
+                    result.records,
+                    latest,
+                    best,
+                    max_rows=50,
+                    width=console.width,
+                    experiment=runner.name,
+                )
             )
         console.print(table.headline(runner.name, runner.spec, result.plan))
         if result.plan and runner.spec.multi_objective and result.plan.pareto_front:

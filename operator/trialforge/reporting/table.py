@@ -32,46 +32,81 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+NOTE_MIN_WIDTH = 16  # narrower than this, the note column is left out
+
+
 def trials_table(
     spec: ExperimentSpec,
     records: Sequence[Any],
     latest: Mapping[str, Mapping[str, float]],
     best_name: str | None,
     max_rows: int = 30,
+    width: int | None = None,
+    experiment: str | None = None,
 ) -> Table:
+    """One row per trial: what a person watches first (active, then recent).
+
+    Trials are shown by what follows the experiment's name (``7``, ``7-r1``), which
+    the headline names.  Every column but the note is sized to its content; the
+    note (why a trial stopped) gets what is left of ``width`` and is left out when
+    that is too little, so a terminal of 100 columns shows every parameter whole
+    instead of an ellipsis in each.
+    """
     objectives = [o.metric for o in spec.all_objectives]
-    table = Table(expand=False, header_style="bold")
-    table.add_column("trial")
-    table.add_column("phase")
-    for p in spec.parameters:
-        table.add_column(p.name, justify="right")
-    for metric in objectives:
-        table.add_column(metric, justify="right")
-    table.add_column("step", justify="right")
-    table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=36)
+    prefix = f"{experiment}-" if experiment else ""
     # Active trials first, then the most recent ones: what a person watches.
     ordered = sorted(records, key=lambda r: (r.phase not in ("Running", "Pending"), -r.index))
+    rows = []
+    notes = []
     for r in ordered[:max_rows]:
         values = latest.get(r.name, {})
         step = values.get("__step__")
-        row = [
-            Text(
-                r.name + (" ★" if r.name == best_name else ""),
-                style="bold" if r.name == best_name else "",
-            ),
-            Text(r.phase, style=PHASE_STYLE.get(r.phase, "")),
-            *[fmt(r.parameters.get(p.name, "")) for p in spec.parameters],
-            *[
-                fmt(r.values[i]) if r.values else fmt(values[m]) if m in values else ""
-                for i, m in enumerate(objectives)
-            ],
-            "" if step is None else str(int(step)),
-            r.message or r.reason or "" if r.phase not in ("Running", "Succeeded") else "",
-        ]
-        table.add_row(*row)
+        label = r.name[len(prefix) :] if prefix and r.name.startswith(prefix) else r.name
+        best = r.name == best_name
+        rows.append(
+            [
+                Text(label + (" ★" if best else ""), style="bold" if best else ""),
+                Text(r.phase, style=PHASE_STYLE.get(r.phase, "")),
+                *[fmt(r.parameters.get(p.name, "")) for p in spec.parameters],
+                *[
+                    fmt(r.values[i]) if r.values else fmt(values[m]) if m in values else ""
+                    for i, m in enumerate(objectives)
+                ],
+                "" if step is None else str(int(step)),
+            ]
+        )
+        notes.append(r.message or r.reason or "" if r.phase not in ("Running", "Succeeded") else "")
+    headers = ["trial", "phase", *(p.name for p in spec.parameters), *objectives, "step"]
+    used = _width(headers, rows)
+    if width is not None and used > width:
+        # Too wide: names like batch_size and val_accuracy take two header lines,
+        # so that the values under them are not cut short.
+        headers = [h.replace("_", "_\n") for h in headers]
+        used = _width(headers, rows)
+    table = Table(expand=False, header_style="bold")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
+    room = 36 if width is None else min(36, width - used - 3)
+    show_notes = room >= NOTE_MIN_WIDTH and any(notes)
+    if show_notes:
+        table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=room)
+    for row, note in zip(rows, notes, strict=True):
+        table.add_row(*row, *([note] if show_notes else []))
     if len(records) > max_rows:
         table.caption = f"{len(records) - max_rows} more trials not shown"
     return table
+
+
+def _width(headers: Sequence[str], rows: Sequence[Sequence[str | Text]]) -> int:
+    """The table's width: each column its widest line plus a space either side and a rule."""
+    return 1 + sum(
+        3 + max([*map(len, header.split("\n"))] + [len(_plain(row[i])) for row in rows])
+        for i, header in enumerate(headers)
+    )
+
+
+def _plain(cell: str | Text) -> str:
+    return cell.plain if isinstance(cell, Text) else cell
 
 
 def headline(name: str, spec: ExperimentSpec, plan: Plan | None) -> Text:

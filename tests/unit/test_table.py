@@ -1,0 +1,67 @@
+"""The local run's trials table (reporting/table.py) fits the terminal it is printed on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from trialforge.api.validation import load_experiment_file
+from trialforge.local.rundir import TrialRecord
+from trialforge.reporting.table import trials_table
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits-tpe-asha.yaml"
+PARAMS = {"lr": 0.0042063, "alpha": 0.0024631, "hidden": 80, "layers": 2, "batch_size": 64}
+WHY = "asha stopped it: its val_accuracy trailed the rung's"
+
+
+def records(name: str) -> list[TrialRecord]:
+    out = []
+    for index, phase in enumerate(["Succeeded", "Pruned", "Running", "Failed"]):
+        r = TrialRecord(f"{name}-{index}", index, 0, dict(PARAMS), seed=index, phase=phase)
+        if phase == "Succeeded":
+            r.values = [0.9822]
+        if phase == "Pruned":
+            r.message = WHY
+        out.append(r)
+    out.append(TrialRecord(f"{name}-3-r1", 3, 1, dict(PARAMS), seed=3, phase="Running"))
+    return out
+
+
+def render(width: int, experiment: str | None = "digits-mlp") -> str:
+    spec = load_experiment_file(EXAMPLE).spec
+    latest = {f"digits-mlp-{i}": {"val_accuracy": 0.95, "__step__": 6} for i in range(4)}
+    table = trials_table(
+        spec, records("digits-mlp"), latest, "digits-mlp-0", width=width, experiment=experiment
+    )
+    console = Console(width=width, record=True, force_terminal=False)
+    console.print(table)
+    return console.export_text()
+
+
+def test_a_terminal_of_100_columns_shows_every_value_whole() -> None:
+    text = render(100)
+    assert "…" not in text, text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for cell in ("0.004206", "0.002463", "Succeeded", "0.9822", "0 ★", "3-r1"):
+        assert cell in text, (cell, text)
+    assert "digits-mlp-" not in text  # the headline names the experiment
+    assert "note" not in text  # no room left for it
+
+
+@pytest.mark.parametrize("width", [90, 95])
+def test_long_parameter_names_take_two_header_lines_when_that_is_what_fits(width: int) -> None:
+    text = render(width)
+    assert "…" not in text, text
+    assert "batch_" in text and "val_" in text and "batch_size" not in text, text
+
+
+def test_a_wide_terminal_shows_why_a_trial_stopped() -> None:
+    text = render(160)
+    assert "note" in text and "batch_size" in text
+    assert WHY[:30] in text, text
+
+
+def test_without_the_experiment_name_trials_keep_their_full_names() -> None:
+    assert "digits-mlp-3-r1" in render(200, experiment=None)
