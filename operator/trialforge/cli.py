@@ -181,7 +181,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.plan and runner.spec.multi_objective and result.plan.pareto_front:
             console.print(table.pareto_table(runner.spec, result.plan))
         if result.plan and result.plan.comparison:
-            compared = table.comparison_table(result.plan.comparison)
+            compared = table.comparison_table(result.plan.comparison, width=console.width)
             if compared is not None:
                 console.print(compared)
         style = "green" if result.phase == "Succeeded" else "red"

@@ -65,3 +65,45 @@ def test_a_wide_terminal_shows_why_a_trial_stopped() -> None:
 
 def test_without_the_experiment_name_trials_keep_their_full_names() -> None:
     assert "digits-mlp-3-r1" in render(200, experiment=None)
+
+
+def comparison_rows() -> list[dict[str, object]]:
+    base = {"role": "baseline", "arm": "baseline", "n": 6, "mean": 0.8019, "alpha": 0.05,
+            "metric": "val_accuracy", "direction": "maximize", "source": "arms"}  # fmt: skip
+    candidates = [
+        ("warmup", 0.8315, 0.0296, (0.016, 0.044), (0.022, 0.043), 0.0023, 0.0046, 2.8, "better"),
+        ("lr-0.2", 0.7993, -0.0027, (-0.012, 0.0067), (-0.0091, 0.0051), 0.52, 0.52, -0.4,
+         "inconclusive"),
+    ]  # fmt: skip
+    rows: list[dict[str, object]] = [base]
+    for arm, mean, diff, ci, boot, p, p_holm, g, verdict in candidates:
+        rows.append(
+            {"role": "candidate", "arm": arm, "n": 6, "mean": mean, "difference": diff,
+             "ciLow": ci[0], "ciHigh": ci[1], "bootstrapLow": boot[0], "bootstrapHigh": boot[1],
+             "pValue": p, "pAdjusted": p_holm, "hedgesG": g, "verdict": verdict}
+        )  # fmt: skip
+    return rows
+
+
+def render_comparison(width: int) -> str:
+    from trialforge.reporting.table import comparison_table
+
+    console = Console(width=width, record=True, force_terminal=False)
+    console.print(comparison_table(comparison_rows(), width=width))
+    return console.export_text()
+
+
+def test_a_narrow_comparison_leaves_out_second_opinions_never_folds_a_cell() -> None:
+    text = render_comparison(80)
+    table = text.split("the first row")[0]
+    assert "…" not in table, text
+    assert max(len(line.rstrip()) for line in table.splitlines()) <= 80
+    assert "boot CI" not in table and "p Holm" in table
+    for cell in ("baseline", "inconclusive", "+0.016..+0.044", "0.0046"):
+        assert cell in table, (cell, text)
+
+
+def test_a_wide_comparison_shows_every_column() -> None:
+    text = render_comparison(130)
+    for header in ("boot CI", "95% CI", "p Holm", " g ", "verdict"):
+        assert header in text, (header, text)

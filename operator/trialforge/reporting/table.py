@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
@@ -168,53 +168,67 @@ def _p(value: Any) -> str:
     return "<1e-4" if value < 1e-4 else f"{value:.2g}"
 
 
-def comparison_table(rows: Sequence[Mapping[str, Any]]) -> Group | None:
-    """The verdicts of candidates against the baseline (engine.comparison rows)."""
+def comparison_table(rows: Sequence[Mapping[str, Any]], width: int | None = None) -> Group | None:
+    """The verdicts of candidates against the baseline (engine.comparison rows).
+
+    Cells never fold into several lines: where the table is wider than ``width``,
+    the bootstrap interval (a second opinion on the t interval), then Hedges' g,
+    then the unadjusted p (the Holm-adjusted one decides) are left out."""
     base = next((r for r in rows if r.get("role") == "baseline"), None)
     if base is None:
         return None
     alpha = base.get("alpha", 0.05)
     interim = " (interim: runs still going)" if base.get("interim") else ""
-    table = Table(
-        title=f"{base.get('metric')} ({base.get('direction')}) vs {base['arm']}, "
-        f"{base.get('source')} runs, alpha={alpha:g}{interim}",
-        header_style="bold",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        caption="the first row is the baseline; diff = arm - baseline",
-    )
-    for name in ("arm", "n", "mean", "diff", f"{1 - alpha:.0%} CI", "boot CI", "p",
-                 "p Holm", "g", "verdict"):  # fmt: skip
-        table.add_column(
-            name, justify="left" if name in ("arm", "verdict") else "right", overflow="fold"
-        )
-    table.add_row(
-        Text(f"{base['arm']}", style="bold"),
-        str(base.get("n", 0)),
-        _short(base.get("mean")),
-        *[""] * 7,
-    )
-    notes = []
+    ci = f"{1 - alpha:.0%} CI"
+    cells: list[dict[str, str | Text]] = [
+        {"arm": Text(f"{base['arm']}", style="bold"), "n": str(base.get("n", 0)),
+         "mean": _short(base.get("mean"))}
+    ]  # fmt: skip
     for r in rows:
         if r.get("role") != "candidate":
             continue
         verdict = r.get("verdict", "")
-        table.add_row(
-            r["arm"],
-            str(r.get("n", 0)),
-            _short(r.get("mean")),
-            "" if r.get("difference") is None else f"{r['difference']:+.2g}",
-            _interval(r.get("ciLow"), r.get("ciHigh")),
-            _interval(r.get("bootstrapLow"), r.get("bootstrapHigh")),
-            _p(r.get("pValue")),
-            _p(r.get("pAdjusted")),
-            "" if r.get("hedgesG") is None else f"{r['hedgesG']:+.1f}",
-            Text(verdict, style=VERDICT_STYLE.get(verdict, "")),
+        cells.append(
+            {
+                "arm": r["arm"],
+                "n": str(r.get("n", 0)),
+                "mean": _short(r.get("mean")),
+                "diff": "" if r.get("difference") is None else f"{r['difference']:+.2g}",
+                ci: _interval(r.get("ciLow"), r.get("ciHigh")),
+                "boot CI": _interval(r.get("bootstrapLow"), r.get("bootstrapHigh")),
+                "p": _p(r.get("pValue")),
+                "p Holm": _p(r.get("pAdjusted")),
+                "g": "" if r.get("hedgesG") is None else f"{r['hedgesG']:+.1f}",
+                "verdict": Text(verdict, style=VERDICT_STYLE.get(verdict, "")),
+            }
         )
-        if r.get("note"):
-            notes.append(Text(f"  {r['arm']}: {r['note']}", style="dim"))
+    columns = ["arm", "n", "mean", "diff", ci, "boot CI", "p", "p Holm", "g", "verdict"]
+    for left_out in ((), ("boot CI",), ("boot CI", "g"), ("boot CI", "g", "p")):
+        shown = [c for c in columns if c not in left_out]
+        table = Table(
+            title=f"{base.get('metric')} ({base.get('direction')}) vs {base['arm']}, "
+            f"{base.get('source')} runs, alpha={alpha:g}{interim}",
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            caption="the first row is the baseline; diff = arm - baseline",
+        )
+        for name in shown:
+            table.add_column(
+                name,
+                justify="left" if name in ("arm", "verdict") else "right",
+                no_wrap=True,
+                overflow="ellipsis",
+            )
+        for row in cells:
+            table.add_row(*[row.get(name, "") for name in shown])
+        if width is None or Console(width=10_000).measure(table).maximum <= width:
+            break
+    notes = []
     for r in rows:
-        if r.get("role") == "omnibus":
+        if r.get("role") == "candidate" and r.get("note"):
+            notes.append(Text(f"  {r['arm']}: {r['note']}", style="dim"))
+        elif r.get("role") == "omnibus":
             notes.append(
                 Text(
                     f"  across all arms ({r.get('test')} ANOVA): p={_p(r.get('pValue'))}"
