@@ -98,7 +98,9 @@ STORE_SECONDS = Histogram(
     "trialforge_observation_store_delay_seconds",
     "Time from a batch's receipt to its status write (what a collector waits for "
     "before it forgets it).",
-    buckets=_LATENCY_BUCKETS,
+    # Writes are paced (--ingest-write-interval, --ingest-writes-per-second): with
+    # hundreds of trials reporting, tens of seconds.
+    buckets=(*_LATENCY_BUCKETS, 30.0, 60.0, 120.0),
     registry=REGISTRY,
 )
 OBSERVATIONS_REJECTED = Counter(
