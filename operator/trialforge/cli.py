@@ -358,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         metavar="N",
         help="status writes of all trials' observations together, at most (default 20): "
-        "each write of a Trial with a full history costs the API server tens of ms",
+        "each write of a Trial with a full history costs the API server tens of ms; "
+        "a trial whose trainer has ended is written outside this budget",
     )
     op.add_argument("--workers", type=int, default=4, help="experiments reconciled at once")
     op.add_argument(

@@ -663,13 +663,25 @@ def test_pruning_through_ingest_stops_the_job_and_ingest_checks_its_input(
     kube.check(code == 409 and body.get("stored") == 3, f"ended trial took data: {code} {body}")
 
 
-@pytest.mark.operator_args("--ingest-write-interval", "4")
-def test_ingest_writes_a_trial_once_per_interval_and_at_once_when_its_trainer_ends(
-    cluster: KubeCluster, namespace: str, operator: OperatorProcess, kube: Cluster
+@pytest.mark.parametrize(
+    "limit",
+    [
+        pytest.param("interval", marks=pytest.mark.operator_args("--ingest-write-interval", "4")),
+        pytest.param(
+            "budget",
+            marks=pytest.mark.operator_args(
+                "--ingest-write-interval", "0", "--ingest-writes-per-second", "0.25"
+            ),
+        ),
+    ],
+)
+def test_ingest_paces_a_trials_writes_and_writes_at_once_when_its_trainer_ends(
+    cluster: KubeCluster, namespace: str, operator: OperatorProcess, kube: Cluster, limit: str
 ) -> None:
     """A trial reporting ten times a second is written to its status once per
-    --ingest-write-interval; the collector's last request (with ``wait``, the
-    trainer has ended) is stored without waiting for the interval."""
+    --ingest-write-interval (or, with no interval, as often as a budget of one
+    write per 4 s allows); the collector's last request (with ``wait``: the trainer
+    has ended) is stored at once, outside the interval and the budget."""
     name = "paced"
     kube.create(experiment(name, max_trials=1, parallelism=1, run_seconds="60"))
     trial = f"{name}-0"
@@ -701,7 +713,7 @@ def test_ingest_writes_a_trial_once_per_interval_and_at_once_when_its_trainer_en
     kube.check(code == 200 and body["stored"] == seq, f"the last request: {code} {body}")
     # Written at about 0 s and 4 s; the next would be due at 8 s, the last request came
     # at 5 s and was stored at once.
-    kube.check(answered < 1.5, f"the last request waited {answered:.1f}s for the interval")
+    kube.check(answered < 1.5, f"the last request waited {answered:.1f}s for the {limit}")
     kube.check(writes and writes[-1][1] == seq, f"the status ends at {writes}, not {seq}")
     paced = writes[:-1]  # the last write was the trainer's end, not paced
     gaps = [round(b[0] - a[0], 2) for a, b in itertools.pairwise(paced)]

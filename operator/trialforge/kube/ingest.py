@@ -19,7 +19,8 @@ and all trials together at most ``writes_per_second`` (a token bucket), because
 a Trial with a full history costs the API server tens of milliseconds a patch,
 and an unpaced flusher kept it busy on every CPU the operator needed to answer.
 A trial whose collector waits for ``stored`` (its trainer has ended) is written
-without waiting for its interval.
+at once, without waiting for its interval or the budget: its pod completes only
+then, and however many trials end together, each ends once.
 An operator that dies holding received observations loses nothing: the
 collector still has them, and the next operator's ``received`` (its ``stored``)
 asks for them again.  ``wait`` (at most 10 s) holds the answer until everything
@@ -111,6 +112,7 @@ class _TrialBuffer:
     due: float | None = None  # when the scheduled write starts (monotonic)
     last_write: float = -math.inf  # when the last write started (monotonic)
     failures: int = 0  # writes failed in a row
+    paid: bool = False  # the scheduled write has its token from the budget (pacer only)
     ended: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Called (from a flusher thread) once everything received is stored.
@@ -412,9 +414,19 @@ class Ingest:
                 if buffer.due != at:
                     continue  # moved earlier: that entry has run or will
                 buffer.due = None
-            delay = self._pace.reserve()
-            if delay > 0 and self._closing.wait(delay):
-                return
+            with buffer.lock:
+                # Its collector waits (the trainer has ended): written now, outside the
+                # budget. A waiter that comes later moves the scheduled write to now.
+                ending = bool(buffer.waiters)
+            if not ending and not buffer.paid:
+                delay = self._pace.reserve()
+                if delay > 0:
+                    # Back in the schedule, not asleep here: the trainer's end can still
+                    # move it earlier, and other trials' writes go on being started.
+                    buffer.paid = True
+                    self._schedule_write(*key, buffer, time.monotonic() + delay)
+                    continue
+            buffer.paid = False
             with buffer.lock:
                 buffer.last_write = time.monotonic()
             try:
