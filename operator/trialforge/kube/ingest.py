@@ -20,7 +20,7 @@ a Trial with a full history costs the API server tens of milliseconds a patch,
 and an unpaced flusher kept it busy on every CPU the operator needed to answer.
 A trial whose collector waits for ``stored`` (its trainer has ended) is written
 at once, without waiting for its interval or the budget: its pod completes only
-then, and however many trials end together, each ends once.
+then, and that must not depend on how many trials end together.
 An operator that dies holding received observations loses nothing: the
 collector still has them, and the next operator's ``received`` (its ``stored``)
 asks for them again.  ``wait`` (at most 10 s) holds the answer until everything
