@@ -77,36 +77,35 @@ def trials_table(
         )
         notes.append(r.message or r.reason or "" if r.phase not in ("Running", "Succeeded") else "")
     headers = ["trial", "phase", *(p.name for p in spec.parameters), *objectives, "step"]
-    used = _width(headers, rows)
+
+    def build(headers: list[str], note_width: int = 0) -> Table:
+        table = Table(expand=False, header_style="bold")
+        for i, header in enumerate(headers):
+            table.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
+        if note_width:
+            table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=note_width)
+        for row, note in zip(rows, notes, strict=True):
+            table.add_row(*row, *([note] if note_width else []))
+        if len(records) > max_rows:
+            table.caption = f"{len(records) - max_rows} more trials not shown"
+        return table
+
+    used = _natural_width(build(headers))
     if width is not None and used > width:
         # Too wide: names like batch_size and val_accuracy take two header lines,
         # so that the values under them are not cut short.
         headers = [h.replace("_", "_\n") for h in headers]
-        used = _width(headers, rows)
-    table = Table(expand=False, header_style="bold")
-    for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
-    room = 36 if width is None else min(36, width - used - 3)
-    show_notes = room >= NOTE_MIN_WIDTH and any(notes)
-    if show_notes:
-        table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=room)
-    for row, note in zip(rows, notes, strict=True):
-        table.add_row(*row, *([note] if show_notes else []))
-    if len(records) > max_rows:
-        table.caption = f"{len(records) - max_rows} more trials not shown"
-    return table
+        used = _natural_width(build(headers))
+    room = 36 if width is None else min(36, width - used - 3)  # a column costs 3 more
+    return build(headers, room if room >= NOTE_MIN_WIDTH and any(notes) else 0)
 
 
-def _width(headers: Sequence[str], rows: Sequence[Sequence[str | Text]]) -> int:
-    """The table's width: each column its widest line plus a space either side and a rule."""
-    return 1 + sum(
-        3 + max([*map(len, header.split("\n"))] + [len(_plain(row[i])) for row in rows])
-        for i, header in enumerate(headers)
-    )
+def _natural_width(table: Table) -> int:
+    """How wide the table is when nothing limits it."""
+    return _MEASURE.measure(table).maximum
 
 
-def _plain(cell: str | Text) -> str:
-    return cell.plain if isinstance(cell, Text) else cell
+_MEASURE = Console(width=10_000)
 
 
 def headline(name: str, spec: ExperimentSpec, plan: Plan | None) -> Text:
@@ -222,7 +221,7 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], width: int | None = None
             )
         for row in cells:
             table.add_row(*[row.get(name, "") for name in shown])
-        if width is None or Console(width=10_000).measure(table).maximum <= width:
+        if width is None or _natural_width(table) <= width:
             break
     notes = []
     for r in rows:
