@@ -42,6 +42,17 @@ BASE: dict[str, Any] = {
 }
 
 
+def running_view(name: str, action: Any) -> Any:
+    """The Trial an adapter records for a StartTrial: Running, with its design fields."""
+    from trialforge.engine.planner import TrialView
+
+    return TrialView(
+        name, action.index, action.attempt, "Running", action.parameters, action.seed,
+        search_state=action.search_state, role=action.role, config=action.config,
+        repeat=action.repeat, search_index=action.search_index,
+    )  # fmt: skip
+
+
 def experiment_doc(**spec_overrides: Any) -> dict[str, Any]:
     """A valid Experiment with some spec fields replaced (None deletes a field)."""
     doc = copy.deepcopy(BASE)
@@ -75,7 +86,7 @@ class World:
         return [(a.index, a.attempt, a.parameters) for a in self.started]
 
     def step(self, end: Callable[[Any], Any] | None = None, **kw: Any) -> Any:
-        from trialforge.engine.planner import StartTrial, StopTrial, TrialView
+        from trialforge.engine.planner import StartTrial, StopTrial
 
         plan = self.planner.plan(list(self.views.values()), now=kw.pop("now", NOW), **kw)
         for action in plan.actions:
@@ -83,12 +94,7 @@ class World:
                 name = f"x-{action.index}" + (f"-r{action.attempt}" if action.attempt else "")
                 assert name not in self.views, f"{name} started twice"
                 self.started.append(action)
-                self.views[name] = TrialView(
-                    name, action.index, action.attempt, "Running", action.parameters,
-                    action.seed, search_state=action.search_state, role=action.role,
-                    config=action.config, repeat=action.repeat,
-                    search_index=action.search_index,
-                )  # fmt: skip
+                self.views[name] = running_view(name, action)
             elif isinstance(action, StopTrial):
                 self.views[action.name] = replace(self.views[action.name], phase=action.phase)
         active = [v for v in self.views.values() if v.phase in ("Pending", "Running")]

@@ -7,7 +7,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.factories import experiment_doc
+from tests.factories import experiment_doc, running_view
 from trialforge.api import load_experiment
 from trialforge.engine.planner import Planner, StartTrial, StopTrial, TrialView
 
@@ -54,14 +54,7 @@ def test_planner_invariants(
                 started.add(key)
                 assert action.attempt <= retries
                 name = f"p-{action.index}-{action.attempt}"
-                views[name] = TrialView(
-                    name,
-                    action.index,
-                    action.attempt,
-                    "Running",
-                    action.parameters,
-                    search_state=action.search_state,
-                )
+                views[name] = running_view(name, action)
             elif isinstance(action, StopTrial):
                 views[action.name] = replace(views[action.name], phase=action.phase)
         running = [v for v in views.values() if v.phase == "Running"]
@@ -137,18 +130,7 @@ def test_a_planner_that_has_planned_before_plans_like_a_new_one(
         for action in plan.actions:
             if isinstance(action, StartTrial):
                 name = f"p-{action.index}-{action.attempt}"
-                views[name] = TrialView(
-                    name,
-                    action.index,
-                    action.attempt,
-                    "Running",
-                    action.parameters,
-                    search_state=action.search_state,
-                    role=action.role,
-                    config=action.config,
-                    repeat=action.repeat,
-                    search_index=action.search_index,
-                )
+                views[name] = running_view(name, action)
             elif isinstance(action, StopTrial):
                 views[action.name] = replace(views[action.name], phase=action.phase)
         if plan.finished is not None:
