@@ -309,31 +309,36 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _listening(port: int) -> bool:
+def _listen_sockets(port: int) -> set[str]:
+    """The sockets listening on ``port``, as /proc/PID/fd links name them."""
+    sockets = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             parts = line.split()
             if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
-                return True
-    return False
+                sockets.add(f"socket:[{parts[9]}]")
+    return sockets
+
+
+def _listening(port: int) -> bool:
+    return bool(_listen_sockets(port))
+
+
+def _cmdline(proc: Path) -> str:
+    """A /proc/PID's command line, spaces for NULs (OSError when it is gone)."""
+    return (proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
 
 
 def _port_owners(port: int) -> list[tuple[int, str]]:
     """The processes holding a listening socket on ``port``: (pid, command line)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            parts = line.split()
-            if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
-                inodes.add(f"socket:[{parts[9]}]")
+    sockets = _listen_sockets(port)
     owners = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            if any(os.readlink(fd) in inodes for fd in (d / "fd").iterdir()):
-                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
-                owners.append((int(d.name), cmd.replace("\0", " ")[:300]))
+            if any(os.readlink(fd) in sockets for fd in (d / "fd").iterdir()):
+                owners.append((int(d.name), _cmdline(d)[:300]))
         except OSError:
             continue  # gone, or not ours to read
     return owners
@@ -378,11 +383,11 @@ def test_cluster_down_leaves_nothing_behind(cluster: KubeCluster, tmp_path: Path
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and _alive(int(d.name)):
             try:
-                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+                cmd = _cmdline(d)
             except OSError:
                 continue
             if str(state) in cmd:
-                leftovers.append((d.name, cmd.replace("\0", " ")[:200]))
+                leftovers.append((d.name, cmd[:200]))
     assert not leftovers
     # the session cluster is untouched
     cluster.kubectl("get", "--raw", "/readyz")
