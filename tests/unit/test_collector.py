@@ -623,6 +623,7 @@ def test_while_the_trainer_runs_requests_are_spaced_by_the_send_interval(
     cfg = config(tmp_path, ingest.url, source="stdout")
     cfg.send_interval = 0.4
     collector = col.Collector(cfg)
+    collector.rng = _Fixed(0.9)  # every pause 0.4 * (1 + 0.5 * 0.8) = 0.56 s
     thread = threading.Thread(target=collector.run, daemon=True)
     thread.start()
     for i in range(100):  # a line every 20 ms for 2 s
@@ -632,6 +633,28 @@ def test_while_the_trainer_runs_requests_are_spaced_by_the_send_interval(
     (tmp_path / "exit-code").write_text("0\n")
     thread.join(30)
     assert [o["step"] for o in ingest.stored] == list(range(100))
-    # About 2 s / 0.4 s requests with observations, plus the end's; polling every
+    # About 2 s / 0.56 s requests with observations, plus the end's; polling every
     # 20 ms without the interval would make dozens.
-    assert len(ingest.requests) <= 12, ingest.requests
+    assert len(ingest.requests) <= 10, ingest.requests
+    # The pause after each answer is the one drawn from the collector's rng.
+    assert collector.next_request - collector.last_request == pytest.approx(0.56)
+
+
+class _Fixed(random.Random):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_each_pause_between_requests_is_drawn_from_half_to_one_and_a_half_intervals() -> None:
+    rng = random.Random(7)
+    pauses = [col.send_pause(0.4, rng) for _ in range(2000)]
+    assert 0.2 <= min(pauses) < 0.21
+    assert 0.59 < max(pauses) < 0.6
+    # Uniform over the range: collectors answered together drift apart, and stay
+    # apart; on average one request per interval, as without the jitter.
+    assert sum(pauses) / len(pauses) == pytest.approx(0.4, abs=0.01)
+    assert sum(p < 0.4 for p in pauses) == pytest.approx(1000, abs=100)

@@ -54,7 +54,8 @@ Environment (flags of ``trialforge collector`` override them):
 ``TRIALFORGE_BUFFER_SIZE``       unacknowledged observations kept, at most (50000)
 ``TRIALFORGE_FLUSH_TIMEOUT``     seconds to deliver the rest after the end (25)
 ``TRIALFORGE_SEND_INTERVAL``     seconds between two requests while the trainer
-                                 runs, at least (0.5); the end sends at once
+                                 runs, on average (0.5; each pause is drawn from
+                                 0.5-1.5 times it); the end sends at once
 ===============================  =================================================
 """
 
@@ -93,6 +94,13 @@ EXIT_FILE = "exit-code"
 STATE_DIR = "collector"
 MAX_LINE = 1 << 20
 PROGRESS, IDLE, FAILED = "progress", "idle", "failed"  # what one send round came to
+# A pause between requests is the send interval times 1 - SEND_JITTER to
+# 1 + SEND_JITTER, drawn afresh each time.  With a fixed pause, collectors answered
+# at the same moment (all of them, after any pause of the operator's) send at the
+# same moment again, every interval, and such a herd only grows: each answer then
+# waits behind a hundred others (Floyd & Jacobson, "The synchronization of periodic
+# routing messages", who draw from 0.5 to 1.5 times the period too).
+SEND_JITTER = 0.5
 READ_CHUNK = 1 << 18
 
 
@@ -670,6 +678,11 @@ def restore_reader(reader: ObservationReader, saved: Mapping[str, Any]) -> None:
 # -- delivery ---------------------------------------------------------------------------
 
 
+def send_pause(interval: float, rng: random.Random) -> float:
+    """Seconds from one request's answer to the next request, while the trainer runs."""
+    return interval * (1.0 + SEND_JITTER * (2.0 * rng.random() - 1.0))
+
+
 def backoff_delays(base: float, cap: float, rng: random.Random | None = None) -> Iterator[float]:
     """Exponential backoff with 'equal jitter': half fixed, half random, capped."""
     rng = rng or random.Random()
@@ -770,6 +783,8 @@ class Collector:
         self.failures = 0
         self.sent = 0  # the last seq the operator said it holds (its "received")
         self.last_request = 0.0
+        self.next_request = 0.0  # not before, while the trainer runs (see SEND_JITTER)
+        self.rng = random.Random()
         self.full_batch = False
         self._sleep = sleep or self.stopping.wait
         if self.journal.resumed:
@@ -840,7 +855,7 @@ class Collector:
         once), IDLE (nothing to do yet) or FAILED (back off before trying again)."""
         journal = self.journal
         urgent = self.drained.is_set() or journal.room() < self.cfg.buffer_size // 2
-        linger = self.last_request + self.cfg.send_interval - time.monotonic()
+        linger = self.next_request - time.monotonic()
         if linger > 0 and not urgent and not self.full_batch:
             return self._idle(min(linger, self.cfg.poll_interval))
         items = journal.batch(self.cfg.batch_size, after=max(self.sent, journal.acked))
@@ -860,6 +875,7 @@ class Collector:
         acked_before = journal.acked
         result = self.client.send(items, wait)
         self.last_request = time.monotonic()
+        self.next_request = self.last_request + send_pause(self.cfg.send_interval, self.rng)
         self.full_batch = len(items) == self.cfg.batch_size  # more may wait: no linger
         self.sent_requests += 1
         stored = result.body.get("stored")
