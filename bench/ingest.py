@@ -31,6 +31,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import random
 import shutil
 import socket
 import statistics
@@ -42,9 +43,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from trialforge.metrics.collector import send_pause
+
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "e2e" / "cluster"
 KEY = "bench-ingest-key"
+# Seconds into the load after which answers are also counted apart: the collectors
+# start together, and their jittered pauses take a few rounds to spread them out.
+SETTLED = 10.0
+LAG_TICK = 0.005  # seconds: the load generator's probe of its own event loop
 NS = "bench-ingest"
 XP = "ingest"
 
@@ -150,13 +157,18 @@ async def _collector(
     out: dict[str, list[float]],
     rate: float,
     interval: float,
+    fixed: bool,
 ) -> None:
     """One collector, speaking the collector's protocol: one request in flight; each
-    carries what was produced since the last one (up to ``batch``), at most every
-    ``interval`` (the collector's send interval); ``received`` says where the next
-    starts, ``stored`` what may be forgotten.  rate == 0: closed loop, fixed batches
-    of ``batch``, back to back.  Measured: each request's answer time (receipt), and
-    for each observation batch the time until an answer said it was stored."""
+    carries what was produced since the last one (up to ``batch``), after the
+    collector's own pause (``send_pause``: the send interval, drawn from 1 to 1.5
+    times it); ``received`` says where the next starts, ``stored`` what may be
+    forgotten.  ``fixed``: a request every ``interval`` exactly instead, whatever the
+    answer time, so collectors that start together stay together.  rate == 0: closed
+    loop, fixed batches of ``batch``, back to back.  Measured: each request's answer
+    time (receipt), and for each observation batch the time until an answer said it
+    was stored."""
+    rng = random.Random(trial)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = {"namespace": NS, "trial": trial, "token": token(NS, trial)}
     prefix = (json.dumps(head)[:-1] + ',"observations":[').encode()
@@ -170,6 +182,7 @@ async def _collector(
 
     waiting: list[tuple[int, float]] = []  # (last seq of a batch, when it was sent)
     started = time.monotonic()
+    started_perf = time.perf_counter()
 
     def answered(code: int, answer: dict[str, Any], now: float) -> None:
         nonlocal sent, stored, kept, waiting
@@ -205,6 +218,8 @@ async def _collector(
             # A trial's first request also reads its Trial from the API server (once
             # per trial, or after an operator restart): reported apart.
             out["first" if not out_first_done else "receipt"].append(took)
+            if sent_at - started_perf >= SETTLED:
+                out["receipt_settled"].append(took)
             out_first_done = True
             if code == 200:
                 waiting.append((todo[-1][0], time.monotonic() - took))
@@ -212,8 +227,10 @@ async def _collector(
             answered(code, answer, time.monotonic())
             if code == 503:
                 await asyncio.sleep(0.05)
-            elif rate > 0:
+            elif rate > 0 and fixed:
                 await asyncio.sleep(max(0.0, interval - took))
+            elif rate > 0:
+                await asyncio.sleep(send_pause(interval, rng))
         out["stored_in_load"].append(stored)
         # The end: send the rest, then ask to be answered once it is stored.
         drain_until = time.monotonic() + 60
@@ -238,12 +255,15 @@ def _load_process(
     seconds: float,
     rate: float,
     interval: float,
+    fixed: bool,
     out: Any,
 ) -> None:
     result: dict[str, list[float]] = {
         k: []
         for k in (
             "receipt",
+            "receipt_settled",
+            "loop_lag",
             "stored_lag",
             "received",
             "stored",
@@ -254,10 +274,19 @@ def _load_process(
         )
     }
 
+    async def lag_probe(until: float) -> None:
+        """How late this process's own event loop wakes up (its delays are in every
+        answer time it measures)."""
+        while time.monotonic() < until:
+            asked = time.perf_counter()
+            await asyncio.sleep(LAG_TICK)
+            result["loop_lag"].append(time.perf_counter() - asked - LAG_TICK)
+
     async def main() -> None:
         until = time.monotonic() + seconds
         await asyncio.gather(
-            *(_collector(port, t, batch, until, result, rate, interval) for t in trials)
+            lag_probe(until),
+            *(_collector(port, t, batch, until, result, rate, interval, fixed) for t in trials),
         )
 
     asyncio.run(main())
@@ -273,12 +302,13 @@ def run_load(
     procs: int,
     rate: float,
     interval: float,
+    fixed: bool = False,
 ) -> dict[str, Any]:
     queue: Any = mp.get_context("fork").Queue()
     groups = [trials[i::procs] for i in range(procs)]
     workers = [
         mp.get_context("fork").Process(
-            target=_load_process, args=(port, g, batch, seconds, rate, interval, queue)
+            target=_load_process, args=(port, g, batch, seconds, rate, interval, fixed, queue)
         )
         for g in groups
     ]
@@ -294,6 +324,7 @@ def run_load(
         return sorted(x for r in results for x in r[key])
 
     receipt, lag, first = merged("receipt"), merged("stored_lag"), merged("first")
+    settled, loop_lag = merged("receipt_settled"), merged("loop_lag")
     stored, produced = sum(merged("stored")), sum(merged("produced"))
 
     def pct(values: list[float], q: float) -> float:
@@ -313,6 +344,11 @@ def run_load(
         "p50_ms": pct(receipt, 0.50),
         "p99_ms": pct(receipt, 0.99),
         "max_ms": receipt[-1] * 1000 if receipt else 0.0,
+        "settled_p50_ms": pct(settled, 0.50),
+        "settled_p99_ms": pct(settled, 0.99),
+        "settled_requests": len(settled),
+        "load_loop_lag_p99_ms": pct(loop_lag, 0.99),
+        "load_loop_lag_max_ms": loop_lag[-1] * 1000 if loop_lag else 0.0,
         "mean_ms": statistics.fmean(receipt) * 1000 if receipt else 0.0,
         "first_p50_ms": pct(first, 0.50),
         "first_max_ms": first[-1] * 1000 if first else 0.0,
@@ -412,6 +448,13 @@ def main() -> int:
         default=0.5,
         help="seconds between one collector's requests, at least (the collector's "
         "TRIALFORGE_SEND_INTERVAL)",
+    )
+    parser.add_argument(
+        "--fixed-schedule",
+        action="store_true",
+        help="each collector sends every --interval exactly, whatever the answer time (the "
+        "collectors start together and so stay together), instead of the collector's own "
+        "jittered pause after each answer",
     )
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
@@ -517,8 +560,9 @@ def main() -> int:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         load = run_load(
-            port, trials, args.batch, args.seconds, args.procs, args.rate, args.interval
-        )
+            port, trials, args.batch, args.seconds, args.procs, args.rate, args.interval,
+            args.fixed_schedule,
+        )  # fmt: skip
         load["pinned"] = bool(args.pin)
         if spy is not None:
             spy.wait(60)
@@ -578,9 +622,9 @@ def record(r: dict[str, Any]) -> None:
          if ln.startswith("model name")), platform.processor(),
     )  # fmt: skip
     text = f"""
-### Run: {a["collectors"]} collectors, {a["rate"]:.0f} obs/s each, a request every {a["interval"]} s at most, {a["seconds"]:.0f} s{", operator pinned to CPU 0" if a["pin"] else ""}
+### Run: {a["collectors"]} collectors, {a["rate"]:.0f} obs/s each, {"a request every " + str(a["interval"]) + " s, in step" if a.get("fixed_schedule") else "the collector's pause of " + str(a["interval"]) + "-" + str(1.5 * a["interval"]) + " s between requests"}, {a["seconds"]:.0f} s{", operator pinned to CPU 0" if a["pin"] else ""}
 
-Date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}. Command: `.venv/bin/python bench/ingest.py --seconds {a["seconds"]:.0f} --rate {a["rate"]:.0f} --tail-seconds {a["tail_seconds"]:.0f}{" --pin" if a["pin"] else ""}`.
+Date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}. Command: `.venv/bin/python bench/ingest.py --seconds {a["seconds"]:.0f} --rate {a["rate"]:.0f} --tail-seconds {a["tail_seconds"]:.0f}{" --pin" if a["pin"] else ""}{" --fixed-schedule" if a.get("fixed_schedule") else ""}`.
 
 Machine: {cpu} CPUs ({model}), Python {platform.python_version()}, shared with other sessions.
 
@@ -592,12 +636,14 @@ Machine: {cpu} CPUs ({model}), Python {platform.python_version()}, shared with o
 | observations per request (mean) | {load["mean_batch"]:.0f} | |
 | observations / s per operator CPU-second | {load["obs_per_operator_core_s"]:,.0f} | >= 20,000 on one core |
 | answer (receipt ack) latency p50 / p99 / max, after each trial's first request | {load["p50_ms"]:.1f} / {load["p99_ms"]:.1f} / {load["max_ms"]:.0f} ms | p99 <= 20 ms |
+| the same, from {SETTLED:.0f} s into the load on ({load["settled_requests"]:,} requests) | {load["settled_p50_ms"]:.1f} / {load["settled_p99_ms"]:.1f} ms | |
 | a trial's first request (reads the Trial), p50 / max | {load["first_p50_ms"]:.0f} / {load["first_max_ms"]:.0f} ms | |
 | sent → answered as stored in the Trial, p50 / p99 / max | {load["stored_p50_ms"]:.0f} / {load["stored_p99_ms"]:.0f} / {load["stored_max_ms"]:.0f} ms | |
 | observations produced / stored | {load["produced"]:,} / {load["stored"]:,} | all |
 | operator CPU per 10k observations | {load["operator_cpu_per_10k"]:.2f} s | |
 | the operator's own answer time p99 (its histogram's bucket) | <= {load["operator_answer_p99_ms"]:.0f} ms | |
 | load generator's CPU | {load["load_generator_cores"]:.2f} cores | |
+| load generator's own event loop: wake-up delay p99 / max (in every answer time above) | {load["load_loop_lag_p99_ms"]:.1f} / {load["load_loop_lag_max_ms"]:.0f} ms | |
 | apiserver / etcd CPU per 10k observations | {load["apiserver_cpu_per_10k"]:.2f} s / {load["etcd_cpu_per_10k"]:.2f} s | |
 | operator cores used during the load | {load["operator_cores"]:.2f} | |
 | requests (acks) | {load["requests"]:,} | |
