@@ -43,7 +43,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from trialforge.metrics.collector import send_pause
+from trialforge.metrics.collector import SEND_JITTER, send_pause
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "e2e" / "cluster"
@@ -161,7 +161,7 @@ async def _collector(
 ) -> None:
     """One collector, speaking the collector's protocol: one request in flight; each
     carries what was produced since the last one (up to ``batch``), after the
-    collector's own pause (``send_pause``: the send interval, drawn from 1 to 1.5
+    collector's own pause (``send_pause``: the send interval, drawn from 0.5 to 1.5
     times it); ``received`` says where the next starts, ``stored`` what may be
     forgotten.  ``fixed``: a request every ``interval`` exactly instead, whatever the
     answer time, so collectors that start together stay together.  rate == 0: closed
@@ -621,8 +621,15 @@ def record(r: dict[str, Any]) -> None:
         (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
          if ln.startswith("model name")), platform.processor(),
     )  # fmt: skip
+    interval = a["interval"]
+    schedule = (
+        f"a request every {interval:g} s, in step"
+        if a.get("fixed_schedule")
+        else f"the collector's pause of {(1 - SEND_JITTER) * interval:g}-"
+        f"{(1 + SEND_JITTER) * interval:g} s between requests"
+    )
     text = f"""
-### Run: {a["collectors"]} collectors, {a["rate"]:.0f} obs/s each, {"a request every " + str(a["interval"]) + " s, in step" if a.get("fixed_schedule") else "the collector's pause of " + str(a["interval"]) + "-" + str(1.5 * a["interval"]) + " s between requests"}, {a["seconds"]:.0f} s{", operator pinned to CPU 0" if a["pin"] else ""}
+### Run: {a["collectors"]} collectors, {a["rate"]:.0f} obs/s each, {schedule}, {a["seconds"]:.0f} s{", operator pinned to CPU 0" if a["pin"] else ""}
 
 Date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}. Command: `.venv/bin/python bench/ingest.py --seconds {a["seconds"]:.0f} --rate {a["rate"]:.0f} --tail-seconds {a["tail_seconds"]:.0f}{" --pin" if a["pin"] else ""}{" --fixed-schedule" if a.get("fixed_schedule") else ""}`.
 
