@@ -548,6 +548,37 @@ def test_interrupt_then_resume_finishes_without_repeating_a_trial(tmp_path: Path
             assert (rd.trials_dir / f"{record.name}{suffix}").stat().st_size > 0
 
 
+def test_a_record_left_unreadable_counts_as_never_written_and_its_trial_runs_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Trial records are not fsynced one by one: after a power cut one can be empty
+    # (its data never reached the disk) or cut short.
+    out = tmp_path / "out"
+    doc = experiment(out, "--steps", "2", max_trials=3)
+    first, rd, _ = run_local(doc, tmp_path)
+    assert first.phase == "Succeeded"
+    before = by_name(rd.load_trials())
+    rd.record_path("tiny-1").write_text("")
+    whole = rd.record_path("tiny-2").read_text()
+    rd.record_path("tiny-2").write_text(whole[: len(whole) // 2])
+
+    assert sorted(r.name for r in rd.load_trials()) == ["tiny-0"]
+    assert "tiny-1.json is unreadable" in caplog.text
+    assert "tiny-2.json is unreadable" in caplog.text
+
+    again, rd, _ = run_local(doc, tmp_path)
+    assert (again.phase, again.reason) == ("Succeeded", "BudgetExhausted")
+    after = by_name(rd.load_trials())
+    assert sorted(after) == ["tiny-0", "tiny-1", "tiny-2"]
+    assert all(r.phase == "Succeeded" for r in after.values())
+    assert after["tiny-0"].start_time == before["tiny-0"].start_time  # not run again
+    starts = Counter(e[1] for e in trainer_events(out) if e[0] == "start")
+    assert starts == {"tiny-0": 1, "tiny-1": 2, "tiny-2": 2}
+    # Run again with the parameters the search gave that index the first time.
+    for name in ("tiny-1", "tiny-2"):
+        assert after[name].parameters == before[name].parameters
+
+
 def test_resume_with_a_different_spec_is_refused(tmp_path: Path) -> None:
     out, run_dir = tmp_path / "out", tmp_path / "run"
     doc = experiment(out, "--steps", "2", max_trials=1)

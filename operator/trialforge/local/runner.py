@@ -100,11 +100,12 @@ class LocalRunner:
         # Trial records are written in the background, so that starting the
         # next trial never waits for the disk, and a trial's start is written
         # START_RECORD_DELAY late, so that a shorter trial is written once, at
-        # its end.  A crash can lose the last few changes: a trial that ended
-        # is then still recorded as running, one that started (within that
-        # delay) has no record yet; a resume runs both again (from the start:
-        # their log and observations begin afresh), as it does any trial that
-        # was running when the crash came.
+        # its end.  A crash can lose the last few changes (a power cut, the
+        # last seconds of them: records are not fsynced, see local.rundir): a
+        # trial that ended is then still recorded as running, one that started
+        # has no record yet (or an unreadable one); a resume runs both again
+        # (from the start: their log and observations begin afresh), as it
+        # does any trial that was running when the crash came.
         self.writer = self.dir.writer()
         # What changed this round, written once the round's trials have
         # started: the next trial's start never waits behind the bookkeeping
