@@ -483,7 +483,7 @@ def render(
         "*plain*: `study.ask()`, `subprocess.run` of the same argv and interpreter, parse the "
         "line, `study.tell()`. *trialforge*: `LocalRunner.run()` in-process on the same "
         "experiment (what `trialforge run` runs after loading the YAML): a process group per "
-        "trial, output pumped to a log and parsed, an atomic fsync'd JSON record per trial "
+        "trial, output pumped to a log and parsed, an atomic JSON record per trial (written, then renamed) "
         "(two for a trial longer than a second: its start, then its end), an event line, the "
         "planner at each trial's end (and at an observation a pruner judges, or a non-finite one; "
         "neither here). *spawn*: the trainer alone, N times, no search — the floor. "
