@@ -26,6 +26,7 @@ smoke: $(STAMP)  ## a run that finishes in seconds
 
 test: $(STAMP) cluster-build  ## every test: lint, unit, and against the real local control plane
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/trialforge crds --check
 	$(BIN)/trialforge crds --check -o charts/trialforge/crds
 	$(BIN)/pytest
@@ -38,10 +39,10 @@ cluster-test: $(STAMP) cluster-build  ## only the tests against the local contro
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff format --check .
 
 format: $(STAMP)
-	$(BIN)/ruff format operator tests bench examples
+	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 crds: $(STAMP)  ## regenerate crds/ (and the chart's copy) from the models

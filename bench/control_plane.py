@@ -43,8 +43,9 @@ def mem_gib() -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -58,11 +59,17 @@ def main() -> int:
     rss: list[float] = []
     for _ in range(a.runs):
         t0 = time.monotonic()
-        subprocess.run([*cli, "--name", name, "--dir", str(state), "up"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*cli, "--name", name, "--dir", str(state), "up"], check=True, capture_output=True
+        )
         ups.append(time.monotonic() - t0)
-        st = json.loads(subprocess.run([*cli, "--name", name, "--dir", str(state), "status"],
-                                       capture_output=True, text=True).stdout)
+        st = json.loads(
+            subprocess.run(
+                [*cli, "--name", name, "--dir", str(state), "status"],
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
         total = 0
         for comp in st["components"].values():
             for line in Path(f"/proc/{comp['pid']}/status").read_text().splitlines():
@@ -70,8 +77,9 @@ def main() -> int:
                     total += int(line.split()[1])
         rss.append(total / 1024)
         t0 = time.monotonic()
-        subprocess.run([*cli, "--name", name, "--dir", str(state), "down"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*cli, "--name", name, "--dir", str(state), "down"], check=True, capture_output=True
+        )
         downs.append(time.monotonic() - t0)
 
     builds = {}
@@ -81,10 +89,14 @@ def main() -> int:
             builds[t.name] = json.loads(f.read_text())
     sizes = {t.name: du(tfcluster.tool_dir(t)) for t in tfcluster.TOOLSET}
     res = {
-        "machine": {"nproc": os.cpu_count(), "mem_gib": round(mem_gib(), 1),
-                    "python": platform.python_version(),
-                    "go": subprocess.run(["go", "env", "GOVERSION"], capture_output=True,
-                                         text=True).stdout.strip()},
+        "machine": {
+            "nproc": os.cpu_count(),
+            "mem_gib": round(mem_gib(), 1),
+            "python": platform.python_version(),
+            "go": subprocess.run(
+                ["go", "env", "GOVERSION"], capture_output=True, text=True
+            ).stdout.strip(),
+        },
         "date": time.strftime("%Y-%m-%d"),
         "builds": builds,
         "cache_bytes": sizes,
@@ -100,12 +112,17 @@ def main() -> int:
     print("\n| tool | version | build s | binaries MiB |\n|---|---|---|---|")
     for t in tfcluster.TOOLSET:
         b = builds.get(t.name, {})
-        print(f"| {t.name} | {t.version()} | {b.get('seconds', '?')} | "
-              f"{sizes[t.name] / 2**20:.0f} |")
-    print(f"\nup   (s): median {statistics.median(ups):.2f}, min {min(ups):.2f}, "
-          f"max {max(ups):.2f}, runs {ups}")
-    print(f"down (s): median {statistics.median(downs):.2f}, min {min(downs):.2f}, "
-          f"max {max(downs):.2f}")
+        print(
+            f"| {t.name} | {t.version()} | {b.get('seconds', '?')} | {sizes[t.name] / 2**20:.0f} |"
+        )
+    print(
+        f"\nup   (s): median {statistics.median(ups):.2f}, min {min(ups):.2f}, "
+        f"max {max(ups):.2f}, runs {ups}"
+    )
+    print(
+        f"down (s): median {statistics.median(downs):.2f}, min {min(downs):.2f}, "
+        f"max {max(downs):.2f}"
+    )
     print(f"RSS of the 5 components right after up (MiB): {res['rss_mib']}")
     return 0
 

@@ -84,14 +84,18 @@ class Tool:
                 ):
                     flags.append(f"-X={pkg}.{key}={val}")
         elif self.name == "helm":
-            flags += [f"-X=helm.sh/helm/v3/internal/version.version={v}",
-                      "-X=helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+            flags += [
+                f"-X=helm.sh/helm/v3/internal/version.version={v}",
+                "-X=helm.sh/helm/v3/internal/version.gitTreeState=clean",
+            ]
             text = (self.dir / "go.mod").read_text()
             m = re.search(r"k8s\.io/client-go v0\.(\d+)\.", text)
             if m:
                 for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
-                    flags += [f"-X={pkg}.k8sVersionMajor=1",
-                              f"-X={pkg}.k8sVersionMinor={m.group(1)}"]
+                    flags += [
+                        f"-X={pkg}.k8sVersionMajor=1",
+                        f"-X={pkg}.k8sVersionMinor={m.group(1)}",
+                    ]
         return flags
 
     def stamp(self) -> str:
@@ -108,14 +112,21 @@ class Tool:
 
 TOOLSET: tuple[Tool, ...] = (
     Tool("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "."}),
-    Tool("kwok", "sigs.k8s.io/kwok", {"kwok": "sigs.k8s.io/kwok/cmd/kwok",
-                                      "kwokctl": "sigs.k8s.io/kwok/cmd/kwokctl"}),
-    Tool("kube", "k8s.io/kubernetes", {
-        "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
-        "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
-        "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
-        "kubectl": "k8s.io/kubernetes/cmd/kubectl",
-    }),
+    Tool(
+        "kwok",
+        "sigs.k8s.io/kwok",
+        {"kwok": "sigs.k8s.io/kwok/cmd/kwok", "kwokctl": "sigs.k8s.io/kwok/cmd/kwokctl"},
+    ),
+    Tool(
+        "kube",
+        "k8s.io/kubernetes",
+        {
+            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+            "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+        },
+    ),
     Tool("helm", "helm.sh/helm/v3", {"helm": "helm.sh/helm/v3/cmd/helm"}),
 )
 
@@ -160,8 +171,9 @@ def find_go() -> tuple[str, str]:
             f"go not found on PATH: install Go >= {MIN_GO[0]}.{MIN_GO[1]} (k8s.io/kubernetes "
             f"{TOOLSET[2].version()} needs it), e.g. from https://go.dev/dl/ or a package manager"
         )
-    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True,
-                         env=go_env()).stdout.strip()
+    out = subprocess.run(
+        [go, "env", "GOVERSION"], capture_output=True, text=True, env=go_env()
+    ).stdout.strip()
     m = re.match(r"go(\d+)\.(\d+)", out)
     if not m or (int(m.group(1)), int(m.group(2))) < MIN_GO:
         raise ClusterError(f"{go} is {out or 'unknown'}; need Go >= {MIN_GO[0]}.{MIN_GO[1]}")
@@ -195,24 +207,41 @@ def build_tool(tool: Tool, go: str) -> float:
     tmp = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=cache_root()))
     try:
         (tmp / "bin").mkdir()
-        log(f"building {tool.name} {tool.version()} ({', '.join(tool.packages)}) "
-            f"into {d} -- the first build takes minutes")
+        log(
+            f"building {tool.name} {tool.version()} ({', '.join(tool.packages)}) "
+            f"into {d} -- the first build takes minutes"
+        )
         t0 = time.monotonic()
-        cmd = [go, "build", "-trimpath", "-ldflags=" + " ".join(tool.ldflags()),
-               "-o", str(tmp / "bin") + "/"]
+        cmd = [
+            go,
+            "build",
+            "-trimpath",
+            "-ldflags=" + " ".join(tool.ldflags()),
+            "-o",
+            str(tmp / "bin") + "/",
+        ]
         pkgs = list(tool.packages.values())
         if pkgs == ["."]:
             cmd[-1] = str(tmp / "bin" / next(iter(tool.packages)))
         proc = subprocess.run([*cmd, *pkgs], cwd=tool.dir, env=go_env())
         if proc.returncode != 0:
-            raise ClusterError(f"go build of {tool.name} failed (exit {proc.returncode}); "
-                               f"see the output above")
+            raise ClusterError(
+                f"go build of {tool.name} failed (exit {proc.returncode}); see the output above"
+            )
         secs = time.monotonic() - t0
         (tmp / "stamp").write_text(tool.stamp() + "\n")
-        (tmp / "build.json").write_text(json.dumps({
-            "tool": tool.name, "version": tool.version(), "seconds": round(secs, 1),
-            "go": go_version(go), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }) + "\n")
+        (tmp / "build.json").write_text(
+            json.dumps(
+                {
+                    "tool": tool.name,
+                    "version": tool.version(),
+                    "seconds": round(secs, 1),
+                    "go": go_version(go),
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+            )
+            + "\n"
+        )
         if d.exists():
             shutil.rmtree(d)
         tmp.rename(d)
@@ -224,8 +253,9 @@ def build_tool(tool: Tool, go: str) -> float:
 
 
 def go_version(go: str) -> str:
-    return subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True,
-                          env=go_env()).stdout.strip()
+    return subprocess.run(
+        [go, "env", "GOVERSION"], capture_output=True, text=True, env=go_env()
+    ).stdout.strip()
 
 
 def link_bins() -> Path:
@@ -252,8 +282,7 @@ def build(only: Sequence[str] = (), force: bool = False) -> Path:
     tools = [t for t in TOOLSET if not only or t.name in only]
     unknown = set(only) - {t.name for t in TOOLSET}
     if unknown:
-        raise ClusterError(f"unknown tool(s) {sorted(unknown)}; known: "
-                           f"{[t.name for t in TOOLSET]}")
+        raise ClusterError(f"unknown tool(s) {sorted(unknown)}; known: {[t.name for t in TOOLSET]}")
     cache_root().mkdir(parents=True, exist_ok=True)
     with file_lock(cache_root() / ".build.lock"):
         missing = [t for t in tools if force or not tool_is_built(t)]
@@ -280,8 +309,13 @@ def ensure_built(only: Sequence[str] = CLUSTER_TOOLS) -> Path:
 def regen_kube_gomod(version: str) -> None:
     """Rewrite e2e/tools/kube/go.mod for k8s.io/kubernetes `version` and tidy it."""
     go, _ = find_go()
-    out = subprocess.run([go, "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
-                         capture_output=True, text=True, env=go_env(), cwd=TOOLS / "kube")
+    out = subprocess.run(
+        [go, "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
+        capture_output=True,
+        text=True,
+        env=go_env(),
+        cwd=TOOLS / "kube",
+    )
     if out.returncode != 0:
         raise ClusterError(f"go mod download k8s.io/kubernetes@{version}: {out.stderr}")
     gomod = Path(json.loads(out.stdout)["GoMod"]).read_text()
@@ -294,13 +328,22 @@ def regen_kube_gomod(version: str) -> None:
         f"// Generated by `e2e/build --regen-kube {version}` from k8s.io/kubernetes {version}'s",
         "// go.mod: k8s.io/kubernetes points its k8s.io/* staging modules at ./staging paths,",
         f"// so each one is replaced here by its published {stage_ver}. Do not edit by hand.",
-        "module trialforge.local/e2e/tools/kube", "",
-        f"go {go_line.group(1) if go_line else '1.26.0'}", "",
+        "module trialforge.local/e2e/tools/kube",
+        "",
+        f"go {go_line.group(1) if go_line else '1.26.0'}",
+        "",
     ]
     if godebug:
         lines += [godebug.group(0), ""]
-    lines += ["tool (", *[f"\t{p}" for p in tools], ")", "",
-              f"require k8s.io/kubernetes {version}", "", "replace ("]
+    lines += [
+        "tool (",
+        *[f"\t{p}" for p in tools],
+        ")",
+        "",
+        f"require k8s.io/kubernetes {version}",
+        "",
+        "replace (",
+    ]
     lines += [f"\t{m} => {m} {stage_ver}" for m in staging]
     lines += [")", ""]
     (TOOLS / "kube" / "go.mod").write_text("\n".join(lines))
@@ -463,11 +506,11 @@ class Cluster:
         env.pop("KUBECONFIG", None)
         return env
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60,
-                input_: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 60, input_: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [str(bin_dir() / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              input=input_)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input_)
         if check and proc.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
@@ -538,22 +581,45 @@ componentsPatches:
             log(f"cleaning a dead or partial cluster in {self.state_dir}")
             self.down(quiet=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.write_state({"name": self.name, "kwok_name": self.kwok_name, "phase": "starting",
-                          "owner_pid": owner_pid, "creator_pid": os.getpid()})
+        self.write_state(
+            {
+                "name": self.name,
+                "kwok_name": self.kwok_name,
+                "phase": "starting",
+                "owner_pid": owner_pid,
+                "creator_pid": os.getpid(),
+            }
+        )
         cfg = self.write_kwokctl_config(bins)
-        cmd = [str(bins / "kwokctl"), "create", "cluster", "--name", self.kwok_name,
-               "--config", str(cfg), "--config", str(STAGES),
-               "--kubeconfig", str(self.kwokctl_contexts),
-               "--wait", f"{int(wait)}s", "--timeout", f"{int(wait)}s"]
-        proc = subprocess.run(cmd, env=self.kwokctl_env(), capture_output=True, text=True,
-                              timeout=wait + 60)
+        cmd = [
+            str(bins / "kwokctl"),
+            "create",
+            "cluster",
+            "--name",
+            self.kwok_name,
+            "--config",
+            str(cfg),
+            "--config",
+            str(STAGES),
+            "--kubeconfig",
+            str(self.kwokctl_contexts),
+            "--wait",
+            f"{int(wait)}s",
+            "--timeout",
+            f"{int(wait)}s",
+        ]
+        proc = subprocess.run(
+            cmd, env=self.kwokctl_env(), capture_output=True, text=True, timeout=wait + 60
+        )
         (self.state_dir / "kwokctl-create.log").write_text(proc.stdout + proc.stderr)
         self._record_pids()
         if proc.returncode != 0:
             logs = self.tail_logs()
             self.down(quiet=True)
-            raise ClusterError(f"kwokctl create cluster failed (exit {proc.returncode}):\n"
-                               f"{proc.stderr[-3000:]}\n{logs}")
+            raise ClusterError(
+                f"kwokctl create cluster failed (exit {proc.returncode}):\n"
+                f"{proc.stderr[-3000:]}\n{logs}"
+            )
         src = self.cluster_dir / "kubeconfig.yaml"
         shutil.copyfile(src, self.kubeconfig)
         try:
@@ -563,8 +629,12 @@ componentsPatches:
             self.down(quiet=True)
             raise ClusterError(f"cluster did not become ready:\n{logs}") from None
         st = self.read_state()
-        st.update(phase="running", kubeconfig=str(self.kubeconfig), bin_dir=str(bins),
-                  up_seconds=round(time.monotonic() - t0, 2))
+        st.update(
+            phase="running",
+            kubeconfig=str(self.kubeconfig),
+            bin_dir=str(bins),
+            up_seconds=round(time.monotonic() - t0, 2),
+        )
         self.write_state(st)
         if owner_pid:
             self._start_watchdog(owner_pid)
@@ -572,16 +642,21 @@ componentsPatches:
 
     def _record_pids(self) -> None:
         st = self.read_state()
-        st["pids"] = {name: {"pid": pid, "start": pid_start_time(pid), "cmd": pid_cmdline(pid)}
-                      for name, pid in self.component_pids().items() if pid_alive(pid)}
+        st["pids"] = {
+            name: {"pid": pid, "start": pid_start_time(pid), "cmd": pid_cmdline(pid)}
+            for name, pid in self.component_pids().items()
+            if pid_alive(pid)
+        }
         self.write_state(st)
 
     def _wait_ready(self, deadline: float) -> None:
         checks: list[tuple[str, list[str]]] = [
             ("apiserver /readyz", ["get", "--raw", "/readyz"]),
             ("scheduler lease", ["-n", "kube-system", "get", "lease", "kube-scheduler"]),
-            ("controller-manager lease",
-             ["-n", "kube-system", "get", "lease", "kube-controller-manager"]),
+            (
+                "controller-manager lease",
+                ["-n", "kube-system", "get", "lease", "kube-controller-manager"],
+            ),
             ("default service account", ["-n", "default", "get", "serviceaccount", "default"]),
         ]
         for what, args in checks:
@@ -590,8 +665,11 @@ componentsPatches:
                     break
                 if time.monotonic() > deadline:
                     raise ClusterError(f"timed out waiting for {what}")
-                dead = [n for n, i in self.read_state().get("pids", {}).items()
-                        if not pid_alive(i["pid"])]
+                dead = [
+                    n
+                    for n, i in self.read_state().get("pids", {}).items()
+                    if not pid_alive(i["pid"])
+                ]
                 if dead:
                     raise ClusterError(f"component(s) exited: {', '.join(dead)}")
                 time.sleep(0.2)
@@ -605,15 +683,30 @@ componentsPatches:
             kill_pids({old["pid"]: old["start"]})
         logf = open(self.state_dir / "watchdog.log", "a")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--dir", str(self.state_dir),
-             "--name", self.name, "_watchdog", "--owner-pid", str(owner_pid)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--dir",
+                str(self.state_dir),
+                "--name",
+                self.name,
+                "_watchdog",
+                "--owner-pid",
+                str(owner_pid),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
             close_fds=True,
         )
         logf.close()
         st["owner_pid"] = owner_pid
-        st["watchdog"] = {"pid": proc.pid, "start": pid_start_time(proc.pid),
-                          "owner_pid": owner_pid}
+        st["watchdog"] = {
+            "pid": proc.pid,
+            "start": pid_start_time(proc.pid),
+            "owner_pid": owner_pid,
+        }
         self.write_state(st)
 
     def down(self, quiet: bool = False, keep_watchdog: bool = False) -> float:
@@ -629,9 +722,20 @@ componentsPatches:
         if self.cluster_dir.exists() and kwokctl.exists():
             self.kwokctl_contexts.touch()
             proc = subprocess.run(
-                [str(kwokctl), "delete", "cluster", "--name", self.kwok_name,
-                 "--kubeconfig", str(self.kwokctl_contexts)],
-                env=self.kwokctl_env(), capture_output=True, text=True, timeout=120)
+                [
+                    str(kwokctl),
+                    "delete",
+                    "cluster",
+                    "--name",
+                    self.kwok_name,
+                    "--kubeconfig",
+                    str(self.kwokctl_contexts),
+                ],
+                env=self.kwokctl_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if proc.returncode != 0 and not quiet:
                 log(f"kwokctl delete cluster: {proc.stderr.strip()[-500:]}")
         survivors = kill_pids(procs)
@@ -653,8 +757,11 @@ componentsPatches:
         for name, info in st.get("pids", {}).items():
             pid = info["pid"]
             alive = pid_alive(pid) and pid_start_time(pid) == info["start"]
-            comps[name] = {"pid": pid, "alive": alive,
-                           "ports": sorted(listening_ports({pid}).get(pid, [])) if alive else []}
+            comps[name] = {
+                "pid": pid,
+                "alive": alive,
+                "ports": sorted(listening_ports({pid}).get(pid, [])) if alive else [],
+            }
         return {
             "name": self.name,
             "state_dir": str(self.state_dir),
@@ -674,28 +781,59 @@ componentsPatches:
 
     # -- nodes -------------------------------------------------------------
 
-    def create_gpu_nodes(self, count: int, gpus: int = 8, prefix: str = "kwok-gpu-",
-                         product: str = "NVIDIA-H100-80GB-HBM3", cpu: str = "96",
-                         memory: str = "1Ti", pods: str = "110", start: int = 0) -> list[str]:
+    def create_gpu_nodes(
+        self,
+        count: int,
+        gpus: int = 8,
+        prefix: str = "kwok-gpu-",
+        product: str = "NVIDIA-H100-80GB-HBM3",
+        cpu: str = "96",
+        memory: str = "1Ti",
+        pods: str = "110",
+        start: int = 0,
+    ) -> list[str]:
         docs = []
         names = []
         for i in range(start, start + count):
             name = f"{prefix}{i}"
             names.append(name)
-            docs.append(gpu_node_manifest(name, gpus=gpus, product=product, cpu=cpu,
-                                          memory=memory, pods=pods))
-        self.kubectl("apply", "-f", "-", input_=json.dumps(
-            {"apiVersion": "v1", "kind": "List", "items": docs}))
-        self.kubectl("wait", "--for=condition=Ready", "--timeout=60s",
-                     *[f"node/{n}" for n in names], timeout=90)
+            docs.append(
+                gpu_node_manifest(
+                    name, gpus=gpus, product=product, cpu=cpu, memory=memory, pods=pods
+                )
+            )
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input_=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+        )
+        self.kubectl(
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=60s",
+            *[f"node/{n}" for n in names],
+            timeout=90,
+        )
         return names
 
 
-def gpu_node_manifest(name: str, gpus: int = 8, product: str = "NVIDIA-H100-80GB-HBM3",
-                      cpu: str = "96", memory: str = "1Ti", pods: str = "110") -> dict:
+def gpu_node_manifest(
+    name: str,
+    gpus: int = 8,
+    product: str = "NVIDIA-H100-80GB-HBM3",
+    cpu: str = "96",
+    memory: str = "1Ti",
+    pods: str = "110",
+) -> dict:
     """A kwok-managed Node with nvidia.com/gpu capacity (no taint: kwok-only cluster)."""
-    res = {"cpu": cpu, "memory": memory, "pods": pods, "nvidia.com/gpu": str(gpus),
-           "ephemeral-storage": "1Ti"}
+    res = {
+        "cpu": cpu,
+        "memory": memory,
+        "pods": pods,
+        "nvidia.com/gpu": str(gpus),
+        "ephemeral-storage": "1Ti",
+    }
     h = hashlib.sha256(name.encode()).digest()
     ip = f"10.{240 + h[0] % 16}.{h[1]}.{1 + h[2] % 254}"  # stable per node name
     return {
@@ -719,8 +857,10 @@ def gpu_node_manifest(name: str, gpus: int = 8, product: str = "NVIDIA-H100-80GB
         "status": {
             "capacity": res,
             "allocatable": res,
-            "addresses": [{"type": "InternalIP", "address": ip},
-                          {"type": "Hostname", "address": name}],
+            "addresses": [
+                {"type": "InternalIP", "address": ip},
+                {"type": "Hostname", "address": name},
+            ],
         },
     }
 
@@ -771,12 +911,16 @@ def main_build(argv: Sequence[str] | None = None) -> int:
         description="Build the control-plane binaries (etcd, kwok, kwokctl, kube-apiserver, "
         "kube-controller-manager, kube-scheduler, kubectl, helm) from the Go modules pinned in "
         "e2e/tools/*/go.mod into the cache (~/.cache/trialforge or $TRIALFORGE_CACHE); only "
-        "what is missing or whose pins changed is rebuilt. Prints the bin dir.")
+        "what is missing or whose pins changed is rebuilt. Prints the bin dir.",
+    )
     p.add_argument("tools", nargs="*", help="only these tools (etcd kwok kube helm)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--list", action="store_true", help="show tools, versions, cache state")
-    p.add_argument("--regen-kube", metavar="VERSION",
-                   help="regenerate e2e/tools/kube/go.mod for another k8s.io/kubernetes version")
+    p.add_argument(
+        "--regen-kube",
+        metavar="VERSION",
+        help="regenerate e2e/tools/kube/go.mod for another k8s.io/kubernetes version",
+    )
     a = p.parse_args(argv)
     try:
         if a.regen_kube:
@@ -800,18 +944,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="A real local Kubernetes control plane for Trialforge's tests: etcd, "
         "kube-apiserver (TLS, RBAC, admission), kube-controller-manager, kube-scheduler and "
         "kwok (fake nodes, scripted pod lifecycles), built from Go modules and run by kwokctl "
-        "with --runtime binary. See e2e/README.md.")
-    p.add_argument("--name", default=None,
-                   help=f"cluster name (default $TRIALFORGE_CLUSTER_NAME, the name recorded in "
-                   f"--dir, or {DEFAULT_NAME})")
-    p.add_argument("--dir", type=Path, default=None,
-                   help="state dir (default $TRIALFORGE_CLUSTER_DIR or e2e/.state/<name>)")
-    sub = p.add_subparsers(dest="cmd", required=True,
-                           metavar="{up,down,status,env,kubeconfig,build,nodes,gc,logs}")
+        "with --runtime binary. See e2e/README.md.",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help=f"cluster name (default $TRIALFORGE_CLUSTER_NAME, the name recorded in "
+        f"--dir, or {DEFAULT_NAME})",
+    )
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="state dir (default $TRIALFORGE_CLUSTER_DIR or e2e/.state/<name>)",
+    )
+    sub = p.add_subparsers(
+        dest="cmd", required=True, metavar="{up,down,status,env,kubeconfig,build,nodes,gc,logs}"
+    )
     sub.add_parser("build", help="build missing binaries; print the bin dir")
     up = sub.add_parser("up", help="build what is missing, start the cluster, print kubeconfig")
-    up.add_argument("--owner-pid", type=int, default=None,
-                    help="stop the cluster automatically when this process exits")
+    up.add_argument(
+        "--owner-pid",
+        type=int,
+        default=None,
+        help="stop the cluster automatically when this process exits",
+    )
     up.add_argument("--nodes", type=int, default=0, help="create this many GPU nodes")
     up.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
     up.add_argument("--timeout", type=float, default=120, help="seconds to wait (default 120)")
@@ -866,8 +1023,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif a.cmd == "nodes":
             if not c.running():
                 raise ClusterError(f"no running cluster in {state_dir}")
-            for n in c.create_gpu_nodes(a.count, gpus=a.gpus, prefix=a.prefix, start=a.start,
-                                        product=a.product, cpu=a.cpu, memory=a.memory):
+            for n in c.create_gpu_nodes(
+                a.count,
+                gpus=a.gpus,
+                prefix=a.prefix,
+                start=a.start,
+                product=a.product,
+                cpu=a.cpu,
+                memory=a.memory,
+            ):
                 print(n)
         elif a.cmd == "gc":
             for d in gc_stale():

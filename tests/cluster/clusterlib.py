@@ -67,15 +67,16 @@ class KubeCluster:
             return str(self.bin_dir / "kubectl")
         return "kubectl"
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster; raises AssertionError with stderr on failure."""
         cmd = [self.kubectl_path(), "--kubeconfig", str(self.kubeconfig), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, input=input,
-                              timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n"
-                                 f"{proc.stderr}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
         return proc
 
     def apply(self, obj: dict[str, Any] | list[dict[str, Any]]) -> None:
@@ -83,24 +84,51 @@ class KubeCluster:
         doc = {"apiVersion": "v1", "kind": "List", "items": items}
         self.kubectl("apply", "-f", "-", input=json.dumps(doc))
 
-    def create_gpu_nodes(self, n: int, gpus: int = DEFAULT_GPUS, prefix: str = "kwok-gpu-",
-                         start: int = 0, product: str = "NVIDIA-H100-80GB-HBM3",
-                         cpu: str = "96", memory: str = "1Ti") -> list[str]:
+    def create_gpu_nodes(
+        self,
+        n: int,
+        gpus: int = DEFAULT_GPUS,
+        prefix: str = "kwok-gpu-",
+        start: int = 0,
+        product: str = "NVIDIA-H100-80GB-HBM3",
+        cpu: str = "96",
+        memory: str = "1Ti",
+    ) -> list[str]:
         """Create (or update) n kwok GPU nodes and wait until they are Ready."""
         names = [f"{prefix}{i}" for i in range(start, start + n)]
-        self.apply([tfcluster.gpu_node_manifest(name, gpus=gpus, product=product, cpu=cpu,
-                                                memory=memory) for name in names])
-        proc = self.kubectl("wait", "--for=condition=Ready", "--timeout=60s",
-                            *[f"node/{name}" for name in names], check=False, timeout=90)
+        self.apply(
+            [
+                tfcluster.gpu_node_manifest(
+                    name, gpus=gpus, product=product, cpu=cpu, memory=memory
+                )
+                for name in names
+            ]
+        )
+        proc = self.kubectl(
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=60s",
+            *[f"node/{name}" for name in names],
+            check=False,
+            timeout=90,
+        )
         if proc.returncode != 0:
-            hint = ("" if not self.external else
-                    " (an external cluster needs the kwok controller: see e2e/kind/up.sh)")
+            hint = (
+                ""
+                if not self.external
+                else " (an external cluster needs the kwok controller: see e2e/kind/up.sh)"
+            )
             raise AssertionError(f"kwok nodes did not become Ready{hint}:\n{proc.stderr}")
         return names
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25,
-             what: str = "condition", diagnostics: Callable[[], str] | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 60,
+    interval: float = 0.25,
+    what: str = "condition",
+    diagnostics: Callable[[], str] | None = None,
+) -> Any:
     """Poll predicate until it returns something truthy; return it or fail.
 
     ``diagnostics`` adds what the failure message should show (the cluster's state).
@@ -113,7 +141,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
             return last
         time.sleep(interval)
     extra = f"\n{diagnostics()}" if diagnostics is not None else ""
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}",
-                pytrace=False)
-
-
+    pytest.fail(
+        f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}", pytrace=False
+    )

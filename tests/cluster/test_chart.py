@@ -951,9 +951,7 @@ def test_operator_runs_an_experiment_with_only_the_charts_rbac(
         # The GPU model, from the node's label (the chart's get-nodes rule; the
         # template selects no GPU product).
         gpu_types = {t["status"].get("gpuType") for t in trials}
-        kube.check(
-            len(gpu_types) == 1 and None not in gpu_types, f"gpuType per trial: {gpu_types}"
-        )
+        kube.check(len(gpu_types) == 1 and None not in gpu_types, f"gpuType per trial: {gpu_types}")
         phases = {t["metadata"]["name"]: t["status"]["phase"] for t in kube.trials("edge")}
         kube.check(
             edge["phase"] == "Succeeded" and phases.get("edge-2") == "Pruned",

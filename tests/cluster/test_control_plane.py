@@ -35,21 +35,28 @@ def pod_spec(*, gpus: int = 0, sidecar: bool = False, restart: str = "Never") ->
         "terminationGracePeriodSeconds": 1,
     }
     if sidecar:
-        spec["initContainers"] = [{"name": "collector", "image": SIDECAR_IMAGE,
-                                   "restartPolicy": "Always"}]
+        spec["initContainers"] = [
+            {"name": "collector", "image": SIDECAR_IMAGE, "restartPolicy": "Always"}
+        ]
     return spec
 
 
 def pod(name: str, annotations: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "annotations": annotations or {}},
-            "spec": pod_spec(**kw)}
-
-
-def job(name: str, annotations: dict[str, str] | None = None, backoff: int = 0,
-        **kw: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": pod_spec(**kw),
+    }
+
+
+def job(
+    name: str, annotations: dict[str, str] | None = None, backoff: int = 0, **kw: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
         "spec": {
             "backoffLimit": backoff,
             "template": {"metadata": {"annotations": annotations or {}}, "spec": pod_spec(**kw)},
@@ -107,10 +114,12 @@ def test_create_more_gpu_nodes(cluster: KubeCluster) -> None:
 
 
 def test_gpu_job_is_scheduled_and_completes(cluster: KubeCluster, namespace: str) -> None:
-    create(cluster, namespace, job("gpu1", gpus=1,
-                                   annotations={"trialforge.io/kwok-run-seconds": "1"}))
-    cond = wait_for(lambda: job_condition(cluster, namespace, "gpu1"), timeout=60,
-                    what="Job gpu1 to finish")
+    create(
+        cluster, namespace, job("gpu1", gpus=1, annotations={"trialforge.io/kwok-run-seconds": "1"})
+    )
+    cond = wait_for(
+        lambda: job_condition(cluster, namespace, "gpu1"), timeout=60, what="Job gpu1 to finish"
+    )
     assert cond == "Complete"
     (p,) = job_pods(cluster, namespace, "gpu1")
     assert p.spec.node_name and p.spec.node_name.startswith("kwok-gpu-")
@@ -126,31 +135,46 @@ def test_gpu_job_is_scheduled_and_completes(cluster: KubeCluster, namespace: str
     assert j.status.succeeded == 1
 
 
-def test_job_without_annotations_completes_by_default(cluster: KubeCluster,
-                                                      namespace: str) -> None:
+def test_job_without_annotations_completes_by_default(cluster: KubeCluster, namespace: str) -> None:
     create(cluster, namespace, job("plain"))
-    cond = wait_for(lambda: job_condition(cluster, namespace, "plain"), timeout=60,
-                    what="Job plain to finish")
+    cond = wait_for(
+        lambda: job_condition(cluster, namespace, "plain"), timeout=60, what="Job plain to finish"
+    )
     assert cond == "Complete"
 
 
 def test_exit_code_annotation_fails_pod(cluster: KubeCluster, namespace: str) -> None:
-    create(cluster, namespace, pod("exit3", annotations={"trialforge.io/kwok-exit-code": "3",
-                                                         "trialforge.io/kwok-run-seconds": "0.5"}))
-    p = wait_for(lambda: (q := get_pod(cluster, namespace, "exit3")).status.phase == "Failed"
-                 and q, timeout=60, what="pod exit3 to fail")
+    create(
+        cluster,
+        namespace,
+        pod(
+            "exit3",
+            annotations={
+                "trialforge.io/kwok-exit-code": "3",
+                "trialforge.io/kwok-run-seconds": "0.5",
+            },
+        ),
+    )
+    p = wait_for(
+        lambda: (q := get_pod(cluster, namespace, "exit3")).status.phase == "Failed" and q,
+        timeout=60,
+        what="pod exit3 to fail",
+    )
     (cs,) = p.status.container_statuses
     assert cs.state.terminated.exit_code == 3
     assert cs.state.terminated.reason == "Error"
     assert p.spec.node_name.startswith("kwok-")
 
 
-def test_failing_job_with_backoff_limit_zero_fails(cluster: KubeCluster,
-                                                   namespace: str) -> None:
-    create(cluster, namespace, job("bad", backoff=0, gpus=1,
-                                   annotations={"trialforge.io/kwok-exit-code": "3"}))
-    cond = wait_for(lambda: job_condition(cluster, namespace, "bad"), timeout=60,
-                    what="Job bad to finish")
+def test_failing_job_with_backoff_limit_zero_fails(cluster: KubeCluster, namespace: str) -> None:
+    create(
+        cluster,
+        namespace,
+        job("bad", backoff=0, gpus=1, annotations={"trialforge.io/kwok-exit-code": "3"}),
+    )
+    cond = wait_for(
+        lambda: job_condition(cluster, namespace, "bad"), timeout=60, what="Job bad to finish"
+    )
     assert cond == "Failed"
     j = cluster.batch.read_namespaced_job_status("bad", namespace)
     failed = next(c for c in j.status.conditions if c.type == "Failed")
@@ -162,20 +186,29 @@ def test_failing_job_with_backoff_limit_zero_fails(cluster: KubeCluster,
 
 def test_run_seconds_and_phases(cluster: KubeCluster, namespace: str) -> None:
     create(cluster, namespace, pod("slow", annotations={"trialforge.io/kwok-run-seconds": "3"}))
-    running = wait_for(lambda: (q := get_pod(cluster, namespace, "slow")).status.phase
-                       == "Running" and q, timeout=30, what="pod slow to run")
+    running = wait_for(
+        lambda: (q := get_pod(cluster, namespace, "slow")).status.phase == "Running" and q,
+        timeout=30,
+        what="pod slow to run",
+    )
     t_running = time.monotonic()
     assert running.status.container_statuses[0].state.running is not None
-    done = wait_for(lambda: (q := get_pod(cluster, namespace, "slow")).status.phase
-                    == "Succeeded" and q, timeout=30, what="pod slow to succeed")
+    done = wait_for(
+        lambda: (q := get_pod(cluster, namespace, "slow")).status.phase == "Succeeded" and q,
+        timeout=30,
+        what="pod slow to succeed",
+    )
     assert time.monotonic() - t_running >= 2.0  # ran for ~3s, not immediately
     assert done.status.container_statuses[0].state.terminated.exit_code == 0
 
 
 def test_pod_without_annotations_stays_running(cluster: KubeCluster, namespace: str) -> None:
     create(cluster, namespace, pod("idle"))
-    wait_for(lambda: get_pod(cluster, namespace, "idle").status.phase == "Running",
-             timeout=30, what="pod idle to run")
+    wait_for(
+        lambda: get_pod(cluster, namespace, "idle").status.phase == "Running",
+        timeout=30,
+        what="pod idle to run",
+    )
     time.sleep(3)
     assert get_pod(cluster, namespace, "idle").status.phase == "Running"
     # deleting it works like a kubelet: terminated, then gone
@@ -211,16 +244,25 @@ def test_unschedulable_gpu_request_stays_pending(cluster: KubeCluster, namespace
 
 
 def test_native_sidecar_pod_runs_and_completes(cluster: KubeCluster, namespace: str) -> None:
-    create(cluster, namespace, pod("side", sidecar=True, gpus=1,
-                                   annotations={"trialforge.io/kwok-run-seconds": "2"}))
-    p = wait_for(lambda: (q := get_pod(cluster, namespace, "side")).status.phase == "Running"
-                 and q, timeout=30, what="pod side to run")
+    create(
+        cluster,
+        namespace,
+        pod("side", sidecar=True, gpus=1, annotations={"trialforge.io/kwok-run-seconds": "2"}),
+    )
+    p = wait_for(
+        lambda: (q := get_pod(cluster, namespace, "side")).status.phase == "Running" and q,
+        timeout=30,
+        what="pod side to run",
+    )
     (ics,) = p.status.init_container_statuses
     assert ics.name == "collector" and ics.started and ics.state.running is not None
     assert DIGEST.match(ics.image_id), ics.image_id
     assert p.status.container_statuses[0].state.running is not None
-    p = wait_for(lambda: (q := get_pod(cluster, namespace, "side")).status.phase
-                 == "Succeeded" and q, timeout=30, what="pod side to succeed")
+    p = wait_for(
+        lambda: (q := get_pod(cluster, namespace, "side")).status.phase == "Succeeded" and q,
+        timeout=30,
+        what="pod side to succeed",
+    )
     (ics,) = p.status.init_container_statuses
     assert ics.state.terminated is not None and ics.state.terminated.exit_code == 0
     assert p.status.container_statuses[0].state.terminated.exit_code == 0
@@ -228,20 +270,23 @@ def test_native_sidecar_pod_runs_and_completes(cluster: KubeCluster, namespace: 
 
 def test_native_sidecar_job_completes(cluster: KubeCluster, namespace: str) -> None:
     create(cluster, namespace, job("sidejob", sidecar=True, gpus=1))
-    cond = wait_for(lambda: job_condition(cluster, namespace, "sidejob"), timeout=60,
-                    what="Job sidejob to finish")
+    cond = wait_for(
+        lambda: job_condition(cluster, namespace, "sidejob"),
+        timeout=60,
+        what="Job sidejob to finish",
+    )
     assert cond == "Complete"
 
 
 # -- security --------------------------------------------------------------
 
 
-def test_rbac_denies_service_account_without_rights(cluster: KubeCluster,
-                                                    namespace: str) -> None:
+def test_rbac_denies_service_account_without_rights(cluster: KubeCluster, namespace: str) -> None:
     core = cluster.core
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "nobody"}})
     tok = core.create_namespaced_service_account_token(
-        "nobody", namespace, {"spec": {"expirationSeconds": 600}}).status.token
+        "nobody", namespace, {"spec": {"expirationSeconds": 600}}
+    ).status.token
     cfg = client.Configuration()
     base = cluster.api_client.configuration
     cfg.host = base.host
@@ -256,15 +301,29 @@ def test_rbac_denies_service_account_without_rights(cluster: KubeCluster,
         assert f"system:serviceaccount:{namespace}:nobody" in exc.value.body
 
         # the same request via impersonation is denied too ...
-        proc = cluster.kubectl("-n", namespace, "get", "pods",
-                               f"--as=system:serviceaccount:{namespace}:nobody", check=False)
+        proc = cluster.kubectl(
+            "-n",
+            namespace,
+            "get",
+            "pods",
+            f"--as=system:serviceaccount:{namespace}:nobody",
+            check=False,
+        )
         assert proc.returncode != 0 and "forbidden" in proc.stderr.lower()
 
         # ... and a Role + RoleBinding grant exactly that: RBAC decides, not a blanket deny
-        cluster.kubectl("-n", namespace, "create", "role", "pod-reader", "--verb=list",
-                        "--resource=pods")
-        cluster.kubectl("-n", namespace, "create", "rolebinding", "nobody-reads",
-                        "--role=pod-reader", f"--serviceaccount={namespace}:nobody")
+        cluster.kubectl(
+            "-n", namespace, "create", "role", "pod-reader", "--verb=list", "--resource=pods"
+        )
+        cluster.kubectl(
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            "nobody-reads",
+            "--role=pod-reader",
+            f"--serviceaccount={namespace}:nobody",
+        )
         wait_for(lambda: _can_list(sa_core, namespace), timeout=30, what="RBAC grant")
         with pytest.raises(ApiException) as exc:
             sa_core.list_namespaced_secret(namespace)
@@ -293,12 +352,14 @@ def test_admission_is_on(cluster: KubeCluster, namespace: str) -> None:
 
 local_only = pytest.mark.skipif(
     bool(external_kubeconfig()),
-    reason="checks the local control plane's processes; not applicable to an external cluster")
+    reason="checks the local control plane's processes; not applicable to an external cluster",
+)
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(CLUSTER_CLI), *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(CLUSTER_CLI), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -353,8 +414,13 @@ def _start_throwaway(tmp_path: Path, *extra: str) -> tuple[str, Path, dict[str, 
     assert st.returncode == 0, st.stdout + st.stderr
     status = json.loads(st.stdout)
     comps = status["components"]
-    assert set(comps) >= {"etcd", "kube-apiserver", "kube-controller-manager",
-                          "kube-scheduler", "kwok-controller"}
+    assert set(comps) >= {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok-controller",
+    }
     assert all(c["alive"] for c in comps.values()), comps
     return name, state, status
 
@@ -402,8 +468,11 @@ def test_cluster_stops_when_owner_dies(cluster: KubeCluster, tmp_path: Path) -> 
     finally:
         owner.kill()
         owner.wait()
-    wait_for(lambda: not any(_alive(p) for p in pids) and not state.exists(), timeout=60,
-             what="the watchdog to stop the orphaned cluster")
+    wait_for(
+        lambda: not any(_alive(p) for p in pids) and not state.exists(),
+        timeout=60,
+        what="the watchdog to stop the orphaned cluster",
+    )
 
 
 @local_only
