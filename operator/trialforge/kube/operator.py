@@ -57,6 +57,7 @@ Key = tuple[str, str]
 INGEST_RECONCILE_DELAY = 0.5  # seconds
 SWITCH_INTERVAL = 0.0005  # seconds
 GC_THRESHOLDS = (10_000, 10, 100)  # default (700, 10, 10)
+YOUNG_COLLECTION_INTERVAL = 0.1  # seconds
 
 
 @dataclass
@@ -78,6 +79,37 @@ class OperatorConfig:
     # at most this many a second.
     ingest_write_interval: float = WRITE_INTERVAL
     ingest_writes_per_second: float = WRITES_PER_SECOND
+
+
+class YoungCollections:
+    """Collects the youngest generation every ``interval`` seconds, on the event loop.
+
+    The threshold counts allocations minus deallocations, and the flusher and the
+    reconciler free old Trials (thousands of objects each) as fast as the ingest
+    makes observations: the youngest generation grew to 50,000-70,000 objects,
+    most of them held observations, before a collection came, and that collection
+    took 20-35 ms of CPU in whichever thread it fell on while every answer waited
+    for the GIL.  Collected every 100 ms it holds a few thousand and takes about a
+    millisecond, between two callbacks of the loop (bench/ingest.py, a
+    ``gc.callbacks`` probe; bench/RESULTS.md).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._handle = self.loop.call_later(self.interval, self._collect)
+
+    def _collect(self) -> None:
+        gc.collect(0)
+        self._handle = self.loop.call_later(self.interval, self._collect)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class Queue:
@@ -266,9 +298,13 @@ async def _start(memo: kopf.Memo) -> None:
     memo.queue.start()
     leader.start()
     memo.runner = await _serve(memo, cfg, kube, reconciler)
+    memo.young = YoungCollections(asyncio.get_running_loop(), YOUNG_COLLECTION_INTERVAL)
+    memo.young.start()
 
 
 async def _stop(memo: kopf.Memo) -> None:
+    if hasattr(memo, "young"):
+        memo.young.stop()
     if hasattr(memo, "queue"):
         await memo.queue.stop()
     if hasattr(memo, "leader"):
@@ -365,7 +401,8 @@ def run(cfg: OperatorConfig, kubeconfig: str | None = None) -> None:
     # With the default thresholds a full collection ran about once a second under
     # ingest load and stopped everything for 100-160 ms (the Trials in the caches are
     # hundreds of thousands of objects): freeze what start-up made, and collect the
-    # young generations less often and the old one rarely (bench/ingest.py).
+    # young generations less often and the old one rarely (bench/ingest.py); the
+    # youngest is also collected on a timer (YoungCollections).
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     memo = kopf.Memo(config=cfg, api_client=api_client)

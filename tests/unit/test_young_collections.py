@@ -1,0 +1,51 @@
+"""The operator collects the youngest generation on a timer of its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from trialforge.kube.operator import YoungCollections
+
+
+@pytest.fixture
+def collections() -> Iterator[list[tuple[int, str]]]:
+    """Every collection that starts, as (generation, thread), with automatic ones off."""
+    seen: list[tuple[int, str]] = []
+
+    def record(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            seen.append((info["generation"], threading.current_thread().name))
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    gc.callbacks.append(record)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(record)
+        if was_enabled:
+            gc.enable()
+
+
+def test_the_youngest_generation_is_collected_on_the_loop_until_stopped(
+    collections: list[tuple[int, str]],
+) -> None:
+    async def main() -> int:
+        young = YoungCollections(asyncio.get_running_loop(), 0.01)
+        young.start()
+        await asyncio.sleep(0.2)
+        young.stop()
+        at_stop = len(collections)
+        await asyncio.sleep(0.1)
+        return at_stop
+
+    at_stop = asyncio.run(main())
+    assert at_stop >= 5, collections
+    assert set(collections) == {(0, threading.current_thread().name)}
+    assert len(collections) == at_stop  # none after stop()
