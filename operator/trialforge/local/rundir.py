@@ -9,13 +9,14 @@ Layout::
     <dir>/trials/<name>.jsonl    the observations parsed from it
     <dir>/events.jsonl           what happened, in order
 
-Every file is replaced atomically (write, then rename): a run that dies leaves
-each record as it was or as it became, never half of one.  state.json is also
-fsynced; trial records are not, one by one: a power cut or an OS crash can lose
-the last seconds of them, and a record left unreadable by one counts as never
-written, so a resume runs that trial again (as it does one whose record had not
-been written yet when the run died).  An fsync per trial cost a tenth of a
-10 ms trial's turnaround on this project's test machines (bench/RESULTS.md).
+Trial records and state.json are replaced atomically (write, then rename): a
+run that dies leaves each as it was or as it became, never half of one.
+state.json is also fsynced; trial records are not, one by one: a power cut or an
+OS crash can lose the last seconds of them, and a record left unreadable by one
+counts as never written, so a resume runs that trial again (as it does one whose
+record had not been written yet when the run died).  An fsync per record cost
+0.3-0.8 ms of a 10 ms trial's turnaround on this project's 2-CPU test machine
+(bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class RunDirectory:
         for path in sorted(self.trials_dir.glob("*.json")):
             try:
                 records.append(TrialRecord.from_dict(json.loads(path.read_text())))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, AttributeError) as exc:
                 # Only a power cut or an OS crash leaves one so (see the module's doc).
                 log.warning("%s is unreadable (%s): taken as never written", path, exc)
         return sorted(records, key=lambda r: (r.index, r.attempt))
