@@ -446,8 +446,8 @@ def main() -> int:
         "--interval",
         type=float,
         default=0.5,
-        help="seconds between one collector's requests, at least (the collector's "
-        "TRIALFORGE_SEND_INTERVAL)",
+        help="seconds between one collector's requests, on average (the collector's "
+        "TRIALFORGE_SEND_INTERVAL; each pause is drawn from 0.5-1.5 times it)",
     )
     parser.add_argument(
         "--fixed-schedule",
