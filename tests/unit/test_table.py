@@ -57,6 +57,23 @@ def test_long_parameter_names_take_two_header_lines_when_that_is_what_fits(width
     assert "batch_" in text and "val_" in text and "batch_size" not in text, text
 
 
+def test_a_terminal_of_80_columns_shows_every_value_whole_without_column_lines() -> None:
+    # The digits example's widest values: 9 characters each.
+    spec = load_experiment_file(EXAMPLE).spec
+    rows = records("digits-mlp")
+    for r in rows:
+        r.parameters.update(lr=0.00028262, alpha=4.1853e-05, hidden=128)
+    table = trials_table(spec, rows, {}, "digits-mlp-0", width=80, experiment="digits-mlp")
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(table)
+    text = console.export_text()
+    assert "…" not in text, text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for cell in ("0.0002826", "4.185e-05", "128", "Succeeded", "0.9822", "0 ★", "3-r1"):
+        assert cell in text, (cell, text)
+    assert "│" not in text  # no lines between the columns
+
+
 def test_a_wide_terminal_shows_why_a_trial_stopped() -> None:
     text = render(160)
     assert "note" in text and "batch_size" in text

@@ -78,8 +78,21 @@ def trials_table(
         notes.append(r.message or r.reason or "" if r.phase not in ("Running", "Succeeded") else "")
     headers = ["trial", "phase", *(p.name for p in spec.parameters), *objectives, "step"]
 
-    def build(headers: list[str], note_width: int = 0) -> Table:
-        table = Table(expand=False, header_style="bold")
+    def build(headers: list[str], note_width: int = 0, compact: bool = False) -> Table:
+        table = (
+            # No lines between the columns and none at the edges, and one space
+            # between two cells instead of two: 2 characters a column instead of 3.
+            Table(
+                expand=False,
+                header_style="bold",
+                box=box.SIMPLE_HEAD,
+                show_edge=False,
+                pad_edge=False,
+                collapse_padding=True,
+            )
+            if compact
+            else Table(expand=False, header_style="bold")
+        )
         for i, header in enumerate(headers):
             table.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
         if note_width:
@@ -96,6 +109,9 @@ def trials_table(
         # so that the values under them are not cut short.
         headers = [h.replace("_", "_\n") for h in headers]
         used = _natural_width(build(headers))
+    if width is not None and used > width:
+        # Still too wide (80 columns, a pipe's width): drop the lines between columns.
+        return build(headers, compact=True)
     room = 36 if width is None else min(36, width - used - 3)  # a column costs 3 more
     return build(headers, room if room >= NOTE_MIN_WIDTH and any(notes) else 0)
 
