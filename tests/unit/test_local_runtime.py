@@ -138,6 +138,15 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )
 
 
+def journal_lines(rd: RunDirectory) -> list[dict]:
+    return [json.loads(line) for line in rd.journal_path.read_text().splitlines()]
+
+
+def journal_record(rd: RunDirectory, name: str) -> dict:
+    """A trial's record on disk: the journal's last line that names it."""
+    return [line for line in journal_lines(rd) if line["name"] == name][-1]
+
+
 # --- trials that succeed, fail, time out, diverge ---------------------------------------
 
 
@@ -154,9 +163,10 @@ def test_successful_trials_are_recorded_in_the_run_directory(tmp_path: Path) -> 
         assert record.values == pytest.approx([expected_loss(record.parameters["x"])])
         assert record.start_time is not None and record.completion_time is not None
         assert record.start_time <= record.completion_time
-        # Each attempt has its record, its output and its observations on disk.
-        on_disk = json.loads((rd.trials_dir / f"{record.name}.json").read_text())
+        # Each attempt has its record (with its observations) and its output on disk.
+        on_disk = journal_record(rd, record.name)
         assert on_disk["phase"] == "Succeeded" and on_disk["values"] == record.values
+        assert [o["step"] for o in on_disk["observations"]] == [0, 1, 2]
         log = rd.log_path(record.name).read_text().splitlines()
         assert len(log) == 3 and json.loads(log[-1])["step"] == 2
         observations = rd.load_observations(record.name)
@@ -431,7 +441,7 @@ def test_junk_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     assert record.junk_lines == 6
     assert len(rd.load_observations("tiny-0")) == 3
     assert rd.log_path("tiny-0").read_text().count("not a metric") == 6
-    assert json.loads((rd.trials_dir / "tiny-0.json").read_text())["junk_lines"] == 6
+    assert journal_record(rd, "tiny-0")["junk_lines"] == 6
 
 
 def test_goal_reached_stops_the_experiment_early(tmp_path: Path) -> None:
@@ -543,28 +553,38 @@ def test_interrupt_then_resume_finishes_without_repeating_a_trial(tmp_path: Path
         p.name for p in run_dir.iterdir()
     }
     assert (run_dir / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {r["name"] for r in journal_lines(rd)} == {r.name for r in records}
     for record in records:
-        for suffix in (".json", ".log", ".jsonl"):
-            assert (rd.trials_dir / f"{record.name}{suffix}").stat().st_size > 0
+        assert rd.log_path(record.name).stat().st_size > 0
+        assert len(rd.load_observations(record.name)) == 2
+    # A file per trial: its log.
+    assert sorted(p.name for p in rd.trials_dir.iterdir()) == [f"tiny-{i}.log" for i in range(5)]
 
 
 def test_a_record_left_unreadable_counts_as_never_written_and_its_trial_runs_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Trial records are not fsynced one by one: after a power cut one can be empty
-    # (its data never reached the disk) or cut short.
+    # The journal of trial records is not fsynced: after a power cut its last
+    # lines can be zeros (their data never reached the disk) or cut short.
     out = tmp_path / "out"
     doc = experiment(out, "--steps", "2", max_trials=3)
     first, rd, _ = run_local(doc, tmp_path)
     assert first.phase == "Succeeded"
     before = by_name(rd.load_trials())
-    rd.record_path("tiny-1").write_text("")
-    whole = rd.record_path("tiny-2").read_text()
-    rd.record_path("tiny-2").write_text(whole[: len(whole) // 2])
+    damaged: list[str] = []
+    for line in rd.journal_path.read_text().splitlines():
+        name = json.loads(line)["name"]
+        if name == "tiny-1":
+            line = "\0" * len(line)
+        elif name == "tiny-2":
+            line = line[: len(line) // 2]
+        damaged.append(line)
+    rd.journal_path.write_text("\n".join(damaged) + "\n")
 
     assert sorted(r.name for r in rd.load_trials()) == ["tiny-0"]
-    assert "tiny-1.json is unreadable" in caplog.text
-    assert "tiny-2.json is unreadable" in caplog.text
+    unreadable = [d for d in damaged if not d.startswith('{"name": "tiny-0"')]
+    assert caplog.text.count("trials.jsonl:") == len(unreadable)
+    assert caplog.text.count("is unreadable") == len(unreadable)
 
     again, rd, _ = run_local(doc, tmp_path)
     assert (again.phase, again.reason) == ("Succeeded", "BudgetExhausted")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
+import typing
 from pathlib import Path
 
 import pytest
 
+from trialforge.api.observation import Observation
+from trialforge.local import rundir
 from trialforge.local.rundir import RunDirectory, TrialRecord
 
 
@@ -16,8 +20,20 @@ def record(name: str = "xp-0", phase: str = "Running") -> TrialRecord:
     return TrialRecord(name=name, index=0, attempt=0, parameters={"x": 0.5}, seed=1, phase=phase)
 
 
+def journal(rd: RunDirectory) -> list[dict]:
+    """Every line of the journal, in order."""
+    if not rd.journal_path.exists():
+        return []
+    return [json.loads(line) for line in rd.journal_path.read_text().splitlines()]
+
+
 def on_disk(rd: RunDirectory, name: str) -> dict:
-    return json.loads(rd.record_path(name).read_text())
+    """The record of ``name``: the journal's last line that names it."""
+    return [line for line in journal(rd) if line["name"] == name][-1]
+
+
+def written(rd: RunDirectory) -> set[str]:
+    return {line["name"] for line in journal(rd)}
 
 
 def writer_threads() -> int:
@@ -44,6 +60,39 @@ def test_flush_puts_the_state_each_record_had_when_saved_on_disk(tmp_path: Path)
     assert [r.name for r in rd.load_trials()] == ["xp-0", "xp-1"]
 
 
+def full_record() -> TrialRecord:
+    """A record with every field set to something other than its default."""
+    return TrialRecord(
+        name="xp-3-r1", index=3, attempt=1, parameters={"x": 0.5, "opt": "adam"}, seed=9,
+        phase="Succeeded", reason="Completed", message="done", values=[0.25, 3.0],
+        retryable=False, exit_code=0, start_time=1.5, completion_time=2.5,
+        search_state={"trial": {"number": 3}, "study": {}}, junk_lines=2, role="repeat",
+        config="c1", repeat=1, search_index=3, code_version="abc", data_version="v2",
+        command=["python", "train.py"], node="host", gpu_type="H200", artifact_uri="file:///m",
+    )  # fmt: skip
+
+
+def test_a_snapshot_holds_every_field_and_is_not_changed_by_later_changes_to_the_record() -> None:
+    rec = full_record()
+    snapshot = rec.to_dict()
+    assert snapshot == dataclasses.asdict(rec)
+    # Each list or dict field is copied, whatever fields are added later.
+    hints = typing.get_type_hints(TrialRecord)
+    containers = {
+        f.name for f in dataclasses.fields(TrialRecord) if "list" in str(hints[f.name])
+        or "dict" in str(hints[f.name])
+    }  # fmt: skip
+    assert containers == set(rundir._CONTAINERS)
+    for name in containers:
+        value = getattr(rec, name)
+        if isinstance(value, list):
+            value.append("later")
+        else:
+            value["later"] = 1
+    rec.phase = "Failed"
+    assert snapshot == dataclasses.asdict(full_record())
+
+
 def test_close_ends_the_thread_and_a_later_save_starts_another(tmp_path: Path) -> None:
     rd = RunDirectory(tmp_path)
     rd.trials_dir.mkdir()
@@ -63,8 +112,7 @@ def test_close_ends_the_thread_and_a_later_save_starts_another(tmp_path: Path) -
 
 def test_a_failed_write_is_raised_by_flush_and_by_the_next_save(tmp_path: Path) -> None:
     rd = RunDirectory(tmp_path)
-    rd.trials_dir.parent.mkdir(parents=True, exist_ok=True)
-    rd.trials_dir.write_text("a file where the trials folder should be")
+    rd.journal_path.mkdir(parents=True)  # a folder where the journal should be
     writer = rd.writer()
     writer.save(record())
     with pytest.raises(OSError):
@@ -83,14 +131,56 @@ def test_a_delayed_snapshot_waits_unless_a_newer_one_or_a_flush_comes(tmp_path: 
     writer.save(started, delay=600)
     writer.save(record("xp-1"))
     deadline = time.monotonic() + 30
-    while not rd.record_path("xp-1").exists() and time.monotonic() < deadline:
+    while "xp-1" not in written(rd) and time.monotonic() < deadline:
         time.sleep(0.01)
     # Written in the order saved, but the delayed one is not due yet.
-    assert rd.record_path("xp-1").exists() and not rd.record_path("xp-0").exists()
+    assert written(rd) == {"xp-1"}
     started.phase = "Succeeded"
     writer.save(started)  # a newer state: written at once, the delayed one never
     writer.flush()
-    assert on_disk(rd, "xp-0")["phase"] == "Succeeded"
+    assert [line["phase"] for line in journal(rd) if line["name"] == "xp-0"] == ["Succeeded"]
     writer.save(record("xp-2"), delay=600)
     writer.close()  # writes what is delayed, now
     assert on_disk(rd, "xp-2")["phase"] == "Running"
+
+
+def test_an_attempts_observations_are_written_with_its_end_and_read_back(tmp_path: Path) -> None:
+    rd = RunDirectory(tmp_path)
+    writer = rd.writer()
+    rec = record("xp-0")
+    writer.save(rec)
+    seen = [Observation(0, {"loss": 0.5}, 10.0), Observation(1, {"loss": float("nan")}, 11.0)]
+    rec.phase, rec.values = "Failed", None
+    writer.save(rec, observations=seen)
+    seen.append(Observation(2, {"loss": 0.1}))  # after the save: not written
+    writer.close()
+    assert [line["phase"] for line in journal(rd)] == ["Running", "Failed"]
+    again = RunDirectory(tmp_path)
+    assert [r.phase for r in again.load_trials()] == ["Failed"]
+    back = again.load_observations("xp-0")
+    assert [(o.step, o.time) for o in back] == [(0, 10.0), (1, 11.0)]
+    assert back[0].metrics == {"loss": 0.5} and back[1].metrics["loss"] != back[1].metrics["loss"]
+    assert again.load_observations("xp-1") == []
+
+
+def test_a_run_directory_from_before_the_journal_is_read_and_the_journal_comes_after_it(
+    tmp_path: Path,
+) -> None:
+    rd = RunDirectory(tmp_path)
+    rd.trials_dir.mkdir()
+    old = record("xp-0", phase="Succeeded")
+    old.values = [0.5]
+    (rd.trials_dir / "xp-0.json").write_text(json.dumps(dataclasses.asdict(old), indent=1))
+    (rd.trials_dir / "xp-0.jsonl").write_text('{"step": 0, "metrics": {"loss": 0.5}}\n')
+    (rd.trials_dir / "xp-1.json").write_text(json.dumps(dataclasses.asdict(record("xp-1"))))
+    assert [(r.name, r.phase) for r in rd.load_trials()] == [
+        ("xp-0", "Succeeded"),
+        ("xp-1", "Running"),
+    ]
+    assert [o.metrics for o in rd.load_observations("xp-0")] == [{"loss": 0.5}]
+    resumed = record("xp-1", phase="Pending")  # what a resume records goes to the journal
+    rd.save_trial(resumed)
+    assert [(r.name, r.phase) for r in rd.load_trials()] == [
+        ("xp-0", "Succeeded"),
+        ("xp-1", "Pending"),
+    ]

@@ -107,7 +107,7 @@ def test_reproduce_prints_a_command_that_gives_the_same_result(
     last = [json.loads(x) for x in out.splitlines() if x.startswith("{") and "step" in x][-1]
     assert last["val_accuracy"] == record.values[0]  # type: ignore[index]
     # --run does the same and says so.
-    assert main(["reproduce", str(run_dir / "trials" / f"{record.name}.json"), "--run"]) == 0
+    assert main(["reproduce", str(run_dir / "trials" / f"{record.name}.log"), "--run"]) == 0
     assert json.loads(capsys.readouterr().out)["reproduced"] is True
 
 
@@ -118,10 +118,12 @@ def test_reproduce_run_notices_a_different_result(
     # A tampered record (another seed than the one that produced its value) does not reproduce.
     copy = tmp_path / "run"
     subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
-    path = copy / "trials" / "ab-test-0.json"
-    data = json.loads(path.read_text())
+    journal = copy / "trials.jsonl"
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    data = [line for line in lines if line["name"] == "ab-test-0"][-1]
     data["seed"] += 1
-    path.write_text(json.dumps(data))
+    with open(journal, "a") as handle:  # the last line that names a trial is its record
+        handle.write(json.dumps(data) + "\n")
     assert main(["reproduce", "ab-test-0", "--dir", str(copy), "--run"]) == 1
     assert json.loads(capsys.readouterr().out)["reproduced"] is False
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import queue
@@ -76,7 +75,6 @@ class TrialProcess:
         env: Mapping[str, str],
         cwd: Path,
         log_path: Path,
-        observations_path: Path,
         reader: ObservationReader,
         wakeup: queue.Queue[tuple[str, str]],
         wakes: Callable[[Observation], bool] | None = None,
@@ -86,7 +84,6 @@ class TrialProcess:
         self.env = dict(env)
         self.cwd = cwd
         self.log_path = log_path
-        self.observations_path = observations_path
         self.reader = reader
         self.wakeup = wakeup
         # Which observations put an event on ``wakeup`` (None: every one); the
@@ -171,11 +168,10 @@ class TrialProcess:
 
     def _pump(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        with (
-            # Afresh: output of an attempt that a crash cut short is not this one's.
-            open(self.log_path, "wb") as log,
-            open(self.observations_path, "w", encoding="utf-8") as obs_file,
-        ):
+        # Afresh: output of an attempt that a crash cut short is not this one's.
+        # The observations are kept here and recorded with the attempt's end
+        # (local.rundir): a resume runs a trial that was running from its start.
+        with open(self.log_path, "wb") as log:
             for raw in self._proc.stdout:
                 log.write(raw)
                 log.flush()
@@ -190,8 +186,6 @@ class TrialProcess:
                     continue
                 if observation.time is None:
                     observation = Observation(observation.step, observation.metrics, time.time())
-                obs_file.write(json.dumps(observation.to_dict()) + "\n")
-                obs_file.flush()
                 with self._lock:
                     self.observations.append(observation)
                 if self.wakes is None or self.wakes(observation):

@@ -156,11 +156,7 @@ class LocalRunner:
                     # Its process died with the previous run: run the same attempt again.
                     record.phase = "Pending"
                     record.reason = "Resumed"
-                    for path in (
-                        self.dir.log_path(record.name),
-                        self.dir.observations_path(record.name),
-                    ):
-                        path.unlink(missing_ok=True)
+                    self.dir.log_path(record.name).unlink(missing_ok=True)
                     self.dir.save_trial(record)
                 self._add(record)
                 if record.phase == "Pending":
@@ -432,7 +428,6 @@ class LocalRunner:
             env,
             self.workdir,
             self.dir.log_path(record.name),
-            self.dir.observations_path(record.name),
             reader,
             self.wakeup,
             self._wakes,
@@ -462,12 +457,16 @@ class LocalRunner:
         Called once the round's new trials have started: a trial's end is
         concluded, the next trial planned and started, and only then is either
         written down.  The records go to the background writer (snapshots
-        taken now), the events to the events file, in the order they happened.
+        taken now; an ended trial's with its observations), the events to the
+        events file, in the order they happened.
         """
         unsaved, self._unsaved = self._unsaved, {}
         for record in unsaved.values():
-            started = record.phase == "Running"
-            self.writer.save(record, START_RECORD_DELAY if started else 0.0)
+            if record.phase in TERMINAL_PHASES:
+                self.writer.save(record, observations=self.observations.get(record.name, ()))
+            else:
+                started = record.phase == "Running"
+                self.writer.save(record, START_RECORD_DELAY if started else 0.0)
         events, self._unwritten_events = self._unwritten_events, []
         for kind, message in events:
             self.dir.event(kind, message)

@@ -50,8 +50,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     trial = args.trial
     run_dir = args.dir
-    if run_dir is None and trial.endswith(".json") and Path(trial).parent.name == "trials":
-        run_dir, trial = str(Path(trial).parent.parent), Path(trial).stem
+    # A trial's log (RUN_DIR/trials/NAME.log), or its record file in a run
+    # directory written before the journal (RUN_DIR/trials/NAME.json).
+    path = Path(trial)
+    if run_dir is None and path.suffix in (".log", ".json") and path.parent.name == "trials":
+        run_dir, trial = str(path.parent.parent), path.stem
     if run_dir is not None:
         try:
             data = from_run_dir(run_dir)
@@ -144,12 +147,12 @@ def register(sub: Any) -> None:
     repro = sub.add_parser(
         "reproduce",
         help="print (or run) the exact command that reproduces a trial",
-        description="Locally (--dir RUN_DIR, or TRIAL as RUN_DIR/trials/NAME.json): print the "
+        description="Locally (--dir RUN_DIR, or TRIAL as RUN_DIR/trials/NAME.log): print the "
         "command with its environment (TRIALFORGE_SEED, TRIALFORGE_PARAMS, ...), or run it "
         "with --run and compare its objective with the recorded one (exit 1 if it differs). "
         "On a cluster (-n NAMESPACE): print a Job that runs the Trial again.",
     )
-    repro.add_argument("trial", metavar="TRIAL", help="a trial name (or its record file)")
+    repro.add_argument("trial", metavar="TRIAL", help="a trial name (or its log file)")
     repro.add_argument("--dir", help="the local run directory")
     repro.add_argument("--run", action="store_true", help="run it here and compare")
     repro.add_argument("--timeout", type=float, help="seconds to let --run take")
