@@ -81,7 +81,7 @@ class TrialProcess:
     ) -> None:
         self.name = name
         self.argv = list(argv)
-        self.env = dict(env)
+        self.env = env  # the caller's, built for this process alone
         self.cwd = cwd
         self.log_path = log_path
         self.reader = reader

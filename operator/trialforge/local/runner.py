@@ -33,7 +33,7 @@ from trialforge.engine.planner import (
     StopTrial,
     TrialView,
 )
-from trialforge.engine.template import substitute_container, trial_environment
+from trialforge.engine.template import substitute_text, trial_environment
 from trialforge.local.process import TrialProcess
 from trialforge.local.rundir import RunDirectory, TrialRecord
 from trialforge.metrics.parsers import ObservationReader, make_parser
@@ -91,7 +91,23 @@ class LocalRunner:
         self.workdir = workdir
         self.on_update = on_update
         self.stop_grace = stop_grace
-        local_command(experiment)  # fail before anything starts
+        # What each trial runs, with ${params.x} filled in per trial (as
+        # engine.template.substitute_container fills a pod's container): only
+        # the command, args and env values, read from the template once.
+        # A LocalRunError here, before anything starts, if it cannot run locally.
+        self._argv = local_command(experiment)
+        container = self.spec.trial.template["spec"]["containers"][0]
+        self._env = [
+            (str(item["name"]), item["value"])
+            for item in container.get("env") or []
+            if isinstance(item, dict) and "value" in item
+        ]
+        metrics = self.spec.trial.metrics
+        # Locally, trialforge.report() writes JSON lines to stdout, so push reads as json.
+        # A parser keeps no state (a trial's ObservationReader does).
+        self._parser = make_parser(
+            "json" if metrics.source == "push" else metrics.format, metrics.pattern
+        )
         self.planner = Planner(self.spec, self.name)
         self.records: dict[str, TrialRecord] = {}
         self.processes: dict[str, TrialProcess] = {}
@@ -120,9 +136,6 @@ class LocalRunner:
         self._open_views: dict[str, int] = {}
         # Records that wait for a process (a resume's), started by _collect.
         self._to_launch: list[TrialRecord] = []
-        # Only the command, args and env of the container are filled in per trial.
-        container = self.spec.trial.template["spec"]["containers"][0]
-        self._container = {k: container[k] for k in ("command", "args", "env") if k in container}
         self.started_at: float | None = None
         self.resumed = False
         self.node = socket.gethostname()
@@ -407,28 +420,21 @@ class LocalRunner:
             self._save(record)
 
     def _launch(self, record: TrialRecord) -> None:
-        container = substitute_container(self._container, record.parameters)
-        argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
-        env = dict(self._base_env)
-        for item in container.get("env") or []:
-            if isinstance(item, dict) and "value" in item:
-                env[str(item["name"])] = str(item["value"])
+        parameters = record.parameters
+        argv = [substitute_text(a, parameters) for a in self._argv]
+        env = self._base_env.copy()
+        for name, value in self._env:
+            env[name] = substitute_text(value, parameters) if isinstance(value, str) else str(value)
         env.update(
-            trial_environment(
-                self.name, record.name, record.parameters, record.seed, record.attempt
-            )
+            trial_environment(self.name, record.name, parameters, record.seed, record.attempt)
         )
-        metrics = self.spec.trial.metrics
-        # Locally, trialforge.report() writes JSON lines to stdout, so push reads as json.
-        fmt = "json" if metrics.source == "push" else metrics.format
-        reader = ObservationReader(make_parser(fmt, metrics.pattern))
         process = TrialProcess(
             record.name,
             argv,
             env,
             self.workdir,
             self.dir.log_path(record.name),
-            reader,
+            ObservationReader(self._parser),
             self.wakeup,
             self._wakes,
         )
