@@ -220,7 +220,11 @@ def trialforge_loop(algorithm: str, trials: int, parallelism: int, workdir: Path
     assert result.phase == "Succeeded" and succeeded == trials, (
         f"trialforge: {result.phase} {result.reason} {result.message}; {succeeded} succeeded"
     )
-    shutil.rmtree(run_dir, ignore_errors=True)
+    # The run directory stays until the benchmark ends (with workdir): deleting
+    # hundreds of files between runs made each file the next runs created cost
+    # up to 1 ms of system time instead of 0.2 (ext4 without a journal skips
+    # inodes freed in the last 30 s; bench/RESULTS.md) -- a cost of the
+    # benchmark's own cleanup, which a user's run does not pay.
     return elapsed
 
 
@@ -483,9 +487,9 @@ def render(
         "*plain*: `study.ask()`, `subprocess.run` of the same argv and interpreter, parse the "
         "line, `study.tell()`. *trialforge*: `LocalRunner.run()` in-process on the same "
         "experiment (what `trialforge run` runs after loading the YAML): a process group per "
-        "trial, output pumped to a log and parsed, an atomic JSON record per trial (written, "
-        "then renamed; two for a trial longer than a second: its start, then its end), an "
-        "event line, the "
+        "trial, output pumped to a log (a new file per trial) and parsed, a line per trial in "
+        "the journal of trial records with its observations (two for a trial longer than a "
+        "second: its start, then its end), an event line, the "
         "planner at each trial's end (and at an observation a pruner judges, or a non-finite one; "
         "neither here). *spawn*: the trainer alone, N times, no search — the floor. "
         "Milliseconds "
