@@ -61,14 +61,18 @@ def importances(study: optuna.Study, spec: ExperimentSpec, path: Path) -> Path |
     if len(completed) < 3 or len(spec.parameters) < 2 or spec.multi_objective:
         return None
     try:
-        scores = optuna.importance.get_param_importances(study)
+        # Named, not Optuna's default: that was fANOVA before Optuna 5 (it needs
+        # scikit-learn, which trialforge does not install) and PED-ANOVA since.
+        scores = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+        )
     except (RuntimeError, ValueError) as exc:  # too few distinct values to fit
         log.info("no parameter importances: %s", exc)
         return None
     names = list(scores)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * len(names)))
     ax.barh(names, [scores[n] for n in names], color="#55a868")
-    ax.set_xlabel("importance (fANOVA)")
+    ax.set_xlabel("importance (PED-ANOVA)")
     ax.set_title("Parameter importances")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
