@@ -149,6 +149,7 @@ def test_an_attempts_observations_are_written_with_its_end_and_read_back(tmp_pat
     writer = rd.writer()
     rec = record("xp-0")
     writer.save(rec)
+    writer.flush()  # else the end's snapshot would replace the start's before its turn
     seen = [Observation(0, {"loss": 0.5}, 10.0), Observation(1, {"loss": float("nan")}, 11.0)]
     rec.phase, rec.values = "Failed", None
     writer.save(rec, observations=seen)
@@ -178,6 +179,12 @@ def test_a_run_directory_from_before_the_journal_is_read_and_the_journal_comes_a
         ("xp-1", "Running"),
     ]
     assert [o.metrics for o in rd.load_observations("xp-0")] == [{"loss": 0.5}]
+    # xp-1 was running when that run died: a resume runs it again from its start.
+    (rd.trials_dir / "xp-1.jsonl").write_text('{"step": 0, "metrics": {"loss": 0.9}}\n')
+    rd.log_path("xp-1").write_text("the output of the attempt that died\n")
+    assert len(rd.load_observations("xp-1")) == 1
+    rd.discard_output("xp-1")
+    assert rd.load_observations("xp-1") == [] and not rd.log_path("xp-1").exists()
     resumed = record("xp-1", phase="Pending")  # what a resume records goes to the journal
     rd.save_trial(resumed)
     assert [(r.name, r.phase) for r in rd.load_trials()] == [

@@ -224,6 +224,13 @@ class RunDirectory:
     def log_path(self, name: str) -> Path:
         return self.trials_dir / f"{name}.log"
 
+    def discard_output(self, name: str) -> None:
+        """Delete what an attempt that will run again from its start wrote."""
+        self.log_path(name).unlink(missing_ok=True)
+        (self.trials_dir / f"{name}.jsonl").unlink(missing_ok=True)  # before the journal
+        if self._observations is not None:
+            self._observations.pop(name, None)
+
     def load_observations(self, name: str) -> list[Observation]:
         """The observations recorded with a trial attempt's end (none while it runs)."""
         if self._observations is None:

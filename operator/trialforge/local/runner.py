@@ -169,7 +169,7 @@ class LocalRunner:
                     # Its process died with the previous run: run the same attempt again.
                     record.phase = "Pending"
                     record.reason = "Resumed"
-                    self.dir.log_path(record.name).unlink(missing_ok=True)
+                    self.dir.discard_output(record.name)
                     self.dir.save_trial(record)
                 self._add(record)
                 if record.phase == "Pending":
