@@ -17,6 +17,9 @@ Issue 3's benchmark.  Two measurements:
    what the trainer itself costs.  Each is run ``--repeats`` times, interleaved
    (plain, ours, spawn, then the next order), and the figures are the median
    and the minimum.  Overhead = ours / plain - 1, per repeat, then the median.
+   Sequential runs also give the median trial cycle (one trainer's start to
+   the next's), which a burst of the machine's noise hardly moves, and its
+   overhead the same way.
 
    Once, ``trialforge run`` itself runs as a subprocess (interpreter start,
    imports, YAML, the run, the plots) against the plain loop run as a
