@@ -282,19 +282,20 @@ def engine_search(algorithm: str, trials: int) -> float:
 def engine_planner(algorithm: str, trials: int) -> float:
     """One plan() per trial, as the runtime calls it: the last trial ended, what next?"""
     from trialforge.api.validation import load_experiment
-    from trialforge.engine.planner import Planner, StartTrial, TrialView
+    from trialforge.engine.planner import Planner, StartTrial
+    from trialforge.engine.record import TrialRecord
 
     spec = load_experiment(experiment_doc("bench", algorithm, trials, 1)).spec
     started = time.perf_counter()
     planner = Planner(spec, "bench")
-    views: list[TrialView] = []
+    views: list[TrialRecord] = []
     while True:
         plan = planner.plan(views, now=time.time())
         if plan.finished is not None:
             break
         for start in plan.of(StartTrial):
             views.append(
-                TrialView(
+                TrialRecord(
                     name=f"bench-{start.index}",
                     index=start.index,
                     attempt=start.attempt,

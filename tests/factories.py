@@ -44,9 +44,9 @@ BASE: dict[str, Any] = {
 
 def running_view(name: str, action: Any) -> Any:
     """The Trial an adapter records for a StartTrial: Running, with its design fields."""
-    from trialforge.engine.planner import TrialView
+    from trialforge.engine.record import TrialRecord
 
-    return TrialView(
+    return TrialRecord(
         name, action.index, action.attempt, "Running", action.parameters, action.seed,
         search_state=action.search_state, role=action.role, config=action.config,
         repeat=action.repeat, search_index=action.search_index,

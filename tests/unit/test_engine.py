@@ -21,8 +21,8 @@ from trialforge.engine.planner import (
     Planner,
     StartTrial,
     StopTrial,
-    TrialView,
 )
+from trialforge.engine.record import TrialRecord
 from trialforge.engine.template import substitute_container, trial_environment
 
 
@@ -40,11 +40,11 @@ def score(params: dict[str, Any]) -> float:
     )
 
 
-def succeed(view: TrialView) -> TrialView:
+def succeed(view: TrialRecord) -> TrialRecord:
     return replace(view, phase="Succeeded", values=(score(dict(view.parameters)),))
 
 
-def fail(view: TrialView) -> TrialView:
+def fail(view: TrialRecord) -> TrialRecord:
     return replace(view, phase="Failed", reason="Error")
 
 
@@ -252,7 +252,7 @@ def test_pruners_stop_a_trailing_trial(algorithm: str, settings: dict[str, Any])
     for i in range(5):
         s = planner.search.suggest(i)
         views.append(
-            TrialView(
+            TrialRecord(
                 f"x-{i}",
                 i,
                 0,
@@ -264,7 +264,7 @@ def test_pruners_stop_a_trailing_trial(algorithm: str, settings: dict[str, Any])
             )
         )
     s = planner.search.suggest(5)
-    bad = TrialView(
+    bad = TrialRecord(
         "x-5",
         5,
         0,
@@ -290,7 +290,7 @@ def test_good_trials_are_not_pruned_and_none_never_prunes() -> None:
         for i in range(6):
             s = planner.search.suggest(i)
             views.append(
-                TrialView(
+                TrialRecord(
                     f"x-{i}",
                     i,
                     0,
@@ -302,7 +302,7 @@ def test_good_trials_are_not_pruned_and_none_never_prunes() -> None:
                 )
             )
         s = planner.search.suggest(6)
-        good = TrialView(
+        good = TrialRecord(
             "x-6", 6, 0, "Running", s.parameters, intermediate=curve(0.9, 10), search_state=s.state
         )
         bad = replace(good, intermediate={k: 0.0 for k in range(1, 11)})
@@ -312,13 +312,13 @@ def test_good_trials_are_not_pruned_and_none_never_prunes() -> None:
 
 
 def test_running_progress_matters_to_a_plan_only_with_a_pruner_or_a_non_finite_value() -> None:
-    def running(planner: Planner, intermediate: dict[int, float]) -> list[TrialView]:
+    def running(planner: Planner, intermediate: dict[int, float]) -> list[TrialRecord]:
         views = []
         for i in range(7):  # six ended (the median pruner's start-up), one running
             s = planner.search.suggest(i)
             phase = "Succeeded" if i < 6 else "Running"
             views.append(
-                TrialView(f"x-{i}", i, 0, phase, s.parameters, search_state=s.state,
+                TrialRecord(f"x-{i}", i, 0, phase, s.parameters, search_state=s.state,
                           values=(0.5,) if i < 6 else None,
                           intermediate=curve(0.5, 10) if i < 6 else intermediate)
             )  # fmt: skip
@@ -408,7 +408,7 @@ def test_a_decided_but_unrecorded_trial_is_started_again_with_the_same_parameter
     starts = {a.index: a for a in plan.of(StartTrial)}
     # Only trials 0 and 2 were created before the crash.
     recorded = [
-        TrialView(
+        TrialRecord(
             f"x-{i}", i, 0, "Running", starts[i].parameters, search_state=starts[i].search_state
         )
         for i in (0, 2)

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from tests.factories import experiment_doc, running_view
 from trialforge.api import load_experiment
-from trialforge.engine.planner import Planner, StartTrial, StopTrial, TrialView
+from trialforge.engine.planner import Planner, StartTrial, StopTrial
+from trialforge.engine.record import TrialRecord
 
 OUTCOMES = ["Succeeded", "Failed", "Pruned"]
 
@@ -41,7 +42,7 @@ def test_planner_invariants(
     doc["spec"]["trial"]["retries"] = retries
     spec = load_experiment(doc).spec
     planner = Planner(spec, "p")
-    views: dict[str, TrialView] = {}
+    views: dict[str, TrialRecord] = {}
     started: set[tuple[int, int]] = set()
     finished = False
     for pick, outcome, value in [*events, *[(0, "Succeeded", 0.5)] * 60]:
@@ -122,7 +123,7 @@ def test_a_planner_that_has_planned_before_plans_like_a_new_one(
     doc["spec"]["trial"]["retries"] = retries
     spec = load_experiment(doc).spec
     planner = Planner(spec, "p")
-    views: dict[str, TrialView] = {}
+    views: dict[str, TrialRecord] = {}
     for pick, outcome, value in [*events, *[(0, "Succeeded", 0.5)] * 40]:
         world = [replace(v) for v in views.values()] if copies else list(views.values())
         plan = planner.plan(world, now=0.0)

@@ -26,9 +26,9 @@ from trialforge.engine.planner import (
     Planner,
     StartTrial,
     StopTrial,
-    TrialView,
     planned_trials,
 )
+from trialforge.engine.record import TrialRecord
 
 PARAMS = [
     {"name": "lr", "type": "float", "min": 0.01, "max": 1.0},
@@ -62,7 +62,7 @@ def truth(params: dict[str, Any]) -> float:
     return 0.80 + 0.03 * min(params["warmup"], 100) / 100 - 0.2 * max(0.0, params["lr"] - 0.3)
 
 
-def noisy(view: TrialView, sd: float = 0.01) -> float:
+def noisy(view: TrialRecord, sd: float = 0.01) -> float:
     return truth(dict(view.parameters)) + random.Random(view.seed).gauss(0.0, sd)
 
 
@@ -70,7 +70,7 @@ class World(factories.World):
     limit = 2000  # repeats, baselines and confirm runs make long experiments
 
 
-def succeed(view: TrialView) -> TrialView:
+def succeed(view: TrialRecord) -> TrialRecord:
     return replace(view, phase="Succeeded", values=(noisy(view),))
 
 
@@ -161,7 +161,7 @@ def test_the_comparison_is_interim_while_runs_go_on() -> None:
 
 
 def test_failed_runs_give_a_pass_fail_test() -> None:
-    def end(view: TrialView) -> TrialView:
+    def end(view: TrialRecord) -> TrialRecord:
         if view.config == "high-lr" and view.repeat % 2 == 0:
             return replace(view, phase="Failed", reason="Error", retryable=False)
         return succeed(view)

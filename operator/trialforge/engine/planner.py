@@ -19,32 +19,8 @@ from typing import Any
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.engine.objective import better, dominates, meets_goal
+from trialforge.engine.record import TrialRecord, latest_attempts
 from trialforge.engine.search import Search, derive_seed
-
-
-@dataclass(frozen=True)
-class TrialView:
-    """One trial attempt as an adapter observed it."""
-
-    name: str
-    index: int
-    attempt: int
-    phase: str
-    parameters: Mapping[str, Any]
-    seed: int = 0
-    values: tuple[float, ...] | None = None
-    intermediate: Mapping[int, float] = field(default_factory=dict)
-    reason: str | None = None
-    retryable: bool = True
-    search_state: Mapping[str, Any] | None = None
-    # What the trial is for (see Slot); None for trials recorded before roles
-    # existed, which are search trials with search index == index.
-    role: str | None = None
-    config: str | None = None
-    repeat: int = 0
-    search_index: int | None = None
-    artifact_uri: str | None = None
-
 
 ROLE_SEARCH = "search"
 ROLE_BASELINE = "baseline"
@@ -140,10 +116,10 @@ class _Config:
     """A search configuration's runs and, once known, its outcome."""
 
     k: int
-    runs: dict[int, TrialView]  # repeat -> latest attempt
+    runs: dict[int, TrialRecord]  # repeat -> latest attempt
     phase: str | None = None  # final phase, None while it may still change
     values: tuple[float, ...] | None = None  # means over the runs that succeeded
-    succeeded: list[TrialView] = field(default_factory=list)
+    succeeded: list[TrialRecord] = field(default_factory=list)
 
 
 class _Ledger:
@@ -162,11 +138,11 @@ class _Ledger:
 
     def __init__(self, spec: ExperimentSpec | None = None) -> None:
         self.spec = spec
-        self.views: dict[str, TrialView] = {}  # every attempt of a settled index
+        self.views: dict[str, TrialRecord] = {}  # every attempt of a settled index
         self.indices: set[int] = set()
         self.outcome: dict[int, str] = {}  # settled index -> final phase
         self.configs: dict[int, _Config] = {}  # the settled trials' configurations
-        self.runs: dict[int, dict[int, TrialView]] = {}  # k -> repeat -> latest attempt
+        self.runs: dict[int, dict[int, TrialRecord]] = {}  # k -> repeat -> latest attempt
         self.phases: dict[str, int] = {}  # lower-case phase -> latest attempts
         self.retried = 0  # attempts > 0
         self.failed = 0  # outcomes
@@ -176,7 +152,7 @@ class _Ledger:
         self.first_free = 0  # every index below it is settled
         self._done: tuple[int, int] = (-1, 0)  # (limit, configurations below it)
 
-    def live(self, trials: Sequence[TrialView]) -> list[TrialView] | None:
+    def live(self, trials: Sequence[TrialRecord]) -> list[TrialRecord] | None:
         """The trials that are not settled; None if the world no longer matches the ledger."""
         views = self.views
         if not views:
@@ -197,7 +173,12 @@ class _Ledger:
         return live
 
     def settle(
-        self, views: Sequence[TrialView], latest: TrialView, slot: Slot, cfg: _Config, outcome: str
+        self,
+        views: Sequence[TrialRecord],
+        latest: TrialRecord,
+        slot: Slot,
+        cfg: _Config,
+        outcome: str,
     ) -> None:
         """Add an index: its attempts, the latest one, its slot and configuration, its outcome."""
         for view in views:
@@ -256,7 +237,7 @@ class _Merged(Mapping[int, Any]):
         return len(settled) + sum(1 for k in self.live if k not in settled)
 
 
-def slot_of(view: TrialView) -> Slot:
+def slot_of(view: TrialRecord) -> Slot:
     role = view.role or ROLE_SEARCH
     if role == ROLE_SEARCH:
         k = view.search_index if view.search_index is not None else view.index
@@ -318,7 +299,7 @@ class Planner:
         ):
             self._best_final = cfg
 
-    def _slot(self, view: TrialView) -> Slot:
+    def _slot(self, view: TrialRecord) -> Slot:
         key = (view.name, view.index)
         slot = self._slots.get(key)
         if slot is None:
@@ -327,7 +308,7 @@ class Planner:
 
     def plan(
         self,
-        trials: Sequence[TrialView],
+        trials: Sequence[TrialRecord],
         *,
         now: float,
         started_at: float | None = None,
@@ -345,11 +326,11 @@ class Planner:
         if live is None:
             ledger = self._ledger = _Ledger(spec)
             live = list(trials)
-        latest = _latest_attempts(live)
+        latest = latest_attempts(live)
         slots = {i: self._slot(v) for i, v in latest.items()}
         # The search's runs by configuration and repeat; every other run by its slot.
-        by_slot: dict[Slot, TrialView] = {}
-        search_runs: dict[int, dict[int, TrialView]] = {}
+        by_slot: dict[Slot, TrialRecord] = {}
+        search_runs: dict[int, dict[int, TrialRecord]] = {}
         for i in sorted(latest):
             slot = slots[i]
             if slot.role == ROLE_SEARCH and slot.search_index is not None:
@@ -548,7 +529,7 @@ class Planner:
                     yield Slot(ROLE_CONFIRM, name, r, k)
 
     def _parameters(
-        self, slot: Slot, search_runs: Mapping[int, Mapping[int, TrialView]]
+        self, slot: Slot, search_runs: Mapping[int, Mapping[int, TrialRecord]]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         spec = self.spec
         if slot.config == BASELINE and slot.role in (ROLE_BASELINE, ROLE_CONFIRM):
@@ -576,7 +557,7 @@ class Planner:
         return derive_seed(seed, slot.role, slot.config, slot.repeat)
 
     def _config(
-        self, k: int, runs: Mapping[int, TrialView], outcome: Mapping[int, str | None]
+        self, k: int, runs: Mapping[int, TrialRecord], outcome: Mapping[int, str | None]
     ) -> _Config:
         """Configuration k's outcome from its runs' outcomes."""
         cfg = _Config(k, dict(runs))
@@ -603,7 +584,7 @@ class Planner:
         cfg.phase = "Failed" if "Failed" in finals.values() else next(iter(finals.values()))
         return cfg
 
-    def _sync(self, search_runs: Mapping[int, Mapping[int, TrialView]]) -> None:
+    def _sync(self, search_runs: Mapping[int, Mapping[int, TrialRecord]]) -> None:
         # Configurations the study already knows the end of cannot change it any
         # more: skipping them keeps a plan's sync to those still in play rather
         # than every configuration so far.
@@ -625,7 +606,10 @@ class Planner:
                 self._keep_best(cfg)
 
     def _settle(
-        self, live: Sequence[TrialView], latest: Mapping[int, TrialView], slots: Mapping[int, Slot]
+        self,
+        live: Sequence[TrialRecord],
+        latest: Mapping[int, TrialRecord],
+        slots: Mapping[int, Slot],
     ) -> None:
         """Move the indices this plan found settled into the ledger (see :class:`_Ledger`)."""
         settled: dict[int, tuple[_Config, str]] = {}
@@ -639,14 +623,14 @@ class Planner:
                 settled[index] = (cfg, phase)
         if not settled:
             return
-        attempts: dict[int, list[TrialView]] = {}
+        attempts: dict[int, list[TrialRecord]] = {}
         for view in live:
             if view.index in settled:
                 attempts.setdefault(view.index, []).append(view)
         for index, (cfg, phase) in settled.items():
             self._ledger.settle(attempts[index], latest[index], slots[index], cfg, phase)
 
-    def _final_phase(self, view: TrialView, stopping: Mapping[str, StopTrial]) -> str | None:
+    def _final_phase(self, view: TrialRecord, stopping: Mapping[str, StopTrial]) -> str | None:
         """The trial's final phase, or None while it may still run (or be retried)."""
         if view.name in stopping:
             return stopping[view.name].phase
@@ -699,7 +683,7 @@ class Planner:
         succeeded: int,
         outcome: Mapping[int, str | None],
         wanted: Iterator[Slot],
-        by_slot: Mapping[Slot, TrialView],
+        by_slot: Mapping[Slot, TrialRecord],
         search_end: tuple[str, str] | None,
         now: float,
         started_at: float | None,
@@ -757,7 +741,7 @@ class Planner:
     def _best(
         self,
         configs: Mapping[int, _Config],
-        by_slot: Mapping[Slot, TrialView],
+        by_slot: Mapping[Slot, TrialRecord],
         outcome: Mapping[int, str | None],
     ) -> tuple[Best | None, list[Best]]:
         directions = [o.direction for o in self.spec.all_objectives]
@@ -811,7 +795,7 @@ class Planner:
 
     def _compare(
         self,
-        by_slot: Mapping[Slot, TrialView],
+        by_slot: Mapping[Slot, TrialRecord],
         outcome: Mapping[int, str | None],
         configs: Mapping[int, _Config],
         search_end: tuple[str, str] | None,
@@ -935,8 +919,8 @@ def design_summary(spec: ExperimentSpec) -> str:
     return f"{text} (at most {planned_trials(spec)} trials)"
 
 
-def _arm_runs(by_slot: Mapping[Slot, TrialView]) -> dict[str, list[TrialView]]:
-    out: dict[str, list[TrialView]] = {}
+def _arm_runs(by_slot: Mapping[Slot, TrialRecord]) -> dict[str, list[TrialRecord]]:
+    out: dict[str, list[TrialRecord]] = {}
     for slot, view in by_slot.items():
         if slot.role in (ROLE_ARM, ROLE_BASELINE):
             out.setdefault(slot.config, []).append(view)
@@ -952,18 +936,9 @@ def _non_finite(intermediate: Mapping[int, float]) -> tuple[int, float] | None:
     return None
 
 
-def _latest_attempts(trials: Sequence[TrialView]) -> dict[int, TrialView]:
-    latest: dict[int, TrialView] = {}
-    for view in trials:
-        current = latest.get(view.index)
-        if current is None or view.attempt > current.attempt:
-            latest[view.index] = view
-    return latest
-
-
 def _counts(
-    live: Sequence[TrialView],
-    latest: Mapping[int, TrialView],
+    live: Sequence[TrialRecord],
+    latest: Mapping[int, TrialRecord],
     stopping: Mapping[str, StopTrial],
     ledger: _Ledger,
 ) -> dict[str, int]:

@@ -9,10 +9,10 @@ from typing import Any
 
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.status import TERMINAL_PHASES
-from trialforge.engine.history import observations_from, point_value
+from trialforge.engine.history import observations_from
 from trialforge.engine.lineage import artifact_uri
 from trialforge.engine.objective import conclude
-from trialforge.engine.planner import TrialView
+from trialforge.engine.record import TrialRecord
 from trialforge.kube import names
 
 GPU = "nvidia.com/gpu"
@@ -254,27 +254,5 @@ def _unschedulable(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-def trial_view(spec: ExperimentSpec, trial: Mapping[str, Any]) -> TrialView:
-    tspec = trial["spec"]
-    status = trial.get("status") or {}
-    metric = spec.all_objectives[0].metric
-    history = (status.get("history") or {}).get(metric) or []
-    values = status.get("values")
-    return TrialView(
-        name=trial["metadata"]["name"],
-        index=int(tspec["index"]),
-        attempt=int(tspec.get("attempt", 0)),
-        phase=status.get("phase", "Pending"),
-        parameters=tspec["parameters"],
-        seed=int(tspec.get("seed", 0)),
-        values=tuple(values) if values else None,
-        intermediate={int(p["step"]): point_value(p) for p in history},
-        reason=status.get("reason"),
-        retryable=status.get("retryable", True) is not False,
-        search_state=tspec.get("searchState"),
-        role=tspec.get("role"),
-        config=tspec.get("config"),
-        repeat=int(tspec.get("repeat") or 0),
-        search_index=tspec.get("searchIndex"),
-        artifact_uri=status.get("artifactUri"),
-    )
+def trial_view(spec: ExperimentSpec, trial: Mapping[str, Any]) -> TrialRecord:
+    return TrialRecord.from_resource(trial, spec.all_objectives[0].metric)
