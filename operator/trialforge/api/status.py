@@ -71,10 +71,16 @@ class TrialStatus(WireModel):
 
 
 class BestTrial(WireModel):
-    trial: str
+    trial: str = Field(description="The first successful run of the best configuration.")
     parameters: dict[str, Any]
-    value: float | None = None
-    values: list[float] | None = None
+    value: float | None = Field(default=None, description="The objective (single-objective).")
+    values: list[float] | None = Field(default=None, description="Every objective, in order.")
+    config: str | None = Field(default=None, description="The configuration (c<k>, an arm).")
+    runs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Runs of the configuration that succeeded; values are means.",
+    )
     artifact_uri: str | None = None
 
 

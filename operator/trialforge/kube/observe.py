@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +12,8 @@ from trialforge.api.status import TERMINAL_PHASES
 from trialforge.engine.history import observations_from
 from trialforge.engine.lineage import artifact_uri
 from trialforge.engine.objective import conclude
-from trialforge.engine.record import TrialRecord
+from trialforge.engine.record import TrialRecord, rfc3339, timestamp
+from trialforge.engine.status import outcome_status
 from trialforge.kube import names
 
 GPU = "nvidia.com/gpu"
@@ -20,23 +21,11 @@ GPU_PRODUCT = "nvidia.com/gpu.product"  # the NVIDIA GPU operator's node label
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.timestamp()
-    text = str(value).replace("Z", "+00:00")
-    return dt.datetime.fromisoformat(text).timestamp()
+    return rfc3339(time.time())  # type: ignore[return-value]
 
 
 def _iso(value: Any) -> str | None:
-    ts = parse_time(value)
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(timestamp(value))
 
 
 def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -113,19 +102,10 @@ def trial_status_from(
                     failure = reason  # the Job failed and no container says why
         history = status.get("history") or {}
         outcome = conclude(spec, 0 if complete else exit_code, observations_from(history), failure)
-        out.update(
-            phase=outcome.phase,
-            reason=outcome.reason,
-            message=outcome.message,
-        )
-        if outcome.values:
-            out["values"] = list(outcome.values)
-            out["objective"] = outcome.values[0]
-        if not outcome.retryable:
-            out["retryable"] = False
+        out.update(outcome_status(outcome))
         gpu = _gpus((job.get("spec") or {}).get("template", {}).get("spec", {}))
-        began = parse_time(out.get("startTime") or status.get("startTime"))
-        ended = parse_time(out["completionTime"])
+        began = timestamp(out.get("startTime") or status.get("startTime"))
+        ended = timestamp(out["completionTime"])
         if gpu and began and ended:
             workers = int((job.get("spec") or {}).get("parallelism") or 1)
             out["gpuSeconds"] = round(gpu * workers * max(0.0, ended - began), 3)
