@@ -12,11 +12,12 @@ import copy
 from typing import Any
 
 from tests.unit.test_jobs import job_with, pod_with, running_trial, trial, xp
-from trialforge.engine.lineage import artifact_uri, trial_spec_fields
+from trialforge.engine.lineage import artifact_uri
 from trialforge.engine.planner import StartTrial
+from trialforge.engine.record import TrialRecord, trial_spec
 from trialforge.kube.observe import trial_status_from, trial_view
 from trialforge.reporting.reproduce import cluster_job, reproduction
-from trialforge.reporting.rundata import RunData, record_from_trial
+from trialforge.reporting.rundata import RunData
 
 
 def test_artifact_uri_is_the_last_reported_json_line() -> None:
@@ -49,10 +50,11 @@ def test_a_finished_pod_gives_the_artifact_and_the_gpu_model() -> None:
 def test_the_trial_spec_records_its_design_and_versions_and_is_read_back() -> None:
     spec = xp(codeVersion="git:3f2a", dataVersion="dvc:9").spec
     action = StartTrial(7, 0, {"lr": 0.01, "opt": "adam"}, 99, {}, "new", "confirm", "c3", 2, 3)
-    fields = trial_spec_fields(spec, action)
+    fields = trial_spec("mnist", TrialRecord.start("mnist", spec, action))
     assert fields == {
-        "role": "confirm", "config": "c3", "repeat": 2, "searchIndex": 3,
-        "codeVersion": "git:3f2a", "dataVersion": "dvc:9",
+        "experiment": "mnist", "index": 7, "attempt": 0, "parameters": {"lr": 0.01, "opt": "adam"},
+        "seed": 99, "searchState": {}, "role": "confirm", "config": "c3", "repeat": 2,
+        "searchIndex": 3, "codeVersion": "git:3f2a", "dataVersion": "dvc:9",
     }  # fmt: skip
     t = trial("mnist-7", 7)
     t["spec"].update(fields)
@@ -68,7 +70,7 @@ def test_the_trial_spec_records_its_design_and_versions_and_is_read_back() -> No
 
 def _run_data(t: dict[str, Any]) -> RunData:
     experiment = xp()
-    record = record_from_trial(t)
+    record = TrialRecord.from_resource(t)
     return RunData("mnist", experiment, {}, [record], "cluster ml/mnist", namespace="ml")
 
 
@@ -80,7 +82,7 @@ def test_a_cluster_trial_becomes_a_record_with_its_lineage() -> None:
         "completionTime": "2026-01-01T10:00:30Z", "node": "gpu-1", "gpuType": "H100",
         "artifactUri": "s3://m",
     }  # fmt: skip
-    r = record_from_trial(t)
+    r = TrialRecord.from_resource(t)
     assert (r.name, r.index, r.seed, r.role, r.config, r.repeat) == ("mnist-3", 3, 1234, "arm",
                                                                      "b", 1)  # fmt: skip
     assert r.completion_time - r.start_time == 30  # type: ignore[operator]

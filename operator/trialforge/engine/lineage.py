@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
 
 ARTIFACT_KEY = "artifact_uri"
 
@@ -35,21 +34,3 @@ def artifact_uri(lines: Iterable[str]) -> str | None:
         if isinstance(data, dict) and isinstance(data.get(ARTIFACT_KEY), str):
             found = data[ARTIFACT_KEY]
     return found
-
-
-def trial_spec_fields(spec: Any, action: Any) -> dict[str, Any]:
-    """What a new Trial's spec records beside its parameters and seed (wire names).
-
-    ``spec`` is the ExperimentSpec, ``action`` the planner's StartTrial: the
-    trial's role in the design, its configuration and repeat, and the code and
-    data versions it runs, so the Trial alone says what reproduces it.
-    """
-    fields = {
-        "role": action.role,
-        "config": action.config,
-        "repeat": action.repeat,
-        "searchIndex": action.search_index,
-        "codeVersion": spec.code_version,
-        "dataVersion": spec.data_version,
-    }
-    return {k: v for k, v in fields.items() if v is not None}
