@@ -160,12 +160,12 @@ def test_successful_trials_are_recorded_in_the_run_directory(tmp_path: Path) -> 
     for record in result.records:
         assert record.phase == "Succeeded" and record.reason == "Completed"
         assert record.exit_code == 0
-        assert record.values == pytest.approx([expected_loss(record.parameters["x"])])
+        assert record.values == pytest.approx((expected_loss(record.parameters["x"]),))
         assert record.start_time is not None and record.completion_time is not None
         assert record.start_time <= record.completion_time
         # Each attempt has its record (with its observations) and its output on disk.
         on_disk = journal_record(rd, record.name)
-        assert on_disk["phase"] == "Succeeded" and on_disk["values"] == record.values
+        assert on_disk["phase"] == "Succeeded" and on_disk["values"] == list(record.values)
         assert [o["step"] for o in on_disk["observations"]] == [0, 1, 2]
         log = rd.log_path(record.name).read_text().splitlines()
         assert len(log) == 3 and json.loads(log[-1])["step"] == 2
@@ -178,7 +178,8 @@ def test_successful_trials_are_recorded_in_the_run_directory(tmp_path: Path) -> 
     assert state["trials"]["succeeded"] == 3 and state["trials"]["total"] == 3
     best = min(result.records, key=lambda r: r.values[0])
     assert state["best"]["trial"] == best.name
-    assert state["best"]["values"] == best.values
+    assert state["best"]["values"] == list(best.values) == [state["best"]["value"]]
+    assert state["bestValue"] == best.values[0]
     assert state["completionTime"] >= state["startTime"]
     recorded = yaml.safe_load((rd.root / "experiment.yaml").read_text())
     assert recorded["metadata"]["name"] == "tiny"
@@ -459,7 +460,7 @@ def test_goal_reached_stops_the_experiment_early(tmp_path: Path) -> None:
         ("tiny-1", "Cancelled"),
         ("tiny-2", "Succeeded"),
     ]
-    assert records["tiny-2"].values == [0.3]
+    assert records["tiny-2"].values == (0.3,)
     assert records["tiny-1"].reason == "GoalReached"
     assert_gone(pids(out, "tiny-1"))
     assert elapsed < 6.0
@@ -516,7 +517,8 @@ def test_interrupt_then_resume_finishes_without_repeating_a_trial(tmp_path: Path
     assert proc.returncode == 130, stderr
     assert "Interrupted" in stdout  # the summary says so
     state = rd.load_state()
-    assert (state["phase"], state["reason"]) == ("Interrupted", "Interrupted")
+    # Suspended until it runs again, as a suspended cluster Experiment would be.
+    assert (state["phase"], state["reason"]) == ("Suspended", "Interrupted")
     # Ctrl-C stopped the running trainers too.
     assert_gone(pids(out, "tiny-2") + pids(out, "tiny-3"))
     before = {r.name: r for r in rd.load_trials() if r.phase == "Succeeded"}
@@ -613,17 +615,40 @@ def test_resume_with_a_different_spec_is_refused(tmp_path: Path) -> None:
     changed_file = write_yaml(tmp_path / "changed.yaml", changed)
     refused = cli("run", str(changed_file), "--dir", str(run_dir), "--quiet")
     assert refused.returncode == 2
-    assert "different spec" in refused.stderr and str(run_dir) in refused.stderr
+    assert "spec.parameters cannot change" in refused.stderr and str(run_dir) in refused.stderr
     # Nothing in the directory was touched and nothing ran.
     assert (run_dir / "state.json").read_bytes() == state_before
     assert len(trainer_events(out)) == starts
-    with pytest.raises(LocalRunError, match="different spec"):
+    with pytest.raises(LocalRunError, match=r"spec\.parameters: spec\.parameters cannot"):
         LocalRunner(load_experiment(changed), run_dir, tmp_path).run()
 
     # The same spec from the YAML file is accepted: it is the run it recorded.
     same = cli("run", str(spec_file), "--dir", str(run_dir), "--quiet")
     assert same.returncode == 0, same.stderr
     assert len(trainer_events(out)) == starts
+
+
+def test_a_raised_budget_resumes_a_finished_run_with_only_the_new_trials(tmp_path: Path) -> None:
+    """The spec-change policy a cluster Experiment follows (engine.changes), locally."""
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    doc = experiment(out, "--steps", "2", max_trials=2)
+    result, _, _ = run_local(doc, tmp_path)
+    assert (result.phase, len(result.records)) == ("Succeeded", 2)
+    first = {r.name: r for r in result.records}
+
+    raised = copy.deepcopy(doc)
+    raised["spec"]["budget"]["maxTrials"] = 4
+    again = LocalRunner(load_experiment(raised), run_dir, tmp_path).run()
+    assert again.phase == "Succeeded"
+    assert [r.name for r in again.records] == ["tiny-0", "tiny-1", "tiny-2", "tiny-3"]
+    # The trials that ran are kept as they were; only the new ones ran.
+    assert {n: again.records[i] for i, n in enumerate(first)} == first
+    started = [e[1] for e in trainer_events(out) if e[0] == "start"]
+    assert sorted(started) == ["tiny-0", "tiny-1", "tiny-2", "tiny-3"]
+    rd = RunDirectory(run_dir)
+    assert rd.load_state()["trials"]["total"] == 4
+    assert [e["event"] for e in rd.events()].count("SpecChanged") == 1
+    assert load_experiment(rd.recorded_spec()).spec.budget.max_trials == 4
 
 
 def invalid_doc(tmp_path: Path) -> dict[str, Any]:

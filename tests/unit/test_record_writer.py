@@ -6,13 +6,11 @@ import dataclasses
 import json
 import threading
 import time
-import typing
 from pathlib import Path
 
 import pytest
 
 from trialforge.api.observation import Observation
-from trialforge.local import rundir
 from trialforge.local.rundir import RunDirectory, TrialRecord
 
 
@@ -47,8 +45,8 @@ def test_flush_puts_the_state_each_record_had_when_saved_on_disk(tmp_path: Path)
     first, second = record("xp-0"), record("xp-1")
     writer.save(first)
     writer.save(second)
-    first.phase = "Succeeded"  # changed after the save: not written until saved again
-    first.values = [0.25]
+    # A change is a new record: the one saved is written as it was.
+    first = dataclasses.replace(first, phase="Succeeded", values=(0.25,))
     writer.flush()
     assert on_disk(rd, "xp-0")["phase"] == "Running"
     assert on_disk(rd, "xp-1")["phase"] == "Running"
@@ -56,7 +54,7 @@ def test_flush_puts_the_state_each_record_had_when_saved_on_disk(tmp_path: Path)
     writer.close()
     saved = on_disk(rd, "xp-0")
     assert (saved["phase"], saved["values"]) == ("Succeeded", [0.25])
-    assert TrialRecord.from_dict(saved) == first
+    assert TrialRecord.from_journal(saved) == first
     assert [r.name for r in rd.load_trials()] == ["xp-0", "xp-1"]
 
 
@@ -64,33 +62,26 @@ def full_record() -> TrialRecord:
     """A record with every field set to something other than its default."""
     return TrialRecord(
         name="xp-3-r1", index=3, attempt=1, parameters={"x": 0.5, "opt": "adam"}, seed=9,
-        phase="Succeeded", reason="Completed", message="done", values=[0.25, 3.0],
+        phase="Succeeded", reason="Completed", message="done", values=(0.25, 3.0),
         retryable=False, exit_code=0, start_time=1.5, completion_time=2.5,
         search_state={"trial": {"number": 3}, "study": {}}, junk_lines=2, role="repeat",
         config="c1", repeat=1, search_index=3, code_version="abc", data_version="v2",
-        command=["python", "train.py"], node="host", gpu_type="H200", artifact_uri="file:///m",
+        command=("python", "train.py"), node="host", gpu_type="H200", image_digest="img@sha256:1",
+        artifact_uri="file:///m", gpu_seconds=1.0,
     )  # fmt: skip
 
 
-def test_a_snapshot_holds_every_field_and_is_not_changed_by_later_changes_to_the_record() -> None:
+def test_a_journal_line_holds_every_field_and_reads_back_as_the_same_record() -> None:
     rec = full_record()
-    snapshot = rec.to_dict()
-    assert snapshot == dataclasses.asdict(rec)
-    # Each list or dict field is copied, whatever fields are added later.
-    hints = typing.get_type_hints(TrialRecord)
-    containers = {
-        f.name for f in dataclasses.fields(TrialRecord) if "list" in str(hints[f.name])
-        or "dict" in str(hints[f.name])
-    }  # fmt: skip
-    assert containers == set(rundir._CONTAINERS)
-    for name in containers:
-        value = getattr(rec, name)
-        if isinstance(value, list):
-            value.append("later")
-        else:
-            value["later"] = 1
-    rec.phase = "Failed"
-    assert snapshot == dataclasses.asdict(full_record())
+    defaults = TrialRecord("x", 0, 0, "Pending", {})
+    # full_record sets every field the journal holds, so none can be left out unseen.
+    journaled = {f.name for f in dataclasses.fields(TrialRecord)} - {"intermediate"}
+    assert {f for f in journaled if getattr(rec, f) == getattr(defaults, f)} == set()
+    line = json.loads(json.dumps(rec.to_journal()))
+    assert set(line) == journaled
+    assert TrialRecord.from_journal(line) == rec
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.phase = "Failed"  # type: ignore[misc]
 
 
 def test_close_ends_the_thread_and_a_later_save_starts_another(tmp_path: Path) -> None:
@@ -135,8 +126,9 @@ def test_a_delayed_snapshot_waits_unless_a_newer_one_or_a_flush_comes(tmp_path: 
         time.sleep(0.01)
     # Written in the order saved, but the delayed one is not due yet.
     assert written(rd) == {"xp-1"}
-    started.phase = "Succeeded"
-    writer.save(started)  # a newer state: written at once, the delayed one never
+    writer.save(
+        dataclasses.replace(started, phase="Succeeded")
+    )  # a newer state: written at once, the delayed one never
     writer.flush()
     assert [line["phase"] for line in journal(rd) if line["name"] == "xp-0"] == ["Succeeded"]
     writer.save(record("xp-2"), delay=600)
@@ -151,8 +143,7 @@ def test_an_attempts_observations_are_written_with_its_end_and_read_back(tmp_pat
     writer.save(rec)
     writer.flush()  # else the end's snapshot would replace the start's before its turn
     seen = [Observation(0, {"loss": 0.5}, 10.0), Observation(1, {"loss": float("nan")}, 11.0)]
-    rec.phase, rec.values = "Failed", None
-    writer.save(rec, observations=seen)
+    writer.save(dataclasses.replace(rec, phase="Failed", values=None), observations=seen)
     seen.append(Observation(2, {"loss": 0.1}))  # after the save: not written
     writer.close()
     assert [line["phase"] for line in journal(rd)] == ["Running", "Failed"]
@@ -169,11 +160,10 @@ def test_a_run_directory_from_before_the_journal_is_read_and_the_journal_comes_a
 ) -> None:
     rd = RunDirectory(tmp_path)
     rd.trials_dir.mkdir()
-    old = record("xp-0", phase="Succeeded")
-    old.values = [0.5]
-    (rd.trials_dir / "xp-0.json").write_text(json.dumps(dataclasses.asdict(old), indent=1))
+    old = dataclasses.replace(record("xp-0", phase="Succeeded"), values=(0.5,))
+    (rd.trials_dir / "xp-0.json").write_text(json.dumps(old.to_journal(), indent=1))
     (rd.trials_dir / "xp-0.jsonl").write_text('{"step": 0, "metrics": {"loss": 0.5}}\n')
-    (rd.trials_dir / "xp-1.json").write_text(json.dumps(dataclasses.asdict(record("xp-1"))))
+    (rd.trials_dir / "xp-1.json").write_text(json.dumps(record("xp-1").to_journal()))
     assert [(r.name, r.phase) for r in rd.load_trials()] == [
         ("xp-0", "Succeeded"),
         ("xp-1", "Running"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,13 @@ WHY = "asha stopped it: its val_accuracy trailed the rung's"
 def records(name: str) -> list[TrialRecord]:
     out = []
     for index, phase in enumerate(["Succeeded", "Pruned", "Running", "Failed"]):
-        r = TrialRecord(f"{name}-{index}", index, 0, dict(PARAMS), seed=index, phase=phase)
+        r = TrialRecord(f"{name}-{index}", index, 0, phase, dict(PARAMS), seed=index)
         if phase == "Succeeded":
-            r.values = [0.9822]
+            r = dataclasses.replace(r, values=(0.9822,))
         if phase == "Pruned":
-            r.message = WHY
+            r = dataclasses.replace(r, message=WHY)
         out.append(r)
-    out.append(TrialRecord(f"{name}-3-r1", 3, 1, dict(PARAMS), seed=3, phase="Running"))
+    out.append(TrialRecord(f"{name}-3-r1", 3, 1, "Running", dict(PARAMS), seed=3))
     return out
 
 

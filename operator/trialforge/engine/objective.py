@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from trialforge.api.experiment import ExperimentSpec, Objective
@@ -74,6 +74,15 @@ def conclude(
             )
         values.append(value)
     return Outcome("Succeeded", "Completed", "trial completed", tuple(values))
+
+
+def mean_values(rows: Iterable[Sequence[float] | None], width: int) -> tuple[float, ...] | None:
+    """The objectives' means over a configuration's runs that succeeded (rows of
+    ``width`` values each; others are left out); None when there is none."""
+    full = [row for row in rows if row and len(row) == width]
+    if not full:
+        return None
+    return tuple(sum(col) / len(col) for col in zip(*full, strict=True))
 
 
 def better(a: float, b: float, direction: str) -> bool:

@@ -3,12 +3,13 @@
 Layout::
 
     <dir>/experiment.yaml        the spec as it was run
-    <dir>/state.json             the experiment's phase, start, finish, best
+    <dir>/state.json             the experiment's status (engine.status), its name and workdir
     <dir>/trials.jsonl           the trial records: a line per change of one
     <dir>/trials/<name>.log      each trial attempt's output
     <dir>/events.jsonl           what happened, in order
 
-``trials.jsonl`` is a journal, as Optuna's ``JournalFileStorage`` is: each line
+``trials.jsonl`` is a journal, like Optuna's ``JournalFileStorage`` (not its
+format: each line is an engine.record.TrialRecord, ``to_journal``): each line
 is a whole record of one trial attempt as it was at that moment, and the last
 line that names an attempt is its record.  An attempt's line at its end also
 holds the observations parsed from its output.  Lines are only ever appended:
@@ -37,70 +38,16 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
 from trialforge.api.observation import Observation
+from trialforge.engine.record import TrialRecord, rfc3339, timestamp
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrialRecord:
-    name: str
-    index: int
-    attempt: int
-    parameters: dict[str, Any]
-    seed: int
-    phase: str = "Pending"
-    reason: str | None = None
-    message: str | None = None
-    values: list[float] | None = None
-    retryable: bool = True
-    exit_code: int | None = None
-    start_time: float | None = None
-    completion_time: float | None = None
-    search_state: dict[str, Any] = field(default_factory=dict)
-    junk_lines: int = 0
-    # What the run is for and what reproduces it (lineage).
-    role: str | None = None
-    config: str | None = None
-    repeat: int = 0
-    search_index: int | None = None
-    code_version: str | None = None
-    data_version: str | None = None
-    command: list[str] | None = None
-    node: str | None = None
-    gpu_type: str | None = None
-    artifact_uri: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A snapshot of the record, for writing while the run goes on changing it.
-
-        Every field, with the lists and dicts copied: the runtime changes a
-        record only by giving a field a new value (it never edits a list or a
-        dict in place, nor what they hold), so copying the containers is as good
-        as ``dataclasses.asdict``'s deep copy, at a twentieth of its cost (which
-        was 0.1 ms a snapshot, two a trial, on the run's main thread).
-        """
-        out = dict(vars(self))
-        for key in _CONTAINERS:
-            value = out[key]
-            if value is not None:
-                out[key] = value.copy()
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-_CONTAINERS = ("parameters", "values", "search_state", "command")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -124,6 +71,31 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# state.json's fields beside the experiment's status: the run's name and the
+# folder its trials ran in.
+LOCAL_STATE_FIELDS = ("name", "workdir")
+
+
+def status_of(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The experiment's status in a state.json (what ExperimentStatus validates)."""
+    return {k: v for k, v in state.items() if k not in LOCAL_STATE_FIELDS}
+
+
+def _upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A state.json written before the status was one shape, read as it is now:
+    times in seconds become RFC 3339, the best's ``values`` gain its ``value``."""
+    for key in ("startTime", "completionTime"):
+        if isinstance(state.get(key), int | float):
+            state[key] = rfc3339(timestamp(state[key]))
+    best = state.get("best")
+    if isinstance(best, dict) and "value" not in best and len(best.get("values") or []) == 1:
+        best["value"] = best["values"][0]
+        state.setdefault("bestValue", best["value"])
+    if state.get("phase") == "Interrupted":
+        state["phase"] = "Suspended"
+    return state
 
 
 class RunDirectory:
@@ -153,29 +125,33 @@ class RunDirectory:
     # -- experiment state ----------------------------------------------------------
 
     def load_state(self) -> dict[str, Any]:
+        """state.json: the experiment's status (api ExperimentStatus, wire names) and
+        the run directory's own fields (:data:`LOCAL_STATE_FIELDS`)."""
         path = self.root / "state.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return _upgrade_state(json.loads(path.read_text())) if path.exists() else {}
 
     def save_state(self, state: dict[str, Any]) -> None:
         write_json_atomic(self.root / "state.json", state)
 
     # -- trials ---------------------------------------------------------------------
 
-    def save_trial(self, record: TrialRecord) -> None:
+    def save_trial(
+        self, record: TrialRecord, observations: Sequence[Observation] | None = None
+    ) -> None:
         """Append ``record`` to the journal now (the runtime's writer does so in the background)."""
-        self.append_records([record.to_dict()])
+        self.append_records([(record, observations)])
 
-    def append_records(self, snapshots: Sequence[dict[str, Any]]) -> None:
-        """Append snapshots (:meth:`TrialRecord.to_dict`) to the journal, in one write.
-
-        A snapshot's ``observations``, if any, are :class:`Observation` objects.
-        """
+    def append_records(
+        self, records: Sequence[tuple[TrialRecord, Sequence[Observation] | None]]
+    ) -> None:
+        """Append records to the journal, in one write, each with its attempt's
+        observations when it ended (None while it runs)."""
         lines = []
-        for snapshot in snapshots:
-            observations = snapshot.get("observations")
+        for record, observations in records:
+            line = record.to_journal()
             if observations is not None:
-                snapshot = {**snapshot, "observations": [o.to_dict() for o in observations]}
-            lines.append(json.dumps(snapshot, allow_nan=True))
+                line["observations"] = [o.to_dict() for o in observations]
+            lines.append(json.dumps(line, allow_nan=True))
         data = ("\n".join(lines) + "\n").encode("utf-8")
         fd = os.open(
             self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
@@ -193,7 +169,7 @@ class RunDirectory:
         observations: dict[str, list[Observation]] = {}
         for path in sorted(self.trials_dir.glob("*.json")) if self.trials_dir.exists() else []:
             try:  # the layout before the journal: a record per file
-                record = TrialRecord.from_dict(json.loads(path.read_text()))
+                record = TrialRecord.from_journal(json.loads(path.read_text()))
             except (ValueError, TypeError, AttributeError) as exc:
                 log.warning("%s is unreadable (%s): taken as never written", path, exc)
                 continue
@@ -204,7 +180,7 @@ class RunDirectory:
                     try:
                         data = json.loads(line)
                         raw = data.pop("observations", None)
-                        record = TrialRecord.from_dict(data)
+                        record = TrialRecord.from_journal(data)
                         seen = None if raw is None else [Observation.from_dict(o) for o in raw]
                     except (ValueError, TypeError, AttributeError, KeyError) as exc:
                         # Only a crash leaves one so (see the module's doc).
@@ -271,10 +247,13 @@ class RunDirectory:
                 yield json.loads(line)
 
 
+_Snapshot = tuple[TrialRecord, Sequence[Observation] | None]
+
+
 class RecordWriter:
     """Saves trial records on a thread of its own, so a slow disk never holds up a run.
 
-    :meth:`save` takes a snapshot of the record and returns at once; the thread
+    :meth:`save` takes the record and returns at once; the thread
     appends each record's latest snapshot to the journal, not fsynced (see the
     module's doc; a state that a newer one replaced before its turn is not
     written), all that are due in one write.
@@ -289,8 +268,8 @@ class RecordWriter:
     def __init__(self, directory: RunDirectory) -> None:
         self._dir = directory
         self._cond = threading.Condition()
-        # name -> (snapshot, monotonic time it is due)
-        self._pending: dict[str, tuple[dict[str, Any], float]] = {}
+        # name -> ((record, its observations), monotonic time it is due)
+        self._pending: dict[str, tuple[_Snapshot, float]] = {}
         self._writing = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -304,10 +283,9 @@ class RecordWriter:
         observations: Sequence[Observation] | None = None,
     ) -> None:
         """Write ``record`` as it is now, with ``observations`` (an attempt's end)."""
-        snapshot = record.to_dict()
-        if observations is not None:
-            # Encoded by the writer's thread: an Observation never changes.
-            snapshot["observations"] = list(observations)
+        # A record never changes (engine.record), so it is its own snapshot, and
+        # it is encoded by the writer's thread; so is an Observation.
+        snapshot = (record, None if observations is None else tuple(observations))
         due = time.monotonic() + delay if delay > 0 else 0.0
         with self._cond:
             self._raise()
@@ -344,7 +322,7 @@ class RecordWriter:
         if self._error is not None:
             raise self._error
 
-    def _due(self) -> list[dict[str, Any]]:
+    def _due(self) -> list[_Snapshot]:
         """The pending snapshots that are due (in the order saved), waiting for one.
 
         Empty when there is nothing left to write and the writer is closing.

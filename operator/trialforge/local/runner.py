@@ -8,6 +8,7 @@ nothing itself.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import shutil
@@ -24,6 +25,7 @@ from trialforge.api.experiment import Experiment
 from trialforge.api.observation import Observation
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
+from trialforge.engine.changes import changed_fields, refused_changes
 from trialforge.engine.objective import conclude, series
 from trialforge.engine.planner import (
     FinishExperiment,
@@ -31,11 +33,12 @@ from trialforge.engine.planner import (
     Planner,
     StartTrial,
     StopTrial,
-    TrialView,
 )
+from trialforge.engine.record import TrialRecord, timestamp
+from trialforge.engine.status import experiment_status, outcome_status, stop_status
 from trialforge.engine.template import substitute_text, trial_environment
 from trialforge.local.process import TrialProcess
-from trialforge.local.rundir import RunDirectory, TrialRecord
+from trialforge.local.rundir import RunDirectory
 from trialforge.metrics.parsers import ObservationReader, make_parser
 
 # Seconds a trial's start waits to be written (see LocalRunner.__init__).
@@ -132,11 +135,12 @@ class LocalRunner:
         # The planner's views of the records, in the records' order: an ended
         # trial's view no longer changes, so it is built once; only those of
         # the trials still open (by position) are built again each round.
-        self._view_list: list[TrialView | None] = []
+        self._view_list: list[TrialRecord | None] = []
         self._open_views: dict[str, int] = {}
         # Records that wait for a process (a resume's), started by _collect.
         self._to_launch: list[TrialRecord] = []
         self.started_at: float | None = None
+        self._conditions: list[dict[str, Any]] = []  # as the last state.json had them
         self.resumed = False
         self.node = socket.gethostname()
         # Built once: copying os.environ for every trial is on the path to its start.
@@ -155,65 +159,73 @@ class LocalRunner:
         doc = self.experiment.model_dump(by_alias=True, exclude_none=True, mode="json")
         doc.pop("status", None)
         if self.dir.exists():
-            recorded = self.dir.recorded_spec() or {}
-            if recorded.get("spec") != doc.get("spec"):
-                raise LocalRunError(
-                    f"{self.dir.root} holds a run of a different spec; resume needs the same "
-                    "spec (use another --dir, or delete the directory to start over)"
-                )
-            self.resumed = True
-            state = self.dir.load_state()
-            self.started_at = state.get("startTime")
-            for record in self.dir.load_trials():
-                if record.phase in ACTIVE_PHASES:
-                    # Its process died with the previous run: run the same attempt again.
-                    record.phase = "Pending"
-                    record.reason = "Resumed"
-                    self.dir.discard_output(record.name)
-                    self.dir.save_trial(record)
-                self._add(record)
-                if record.phase == "Pending":
-                    self._to_launch.append(record)
-                self.observations[record.name] = self.dir.load_observations(record.name)
-            self.dir.event("Resumed", f"resuming with {len(self.records)} recorded trials")
+            self._resume(doc)
         else:
             self.dir.create(doc)
         if self.started_at is None:
             self.started_at = time.time()
-        self._save_state("Running", "Running", "trials are running")
+        self._save_state()
 
-    def _save_state(self, phase: str, reason: str, message: str, plan: Plan | None = None) -> None:
-        state: dict[str, Any] = {
-            "name": self.name,
-            "phase": phase,
-            "reason": reason,
-            "message": message,
-            "startTime": self.started_at,
-            "workdir": str(self.workdir.resolve()),
-        }
-        if phase in ("Succeeded", "Failed"):
-            state["completionTime"] = time.time()
-        if plan is not None:
-            state["trials"] = plan.counts
-            if plan.best is not None:
-                state["best"] = {
-                    "trial": plan.best.name,
-                    "parameters": dict(plan.best.parameters),
-                    "values": list(plan.best.values),
-                }
-                if plan.best.config is not None:
-                    state["best"]["config"] = plan.best.config
-                    state["best"]["runs"] = plan.best.runs
-                if plan.best.artifact_uri:
-                    state["best"]["artifactUri"] = plan.best.artifact_uri
-            if plan.comparison is not None:
-                state["comparison"] = plan.comparison
-            if plan.pareto_front and self.spec.multi_objective:
-                state["paretoFront"] = [
-                    {"trial": b.name, "parameters": dict(b.parameters), "values": list(b.values)}
-                    for b in plan.pareto_front
-                ]
+    def _resume(self, doc: dict[str, Any]) -> None:
+        """Take up a run recorded here: its trials, under the spec-change policy."""
+        recorded = self.dir.recorded_spec() or {}
+        try:
+            before = Experiment.model_validate(
+                {k: v for k, v in recorded.items() if k != "status"}
+            ).spec
+        except ValueError as exc:
+            raise LocalRunError(
+                f"{self.dir.root}/experiment.yaml cannot be read as an Experiment ({exc}); "
+                "use another --dir, or delete the directory to start over"
+            ) from None
+        refused = refused_changes(before, self.spec)
+        if refused:
+            raise LocalRunError(
+                f"{self.dir.root} holds a run of this experiment with another design: "
+                + "; ".join(refused)
+                + " (use another --dir, or delete the directory to start over)"
+            )
+        changed = changed_fields(before, self.spec)
+        if changed:
+            # The same changes a cluster Experiment takes: a raised budget runs
+            # only the new trials, a new template applies to new trials.
+            self.dir.create(doc)
+            self.dir.event("SpecChanged", f"the spec changed: {', '.join(changed)}")
+        self.resumed = True
+        state = self.dir.load_state()
+        self.started_at = timestamp(state.get("startTime"))
+        self._conditions = list(state.get("conditions") or [])
+        for record in self.dir.load_trials():
+            if record.phase in ACTIVE_PHASES:
+                # Its process died with the previous run: run the same attempt again.
+                record = dataclasses.replace(record, phase="Pending", reason="Resumed")
+                self.dir.discard_output(record.name)
+                self.dir.save_trial(record)
+            self._add(record)
+            if record.phase == "Pending":
+                self._to_launch.append(record)
+            self.observations[record.name] = self.dir.load_observations(record.name)
+        self.dir.event("Resumed", f"resuming with {len(self.records)} recorded trials")
+
+    def _save_state(self, plan: Plan | None = None, interrupted: bool = False) -> dict[str, Any]:
+        """Write state.json: the experiment's status as engine.status builds it (the same
+        fields a cluster Experiment's status has) and the run directory's own fields."""
+        assert self.started_at is not None
+        # Interrupted, the run is suspended until it is run again.
+        spec = self.spec.model_copy(update={"suspend": True}) if interrupted else self.spec
+        status = experiment_status(
+            spec,
+            plan,
+            started_at=self.started_at,
+            conditions=self._conditions,
+            now=time.time(),
+        ).to_wire()
+        if interrupted:
+            status.update(reason="Interrupted", message="stopped by the user; run again to resume")
+        self._conditions = status.get("conditions") or []
+        state = {"name": self.name, "workdir": str(self.workdir.resolve()), **status}
         self.dir.save_state(state)
+        return state
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -232,7 +244,7 @@ class LocalRunner:
                 # _collect looked is concluded (and recorded) next round.
                 if finished is not None and not self.processes:
                     self.writer.close()
-                    self._save_state(finished.phase, finished.reason, finished.message, plan)
+                    self._save_state(plan)
                     self.dir.event(finished.reason, finished.message)
                     return RunResult(
                         finished.phase,
@@ -246,9 +258,7 @@ class LocalRunner:
             self._stop_all("Interrupted")
             self._persist()
             self.writer.close()
-            self._save_state(
-                "Interrupted", "Interrupted", "stopped by the user; run again to resume", plan
-            )
+            self._save_state(plan, interrupted=True)
             self.dir.event("Interrupted", "stopped by the user")
             return RunResult(
                 "Interrupted",
@@ -312,31 +322,18 @@ class LocalRunner:
         self._open_views[record.name] = len(self._view_list)
         self._view_list.append(None)
 
-    def _views(self) -> list[TrialView]:
+    def _views(self) -> list[TrialRecord]:
         metric = self._metric
         views = self._view_list
         for name, position in list(self._open_views.items()):
-            r = self.records[name]
-            obs = self.observations.get(r.name, [])
-            views[position] = TrialView(
-                name=r.name,
-                index=r.index,
-                attempt=r.attempt,
-                phase=r.phase,
-                parameters=r.parameters,
-                seed=r.seed,
-                values=tuple(r.values) if r.values is not None else None,
-                intermediate=dict(series(obs, metric)),
-                reason=r.reason,
-                retryable=r.retryable,
-                search_state=r.search_state,
-                role=r.role,
-                config=r.config,
-                repeat=r.repeat,
-                search_index=r.search_index,
-                artifact_uri=r.artifact_uri,
+            record = self.records[name]
+            obs = self.observations.get(name)
+            views[position] = (
+                dataclasses.replace(record, intermediate=dict(series(obs, metric)))
+                if obs
+                else record
             )
-            if r.phase in TERMINAL_PHASES:
+            if record.phase in TERMINAL_PHASES:
                 del self._open_views[name]
         return views.copy()  # type: ignore[return-value]  # every position is filled
 
@@ -347,12 +344,16 @@ class LocalRunner:
             record = self.records[name]
             if not process.done or record.phase in TERMINAL_PHASES:
                 continue
-            record.exit_code = process.exit_code
-            record.completion_time = time.time()
-            record.junk_lines = process.reader.junk
+            ended = dataclasses.replace(
+                record,
+                exit_code=process.exit_code,
+                completion_time=time.time(),
+                junk_lines=process.reader.junk,
+                artifact_uri=process.artifact_uri or record.artifact_uri,
+            )
             if process.stop_reason in ("Pruned", "Cancelled", "Failed"):
                 # Stopped by the planner, which set the record's reason when it did.
-                record.phase = process.stop_reason
+                ended = dataclasses.replace(ended, phase=process.stop_reason)
             else:
                 outcome = conclude(
                     self.spec,
@@ -360,14 +361,9 @@ class LocalRunner:
                     self.observations[name],
                     failure="Timeout" if process.stop_reason == "Timeout" else None,
                 )
-                record.phase = outcome.phase
-                record.reason = outcome.reason
-                record.message = outcome.message
-                record.retryable = outcome.retryable
-                record.values = list(outcome.values) if outcome.values else None
-            record.artifact_uri = process.artifact_uri or record.artifact_uri
-            self._save(record)
-            self._event(f"Trial{record.phase}", f"{name}: {record.message or record.phase}")
+                ended = ended.with_status(outcome_status(outcome))
+            self._save(ended)
+            self._event(f"Trial{ended.phase}", f"{name}: {ended.message or ended.phase}")
             del self.processes[name]
         # Records that should be running but have no process (a resume) start now.
         to_launch, self._to_launch = self._to_launch, []
@@ -380,27 +376,12 @@ class LocalRunner:
             if isinstance(action, StopTrial):
                 self._stop(action)
         for action in plan.of(StartTrial):
-            name = trial_name(self.name, action.index, action.attempt)
-            if name in self.records:
+            if trial_name(self.name, action.index, action.attempt) in self.records:
                 continue
-            record = TrialRecord(
-                name=name,
-                index=action.index,
-                attempt=action.attempt,
-                parameters=action.parameters,
-                seed=action.seed,
-                search_state=action.search_state,
-                reason="Retry" if action.why == "retry" else None,
-                role=action.role,
-                config=action.config,
-                repeat=action.repeat,
-                search_index=action.search_index,
-                code_version=self.spec.code_version,
-                data_version=self.spec.data_version,
-            )
+            record = TrialRecord.start(self.name, self.spec, action)
             self._add(record)
             if action.why == "retry":
-                self._event("TrialRetried", f"{name}: attempt {action.attempt}")
+                self._event("TrialRetried", f"{record.name}: attempt {action.attempt}")
             self._launch(record)
         return plan.finished
 
@@ -409,15 +390,15 @@ class LocalRunner:
         process = self.processes.get(action.name)
         if record is None or record.phase in TERMINAL_PHASES:
             return
-        record.reason = action.reason
-        record.message = action.message
-        record.retryable = action.retryable
+        status = stop_status(action, time.time())
         if process is not None:
+            # The verdict now; the phase and the end once the process has ended.
+            self.records[record.name] = record.with_status(
+                {k: v for k, v in status.items() if k not in ("phase", "completionTime")}
+            )
             process.stop(action.phase, self.stop_grace)
         else:
-            record.phase = action.phase
-            record.completion_time = time.time()
-            self._save(record)
+            self._save(record.with_status(status))
 
     def _launch(self, record: TrialRecord) -> None:
         parameters = record.parameters
@@ -438,12 +419,16 @@ class LocalRunner:
             self.wakeup,
             self._wakes,
         )
-        record.phase = "Running"
-        record.start_time = time.time()
-        record.command = argv
-        record.node = self.node
-        record.gpu_type = self.gpu_type
-        self._save(record)
+        self._save(
+            dataclasses.replace(
+                record,
+                phase="Running",
+                start_time=time.time(),
+                command=tuple(argv),
+                node=self.node,
+                gpu_type=self.gpu_type,
+            )
+        )
         self.processes[record.name] = process
         self.observations[record.name] = []
         process.start()
@@ -451,7 +436,8 @@ class LocalRunner:
     # -- recording ---------------------------------------------------------------------
 
     def _save(self, record: TrialRecord) -> None:
-        """Record a trial's new state at the end of this round (see _persist)."""
+        """A trial's new state: its record now, written at the end of this round (_persist)."""
+        self.records[record.name] = record
         self._unsaved[record.name] = record
 
     def _event(self, kind: str, message: str) -> None:
@@ -462,8 +448,8 @@ class LocalRunner:
 
         Called once the round's new trials have started: a trial's end is
         concluded, the next trial planned and started, and only then is either
-        written down.  The records go to the background writer (snapshots
-        taken now; an ended trial's with its observations), the events to the
+        written down.  The records go to the background writer (an ended
+        trial's with its observations), the events to the
         events file, in the order they happened.
         """
         unsaved, self._unsaved = self._unsaved, {}

@@ -104,13 +104,11 @@ def _summary_rows(data: RunData) -> list[tuple[str, str]]:
         ("Data version", spec.data_version or "(not set: spec.dataVersion)"),
     ]
     start, end = state.get("startTime"), state.get("completionTime")
-    if isinstance(start, int | float):
-        rows.append(("Ran", f"{_when(start)} to {_when(end) if end else '(running)'}"))
-    elif start:
+    if start:
         rows.append(("Ran", f"{start} to {end or '(running)'}"))
     best = state.get("best")
     if best:
-        value = best.get("value", (best.get("values") or [None])[0])
+        value = best.get("value")
         params = ", ".join(f"{k}={v}" for k, v in (best.get("parameters") or {}).items())
         text = f"{best.get('trial')}: {_num(value)} with {params}"
         if best.get("runs", 1) > 1:

@@ -17,15 +17,13 @@ import matplotlib.pyplot as plt
 import optuna
 
 from trialforge.api.experiment import ExperimentSpec
+from trialforge.engine.record import TrialRecord, latest_attempts
 
 log = logging.getLogger(__name__)
 
 
-def _done(records: Sequence[Any]) -> list[Any]:
-    latest: dict[int, Any] = {}
-    for r in records:
-        if r.index not in latest or r.attempt > latest[r.index].attempt:
-            latest[r.index] = r
+def _done(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    latest = latest_attempts(records)
     return [
         latest[i] for i in sorted(latest) if latest[i].phase == "Succeeded" and latest[i].values
     ]

@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from trialforge.engine.objective import conclude
+from trialforge.engine.record import TrialRecord
 from trialforge.engine.template import substitute_container, trial_environment
-from trialforge.local.rundir import TrialRecord
 from trialforge.metrics.parsers import ObservationReader, make_parser
 from trialforge.reporting.rundata import RunData
 

@@ -1,14 +1,13 @@
 """An experiment's records, read from a local run directory or from the cluster.
 
 Reports, ``reproduce`` and the MLflow export read runs through this module, so
-each of them works on both: a cluster Trial becomes the same
-:class:`~trialforge.local.rundir.TrialRecord` a local run writes.
+each of them works on both: a cluster Trial and a local journal line are
+the same :class:`~trialforge.engine.record.TrialRecord`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,11 @@ from trialforge.api.experiment import Experiment, ExperimentSpec
 from trialforge.api.observation import Observation
 from trialforge.engine import space
 from trialforge.engine.history import observations_from
-from trialforge.local.rundir import RunDirectory, TrialRecord
+from trialforge.engine.objective import mean_values
+from trialforge.engine.planner import ROLE_SEARCH, slot_of
+from trialforge.engine.record import TrialRecord
+from trialforge.engine.record import latest_attempts as engine_latest_attempts
+from trialforge.local.rundir import RunDirectory
 
 
 @dataclass
@@ -75,43 +78,6 @@ def from_run_dir(path: str | Path) -> RunData:
     )
 
 
-def _time(value: Any) -> float | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-
-
-def record_from_trial(trial: Mapping[str, Any]) -> TrialRecord:
-    """A cluster Trial as the record a local run keeps."""
-    spec = trial.get("spec") or {}
-    status = trial.get("status") or {}
-    return TrialRecord(
-        name=trial["metadata"]["name"],
-        index=int(spec.get("index", 0)),
-        attempt=int(spec.get("attempt", 0)),
-        parameters=dict(spec.get("parameters") or {}),
-        seed=int(spec.get("seed", 0)),
-        phase=status.get("phase", "Pending"),
-        reason=status.get("reason"),
-        message=status.get("message"),
-        values=status.get("values"),
-        retryable=status.get("retryable", True) is not False,
-        exit_code=status.get("exitCode"),
-        start_time=_time(status.get("startTime")),
-        completion_time=_time(status.get("completionTime")),
-        search_state=spec.get("searchState") or {},
-        role=spec.get("role"),
-        config=spec.get("config"),
-        repeat=int(spec.get("repeat") or 0),
-        search_index=spec.get("searchIndex"),
-        code_version=spec.get("codeVersion"),
-        data_version=spec.get("dataVersion"),
-        node=status.get("node"),
-        gpu_type=status.get("gpuType"),
-        artifact_uri=status.get("artifactUri"),
-    )
-
-
 def from_cluster(
     namespace: str, name: str, kubeconfig: str | None = None, kube: Any = None
 ) -> RunData:
@@ -134,7 +100,8 @@ def from_cluster(
         kube.list_trials(namespace, name),
         key=lambda t: (t["spec"].get("index", 0), t["spec"].get("attempt", 0)),
     )
-    records = [record_from_trial(t) for t in trials]
+    metric = experiment.spec.all_objectives[0].metric
+    records = [TrialRecord.from_resource(t, metric) for t in trials]
     observations = {
         t["metadata"]["name"]: observations_from((t.get("status") or {}).get("history") or {})
         for t in trials
@@ -156,11 +123,9 @@ def from_cluster(
     )
 
 
-def latest_attempts(records: list[TrialRecord]) -> list[TrialRecord]:
-    latest: dict[int, TrialRecord] = {}
-    for r in records:
-        if r.index not in latest or r.attempt > latest[r.index].attempt:
-            latest[r.index] = r
+def latest_attempts(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Each trial index's latest attempt, by index."""
+    latest = engine_latest_attempts(records)
     return [latest[i] for i in sorted(latest)]
 
 
@@ -173,24 +138,23 @@ def study_of(data: RunData) -> optuna.Study:
         return study
     configs: dict[int, list[TrialRecord]] = {}
     for r in latest_attempts(data.records):
-        if (r.role or "search") != "search" or r.phase != "Succeeded" or not r.values:
+        slot = slot_of(r)
+        if slot.role != ROLE_SEARCH or slot.search_index is None:
             continue
-        k = r.search_index if r.search_index is not None else r.index
-        configs.setdefault(k, []).append(r)
+        if r.phase == "Succeeded" and r.values:
+            configs.setdefault(slot.search_index, []).append(r)
     for k in sorted(configs):
         runs = configs[k]
-        width = len(spec.all_objectives)
-        rows = [r.values for r in runs if r.values and len(r.values) == width]
-        if not rows:
+        values = mean_values((r.values for r in runs), len(spec.all_objectives))
+        if values is None:
             continue
-        values = [sum(col) / len(col) for col in zip(*rows, strict=True)]
         params = {n: v for n, v in runs[0].parameters.items() if n in distributions}
         try:
             study.add_trial(
                 optuna.trial.create_trial(
                     params=params,
                     distributions={n: distributions[n] for n in params},
-                    values=values,
+                    values=list(values),
                 )
             )
         except ValueError:
