@@ -35,6 +35,8 @@ from operatorlib import (
     token,
 )
 
+from trialforge.api.status import ExperimentStatus
+
 pytestmark = pytest.mark.cluster
 
 DIGEST = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$")
@@ -118,6 +120,11 @@ def test_trials_fill_parallelism_and_respect_the_budget(
     kube.check(status.get("startTime") and status.get("completionTime"), "experiment times")
     kube.check(status.get("observedGeneration") == 1, "observedGeneration")
     kube.check(status.get("gpuSeconds", 0) > 0, f"gpuSeconds {status.get('gpuSeconds')}")
+    # The one status shape (engine.status), the same a local run's state.json has
+    # (tests/unit/test_local_runtime.py checks that one).
+    ExperimentStatus.model_validate(status)
+    best_keys = {"trial", "parameters", "value", "values", "config", "runs"}
+    kube.check(set(status["best"]) == best_keys, f"best {status['best']}")
     budget_cond = condition(status, "BudgetExhausted")
     kube.check(budget_cond and budget_cond["status"] == "True", f"conditions {status}")
     ok_cond = condition(status, "Succeeded")

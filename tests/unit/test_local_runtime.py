@@ -22,7 +22,9 @@ import pytest
 import yaml
 
 from trialforge.api import load_experiment
-from trialforge.local.rundir import RunDirectory, TrialRecord
+from trialforge.api.status import ExperimentStatus
+from trialforge.engine.record import TrialRecord
+from trialforge.local.rundir import RunDirectory, status_of
 from trialforge.local.runner import LocalRunError, LocalRunner, RunResult
 
 TRAINER = Path(__file__).parent / "trainers" / "tiny.py"
@@ -180,6 +182,10 @@ def test_successful_trials_are_recorded_in_the_run_directory(tmp_path: Path) -> 
     assert state["best"]["trial"] == best.name
     assert state["best"]["values"] == list(best.values) == [state["best"]["value"]]
     assert state["bestValue"] == best.values[0]
+    # The one status shape (engine.status): what a cluster Experiment's status is too
+    # (tests/cluster/test_operator.py checks the same of a finished Experiment).
+    ExperimentStatus.model_validate(status_of(state))
+    assert set(state["best"]) == {"trial", "parameters", "value", "values", "config", "runs"}
     assert state["completionTime"] >= state["startTime"]
     recorded = yaml.safe_load((rd.root / "experiment.yaml").read_text())
     assert recorded["metadata"]["name"] == "tiny"

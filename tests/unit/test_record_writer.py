@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from trialforge.api.observation import Observation
-from trialforge.local.rundir import RunDirectory, TrialRecord
+from trialforge.engine.record import TrialRecord
+from trialforge.local.rundir import RunDirectory
 
 
 def record(name: str = "xp-0", phase: str = "Running") -> TrialRecord:

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from trialforge.api.validation import load_experiment_file
-from trialforge.local.rundir import TrialRecord
+from trialforge.engine.record import TrialRecord
 from trialforge.reporting.table import trials_table
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits-tpe-asha.yaml"
