@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.observation import Observation
 from trialforge.api.status import MAX_HISTORY_POINTS
 
@@ -168,13 +169,45 @@ def summarize(
     return out
 
 
+def rules(spec: ExperimentSpec) -> tuple[dict[str, str], dict[str, int]]:
+    """How a trial's history keeps its objectives: which way each improves (its best
+    point stays) and how many last points stay (its ``window`` when its final value
+    is the mean of the last k).  The ingest and the local runtime keep it alike."""
+    objectives = spec.all_objectives
+    directions = {o.metric: o.direction for o in objectives}
+    tails = {o.metric: o.window for o in objectives if o.final == "mean"}
+    return directions, tails
+
+
+def merge_metric(
+    points: Sequence[Point],
+    observations: Iterable[Observation],
+    metric: str,
+    directions: Mapping[str, str],
+    tails: Mapping[str, int],
+    limit: int = MAX_HISTORY_POINTS,
+) -> list[Point]:
+    """One metric's history with new observations appended, as :func:`merge` keeps it."""
+    new = [
+        Observation(o.step, {metric: o.metrics[metric]}, o.time)
+        for o in observations
+        if metric in o.metrics
+    ]
+    return merge({metric: points}, new, directions, limit, tails).get(metric, [])
+
+
+def by_step(points: Sequence[Point]) -> dict[int, float]:
+    """A metric's history as the planner and its pruner hear it: value by step."""
+    return {int(p["step"]): point_value(p) for p in points}
+
+
 def observations_from(history: Mapping[str, Sequence[Point]]) -> list[Observation]:
     """Observations rebuilt from a history, one per step, in step order."""
-    by_step: dict[int, dict[str, float]] = {}
+    at_step: dict[int, dict[str, float]] = {}
     times: dict[int, float] = {}
     for metric, points in history.items():
         for p in points:
-            by_step.setdefault(int(p["step"]), {})[metric] = point_value(p)
+            at_step.setdefault(int(p["step"]), {})[metric] = point_value(p)
             if p.get("time") is not None:
                 times[int(p["step"])] = float(p["time"])
-    return [Observation(s, by_step[s], times.get(s)) for s in sorted(by_step)]
+    return [Observation(s, at_step[s], times.get(s)) for s in sorted(at_step)]

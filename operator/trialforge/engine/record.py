@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trialforge.api.trial import trial_name
-from trialforge.engine.history import point_value
+from trialforge.engine.history import by_step
 
 if TYPE_CHECKING:
     from trialforge.api.experiment import ExperimentSpec
@@ -63,9 +63,11 @@ class TrialRecord:
     message: str | None = None
     values: tuple[float, ...] | None = None  # every objective, in order, once it succeeded
     retryable: bool = True  # False when running it again cannot help (a NaN objective)
-    # The first objective by step, as the planner and the pruner see it: the
-    # trial's stored history on a cluster, every observation locally (the
-    # history keeps every point of the first few hundred; see engine.history).
+    # The first objective by step, as the planner and its pruner hear it: the
+    # trial's bounded history (engine.history), which both runtimes keep alike
+    # (the ingest merges each batch of observations into it, the local runtime
+    # each round's); it holds every point while there are at most
+    # MAX_HISTORY_POINTS, then the first, the best, the latest and evenly spaced ones.
     intermediate: Mapping[int, float] = field(default_factory=dict)
     search_state: Mapping[str, Any] | None = None
     # What the run is for (engine.planner.Slot); None for trials recorded
@@ -140,7 +142,7 @@ class TrialRecord:
             attempt=int(spec.get("attempt", 0)),
             parameters=spec.get("parameters") or {},
             seed=int(spec.get("seed", 0)),
-            intermediate={int(p["step"]): point_value(p) for p in history},
+            intermediate=by_step(history),
             search_state=spec.get("searchState"),
             role=spec.get("role"),
             config=spec.get("config"),
@@ -219,7 +221,7 @@ def trial_spec(experiment: str, record: TrialRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "parameters": dict(record.parameters),
         "seed": record.seed,
-        "searchState": dict(record.search_state or {}),
+        "searchState": dict(record.search_state) if record.search_state is not None else None,
         "role": record.role,
         "config": record.config,
         "repeat": record.repeat,

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from trialforge.api.observation import Observation
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
 from trialforge.engine.changes import changed_fields, refused_changes
-from trialforge.engine.objective import conclude, series
+from trialforge.engine.history import by_step, merge_metric, rules
+from trialforge.engine.objective import conclude
 from trialforge.engine.planner import (
     FinishExperiment,
     Plan,
@@ -132,6 +133,9 @@ class LocalRunner:
         self._unsaved: dict[str, TrialRecord] = {}
         self._unwritten_events: list[tuple[str, str]] = []
         self._metric = self.spec.all_objectives[0].metric
+        self._history_rules = rules(self.spec)
+        # name -> (the objective's history, how many observations are merged into it)
+        self._histories: dict[str, tuple[Sequence[dict[str, Any]], int]] = {}
         # The planner's views of the records, in the records' order: an ended
         # trial's view no longer changes, so it is built once; only those of
         # the trials still open (by position) are built again each round.
@@ -323,19 +327,30 @@ class LocalRunner:
         self._view_list.append(None)
 
     def _views(self) -> list[TrialRecord]:
-        metric = self._metric
         views = self._view_list
         for name, position in list(self._open_views.items()):
             record = self.records[name]
             obs = self.observations.get(name)
             views[position] = (
-                dataclasses.replace(record, intermediate=dict(series(obs, metric)))
+                dataclasses.replace(record, intermediate=self._intermediate(name, obs))
                 if obs
                 else record
             )
             if record.phase in TERMINAL_PHASES:
                 del self._open_views[name]
+                self._histories.pop(name, None)
         return views.copy()  # type: ignore[return-value]  # every position is filled
+
+    def _intermediate(self, name: str, observations: list[Observation]) -> dict[int, float]:
+        """The objective's series as the pruner hears it: the bounded history a
+        cluster's ingest keeps (engine.history), merged with each round's new
+        observations as the ingest merges each batch."""
+        points, merged = self._histories.get(name, ((), 0))
+        if len(observations) > merged:
+            directions, tails = self._history_rules
+            points = merge_metric(points, observations[merged:], self._metric, directions, tails)
+            self._histories[name] = (points, len(observations))
+        return by_step(points)
 
     def _collect(self) -> None:
         """Bring records in line with processes: observations in, ended processes concluded."""
@@ -431,6 +446,7 @@ class LocalRunner:
         )
         self.processes[record.name] = process
         self.observations[record.name] = []
+        self._histories.pop(record.name, None)
         process.start()
 
     # -- recording ---------------------------------------------------------------------
