@@ -80,6 +80,11 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latest_metrics(observations: dict[str, list[Any]]) -> dict[str, dict[str, float]]:
+    """Each trial's latest metrics and step, for the trials table."""
+    return {n: {**o[-1].metrics, "__step__": o[-1].step} for n, o in observations.items() if o}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
@@ -87,9 +92,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from trialforge.api.validation import ExperimentInvalid, load_experiment_file
     from trialforge.engine.errors import EngineError
     from trialforge.local.runner import LocalRunError, LocalRunner, local_command
-    from trialforge.reporting import plots, table
+    from trialforge.reporting import table
 
-    console = Console(stderr=False)
+    # With --json, stdout holds only the JSON: what a person reads goes to stderr.
+    console = Console(stderr=args.json)
     try:
         experiment = load_experiment_file(args.file)
     except ExperimentInvalid as exc:
@@ -117,15 +123,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def update(runner: LocalRunner, plan: Any) -> None:
         if live is None:
             return
-        latest: dict[str, dict[str, float]] = {}
-        for name, obs in runner.observations.items():
-            if obs:
-                latest[name] = {**obs[-1].metrics, "__step__": obs[-1].step}
         best = plan.best.name if plan.best else None
         grid = table.trials_table(
             runner.spec,
             runner.sorted_records(),
-            latest,
+            _latest_metrics(runner.observations),
             best,
             width=console.width,
             experiment=runner.name,
@@ -149,39 +151,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except LocalRunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    elapsed = time.monotonic() - started
+    _finish_run(args, console, runner, result, time.monotonic() - started, show_live)
+    if result.interrupted:
+        return 130
+    return 0 if result.phase == "Succeeded" else 1
 
+
+def _finish_run(
+    args: argparse.Namespace,
+    console: Any,
+    runner: Any,
+    result: Any,
+    elapsed: float,
+    shown_live: bool,
+) -> None:
+    """After a local run: its plots, its summary for a person, its state as JSON."""
+    from trialforge.reporting import plots, table
+
+    plan = result.plan
     made = plots.write_all(
         runner.spec,
         result.records,
         runner.planner.search.study,
-        result.plan.pareto_front if result.plan else [],
-        run_dir,
+        plan.pareto_front if plan else [],
+        runner.dir.root,
     )
     if not args.quiet:
-        latest = {
-            n: {**o[-1].metrics, "__step__": o[-1].step}
-            for n, o in runner.observations.items()
-            if o
-        }
-        if not show_live:
-            best = result.plan.best.name if result.plan and result.plan.best else None
+        if not shown_live:
+            best = plan.best.name if plan and plan.best else None
             console.print(
                 table.trials_table(
                     runner.spec,
                     result.records,
-                    latest,
+                    _latest_metrics(runner.observations),
                     best,
                     max_rows=50,
                     width=console.width,
                     experiment=runner.name,
                 )
             )
-        console.print(table.headline(runner.name, runner.spec, result.plan))
-        if result.plan and runner.spec.multi_objective and result.plan.pareto_front:
-            console.print(table.pareto_table(runner.spec, result.plan))
-        if result.plan and result.plan.comparison:
-            compared = table.comparison_table(result.plan.comparison, width=console.width)
+        console.print(table.headline(runner.name, runner.spec, plan))
+        if plan and runner.spec.multi_objective and plan.pareto_front:
+            console.print(table.pareto_table(runner.spec, plan))
+        if plan and plan.comparison:
+            compared = table.comparison_table(plan.comparison, width=console.width)
             if compared is not None:
                 console.print(compared)
         style = "green" if result.phase == "Succeeded" else "red"
@@ -191,12 +204,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         for path in made:
             console.print(f"[dim]plot: {path}[/dim]")
-        console.print(f"[dim]records: {run_dir}[/dim]")
+        console.print(f"[dim]records: {runner.dir.root}[/dim]")
     if args.json:
         print(json.dumps(runner.dir.load_state(), indent=1))
-    if result.interrupted:
-        return 130
-    return 0 if result.phase == "Succeeded" else 1
 
 
 class _JsonFormatter(logging.Formatter):
@@ -279,6 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trialforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_run(sub)
+    _add_validate(sub)
+    _add_crds(sub)
+    _add_operator(sub)
+    _add_collector(sub)
+    from trialforge.reporting.commands import register  # report, reproduce, export
+
+    register(sub)
+    return parser
+
+
+def _add_run(sub: Any) -> None:
+    """trialforge run"""
     run = sub.add_parser(
         "run",
         help="run an experiment's trials as local processes",
@@ -294,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the final state as JSON")
     run.set_defaults(func=_cmd_run)
 
+
+def _add_validate(sub: Any) -> None:
+    """trialforge validate"""
     validate = sub.add_parser(
         "validate",
         help="check Experiment files and print every error with its field path",
@@ -302,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(func=_cmd_validate)
 
+
+def _add_crds(sub: Any) -> None:
+    """trialforge crds"""
     crds = sub.add_parser(
         "crds",
         help="write the CustomResourceDefinitions generated from the models",
@@ -312,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--stdout", action="store_true", help="print instead of writing")
     crds.set_defaults(func=_cmd_crds)
 
+
+def _add_operator(sub: Any) -> None:
+    """trialforge operator"""
     op = sub.add_parser(
         "operator",
         help="run the Kubernetes operator (from a kubeconfig or in-cluster)",
@@ -379,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--log-level", default="info")
     op.set_defaults(func=_cmd_operator)
 
+
+def _add_collector(sub: Any) -> None:
+    """trialforge collector"""
     col = sub.add_parser(
         "collector",
         help="the metrics sidecar of a trial pod (injected by the operator)",
@@ -393,11 +428,6 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--push-port", type=int)
     col.add_argument("--log-level", default="info")
     col.set_defaults(func=_cmd_collector)
-
-    from trialforge.reporting.commands import register  # report, reproduce, export
-
-    register(sub)
-    return parser
 
 
 def _cmd_collector(args: argparse.Namespace) -> int:

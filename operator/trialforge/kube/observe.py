@@ -81,36 +81,9 @@ def trial_status_from(
     complete = _condition(job, "Complete")
     failed = _condition(job, "Failed")
     if complete or failed:
-        end = jstatus.get("completionTime") or (failed or {}).get("lastTransitionTime")
-        out["completionTime"] = _iso(end) or now_iso()
-        exit_code = _exit_code(pods)
-        if exit_code is not None:
-            out["exitCode"] = exit_code
-        artifact = _artifact(pods)
-        if artifact:
-            out["artifactUri"] = artifact
-        failure = None
-        if failed:
-            reason = failed.get("reason") or "Failed"
-            if reason == "DeadlineExceeded":
-                failure = "Timeout"
-            else:
-                # BackoffLimitExceeded (with backoffLimit 0) only says a pod failed:
-                # the container's own reason (OOMKilled, ...) or its exit code says why.
-                failure = _pod_reason(pods)
-                if failure is None and not exit_code:
-                    failure = reason  # the Job failed and no container says why
-        history = status.get("history") or {}
-        outcome = conclude(spec, 0 if complete else exit_code, observations_from(history), failure)
-        out.update(outcome_status(outcome))
-        gpu = _gpus((job.get("spec") or {}).get("template", {}).get("spec", {}))
-        began = timestamp(out.get("startTime") or status.get("startTime"))
-        ended = timestamp(out["completionTime"])
-        if gpu and began and ended:
-            workers = int((job.get("spec") or {}).get("parallelism") or 1)
-            out["gpuSeconds"] = round(gpu * workers * max(0.0, ended - began), 3)
-        kind = "Normal" if outcome.phase == "Succeeded" else "Warning"
-        return Observed(out, (kind, f"Trial{outcome.phase}", f"{name}: {outcome.message}"))
+        out.update(_concluded(spec, status, out, job, pods, complete, failed))
+        kind = "Normal" if out["phase"] == "Succeeded" else "Warning"
+        return Observed(out, (kind, f"Trial{out['phase']}", f"{name}: {out['message']}"))
     if (job.get("spec") or {}).get("suspend"):
         if (job["metadata"].get("annotations") or {}).get(names.ANNOTATION_PAUSED):
             out.update(
@@ -154,6 +127,49 @@ def trial_status_from(
     elif changed.get("reason") == "Unschedulable":
         event = ("Warning", "TrialUnschedulable", f"{name}: {out['message']}")
     return Observed(changed, event)
+
+
+def _concluded(
+    spec: ExperimentSpec,
+    status: Mapping[str, Any],
+    seen: Mapping[str, Any],
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    complete: Mapping[str, Any] | None,
+    failed: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The status fields of a trial whose Job completed or failed: its outcome, end and cost."""
+    jstatus = job.get("status") or {}
+    out: dict[str, Any] = {}
+    end = jstatus.get("completionTime") or (failed or {}).get("lastTransitionTime")
+    out["completionTime"] = _iso(end) or now_iso()
+    exit_code = _exit_code(pods)
+    if exit_code is not None:
+        out["exitCode"] = exit_code
+    artifact = _artifact(pods)
+    if artifact:
+        out["artifactUri"] = artifact
+    failure = None
+    if failed:
+        reason = failed.get("reason") or "Failed"
+        if reason == "DeadlineExceeded":
+            failure = "Timeout"
+        else:
+            # BackoffLimitExceeded (with backoffLimit 0) only says a pod failed:
+            # the container's own reason (OOMKilled, ...) or its exit code says why.
+            failure = _pod_reason(pods)
+            if failure is None and not exit_code:
+                failure = reason  # the Job failed and no container says why
+    history = status.get("history") or {}
+    outcome = conclude(spec, 0 if complete else exit_code, observations_from(history), failure)
+    out.update(outcome_status(outcome))
+    gpu = _gpus((job.get("spec") or {}).get("template", {}).get("spec", {}))
+    began = timestamp(seen.get("startTime") or status.get("startTime"))
+    ended = timestamp(out["completionTime"])
+    if gpu and began and ended:
+        workers = int((job.get("spec") or {}).get("parallelism") or 1)
+        out["gpuSeconds"] = round(gpu * workers * max(0.0, ended - began), 3)
+    return out
 
 
 def _main_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
