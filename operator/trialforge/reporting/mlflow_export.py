@@ -55,6 +55,48 @@ def _tag(value: Any) -> str:
     return text[:5000]  # MLflow's tag value limit is 8000; stay well below
 
 
+def _tags(data: RunData, record: Any, verdict: str | None, best: bool) -> dict[str, str]:
+    """A trial's MLflow tags: its design, outcome and lineage."""
+    spec = data.spec
+    tags: dict[str, Any] = {
+        "trialforge.experiment": data.name,
+        "trialforge.trial": record.name,
+        "trialforge.index": record.index,
+        "trialforge.attempt": record.attempt,
+        "trialforge.seed": record.seed,
+        "trialforge.role": record.role or "search",
+        "trialforge.config": record.config,
+        "trialforge.repeat": record.repeat,
+        "trialforge.phase": record.phase,
+        "trialforge.reason": record.reason,
+        "trialforge.codeVersion": record.code_version or spec.code_version,
+        "trialforge.dataVersion": record.data_version or spec.data_version,
+        "trialforge.node": record.node,
+        "trialforge.gpuType": record.gpu_type,
+        "trialforge.imageDigest": record.image_digest or data.images.get(record.name),
+        "trialforge.artifactUri": record.artifact_uri,
+        "trialforge.command": record.command,
+        "trialforge.verdict": verdict,
+        "mlflow.source.git.commit": record.code_version or spec.code_version,
+        "trialforge.best": "true" if best else None,
+    }
+    return {k: _tag(v) for k, v in tags.items() if v is not None}
+
+
+def _metrics(data: RunData, record: Any, metric: Any) -> list[Any]:
+    """A trial's metric history and its final objective values, as MLflow metrics."""
+    out = []
+    for obs in data.observations.get(record.name, []):
+        stamp = _ms(obs.time) or _ms(record.start_time) or int(time.time() * 1000)
+        for key, value in obs.metrics.items():
+            if math.isfinite(value):
+                out.append(metric(key, float(value), stamp, int(obs.step)))
+    stamp = _ms(record.completion_time) or int(time.time() * 1000)
+    for objective, value in zip(data.spec.all_objectives, record.values or [], strict=False):
+        out.append(metric(f"final.{objective.metric}", float(value), stamp, 0))
+    return out
+
+
 def export(
     data: RunData,
     tracking_uri: str,
@@ -84,7 +126,6 @@ def export(
         r.data.tags.get("trialforge.trial")
         for r in client.search_runs([experiment_id], max_results=50_000)
     }
-    spec = data.spec
     best = (data.state.get("best") or {}).get("trial")
     verdicts: dict[str, str] = {}
     for row in data.state.get("comparison") or []:
@@ -95,46 +136,16 @@ def export(
         if record.name in existing:
             skipped.append(record.name)
             continue
-        tags: dict[str, Any] = {
-            "trialforge.experiment": data.name,
-            "trialforge.trial": record.name,
-            "trialforge.index": record.index,
-            "trialforge.attempt": record.attempt,
-            "trialforge.seed": record.seed,
-            "trialforge.role": record.role or "search",
-            "trialforge.config": record.config,
-            "trialforge.repeat": record.repeat,
-            "trialforge.phase": record.phase,
-            "trialforge.reason": record.reason,
-            "trialforge.codeVersion": record.code_version or spec.code_version,
-            "trialforge.dataVersion": record.data_version or spec.data_version,
-            "trialforge.node": record.node,
-            "trialforge.gpuType": record.gpu_type,
-            "trialforge.imageDigest": data.images.get(record.name),
-            "trialforge.artifactUri": record.artifact_uri,
-            "trialforge.command": record.command,
-            "trialforge.verdict": verdicts.get(record.name),
-            "mlflow.source.git.commit": record.code_version or spec.code_version,
-        }
-        if record.name == best:
-            tags["trialforge.best"] = "true"
+        tags = _tags(data, record, verdicts.get(record.name), record.name == best)
         run = client.create_run(
             experiment_id,
             start_time=_ms(record.start_time),
-            tags={k: _tag(v) for k, v in tags.items() if v is not None},
+            tags=tags,
             run_name=record.name,
         )
         run_id = run.info.run_id
         params = [Param(k, _tag(v)[:6000]) for k, v in sorted(record.parameters.items())]
-        metrics = []
-        for obs in data.observations.get(record.name, []):
-            stamp = _ms(obs.time) or _ms(record.start_time) or int(time.time() * 1000)
-            for key, value in obs.metrics.items():
-                if math.isfinite(value):
-                    metrics.append(Metric(key, float(value), stamp, int(obs.step)))
-        stamp = _ms(record.completion_time) or int(time.time() * 1000)
-        for objective, value in zip(spec.all_objectives, record.values or [], strict=False):
-            metrics.append(Metric(f"final.{objective.metric}", float(value), stamp, 0))
+        metrics = _metrics(data, record, Metric)
         client.log_batch(run_id, params=params)
         for start in range(0, len(metrics), BATCH):
             client.log_batch(run_id, metrics=metrics[start : start + BATCH])
