@@ -22,6 +22,7 @@ from trialforge.api.experiment import Experiment
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.validation import ExperimentInvalid, load_experiment
 from trialforge.engine.changes import search_fingerprint
+from trialforge.engine.history import rules
 from trialforge.engine.planner import Plan, Planner, StartTrial, StopTrial
 from trialforge.engine.record import TrialRecord, timestamp, trial_spec
 from trialforge.engine.status import experiment_phase, stop_status
@@ -340,7 +341,7 @@ def objective_directions(
             spec = load_experiment({k: v for k, v in obj.items() if k != "status"}).spec
         except ExperimentInvalid:
             return None
-    return {o.metric: o.direction for o in spec.all_objectives}
+    return rules(spec)[0]
 
 
 def _export(
