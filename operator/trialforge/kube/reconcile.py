@@ -10,7 +10,6 @@ already there (AlreadyExists is success) and a trial is never duplicated.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import time
 from collections import defaultdict
@@ -31,6 +30,7 @@ from trialforge.kube.client import Kube
 from trialforge.kube.jobs import build_job, owner_reference, trial_labels
 from trialforge.kube.observe import GPU_PRODUCT, now_iso, parse_time, trial_status_from, trial_view
 from trialforge.metrics import exporter
+from trialforge.metrics.contract import ingest_token
 
 log = logging.getLogger("trialforge.reconcile")
 
@@ -39,11 +39,6 @@ DEFAULT_RESYNC = 30.0
 # is written at most once per TALLY_INTERVAL seconds.
 TALLIES = frozenset({"trials", "gpuSeconds", "best", "bestValue", "comparison", "message"})
 TALLY_INTERVAL = 1.0
-
-
-def ingest_token(key: bytes, namespace: str, trial: str) -> str:
-    """The per-trial token: an HMAC the operator can check without storing it."""
-    return hmac.new(key, f"{namespace}/{trial}".encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass
