@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from trialforge.metrics import collector as col
+from trialforge.metrics import contract
+from trialforge.metrics.contract import HTTP_STATUS, Reason, answer_body
 from trialforge.metrics.parsers import ObservationReader, make_parser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +47,7 @@ class Ingest:
         self.waits: list[float] = []  # the ``wait`` of each request that had one
         self.fail_next = 0  # answer 503 to this many requests
         self.storing = True  # False: hold everything received (a slow API server)
+        self.ended = False  # True: the trial takes no more (TrialEnded)
         self.lock = threading.Condition()
         self._closed = threading.Event()
         outer = self
@@ -90,13 +93,18 @@ class Ingest:
             received = len(self.stored) + len(self.held)
             if self.fail_next > 0:
                 self.fail_next -= 1
-                code, answer = 503, {"error": "busy"}
+                reason, answer = Reason.BUSY, answer_body(Reason.BUSY, "busy")
             elif body["token"] != self.token:
-                code, answer = 403, {"error": "the token is not this trial's"}
+                reason = Reason.UNAUTHORIZED
+                answer = answer_body(reason, "the token is not this trial's")
+            elif self.ended:
+                reason = Reason.TRIAL_ENDED
+                answer = answer_body(reason, "the trial is over", **self._marks())
             else:
                 fresh = [o for o in body["observations"] if o["seq"] > received]
                 if fresh and fresh[0]["seq"] != received + 1:
-                    code, answer = 409, {"error": "gap", **self._marks()}
+                    reason = Reason.SEQUENCE_GAP
+                    answer = answer_body(reason, "gap", **self._marks())
                 else:
                     for o in fresh:
                         if o["seq"] != len(self.stored) + len(self.held) + 1:
@@ -105,9 +113,10 @@ class Ingest:
                     if body.get("wait"):
                         self.waits.append(body["wait"])
                         self.lock.wait_for(lambda: not self.held, timeout=body["wait"])
-                    code, answer = 200, self._marks()
-            self.requests.append(code)
-            return code, answer
+                    reason = Reason.ACCEPTED
+                    answer = answer_body(reason, **self._marks())
+            self.requests.append(HTTP_STATUS[reason])
+            return HTTP_STATUS[reason], dict(answer)
 
     def close(self) -> None:
         self._closed.set()
@@ -330,6 +339,17 @@ def test_a_forged_token_is_refused_and_the_collector_says_it_could_not_deliver(
     assert code == 1 and ingest.stored == [] and set(ingest.requests) == {403}
 
 
+def test_an_ended_trial_stops_the_sending_and_the_collector_exits_cleanly(
+    tmp_path: Path, ingest: Ingest
+) -> None:
+    (tmp_path / "stdout.log").write_text('{"loss": 1}\n{"loss": 2}\n')
+    (tmp_path / "exit-code").write_text("0\n")
+    ingest.ended = True
+    code, c = run_collector(config(tmp_path, ingest.url))
+    # One answer is enough: no retries into a trial that takes nothing any more.
+    assert code == 0 and c.trial_ended and ingest.requests == [409] and ingest.stored == []
+
+
 def test_a_collector_that_thinks_it_is_ahead_resends_from_what_the_operator_has(
     tmp_path: Path, ingest: Ingest
 ) -> None:
@@ -402,9 +422,8 @@ def test_push_source_end_to_end(tmp_path: Path, ingest: Ingest) -> None:
     result: list[int] = []
     t = threading.Thread(target=lambda: result.append(c.run()))
     t.start()
-    while c.push is None:
-        time.sleep(0.01)
-    env = dict(os.environ, TRIALFORGE_REPORT_URL=f"http://127.0.0.1:{c.push.port}/report")
+    assert isinstance(c.source, col.PushSource)
+    env = dict(os.environ, **{contract.ENV_REPORT_URL: contract.report_url(c.source.port)})
     trainer = "import trialforge\nfor i in range(50): trialforge.report(step=i, acc=i / 50)\n"
     subprocess.run([sys.executable, "-c", trainer], env=env, check=True, timeout=60)
     (tmp_path / "exit-code").write_text("0\n")
