@@ -23,11 +23,14 @@ from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
 # -- environment: what every trial's trainer gets (locally too) ----------------------------
+# (engine/template.py sets the first five for both runtimes; the engine may not import
+# metrics, so it spells them itself and tests/unit/test_contract.py holds the two equal.)
 
 ENV_EXPERIMENT = "TRIALFORGE_EXPERIMENT"
 ENV_TRIAL = "TRIALFORGE_TRIAL"
 ENV_PARAMS = "TRIALFORGE_PARAMS"
 ENV_SEED = "TRIALFORGE_SEED"
+ENV_ATTEMPT = "TRIALFORGE_ATTEMPT"
 ENV_WORKERS = "TRIALFORGE_WORKERS"
 ENV_REPORT_URL = "TRIALFORGE_REPORT_URL"  # set for the push source only: report() posts there
 ENV_TERMINATION_LOG = (
