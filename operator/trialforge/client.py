@@ -14,6 +14,13 @@ import sys
 import time
 from typing import Any
 
+from trialforge.metrics.contract import (
+    ENV_PARAMS,
+    ENV_REPORT_URL,
+    ENV_SEED,
+    ENV_TERMINATION_LOG,
+)
+
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -26,7 +33,7 @@ def report(step: int | None = None, **metrics: float) -> None:
     values = {k: _number(k, v) for k, v in metrics.items()}
     line: dict[str, Any] = {"step": step} if step is not None else {}
     line.update(values)
-    url = os.environ.get("TRIALFORGE_REPORT_URL")
+    url = os.environ.get(ENV_REPORT_URL)
     if url:
         _push(url, json.dumps({"time": time.time(), **line}, allow_nan=True).encode())
         return
@@ -48,7 +55,7 @@ def log_artifact(uri: str) -> None:
     line = json.dumps({"artifact_uri": uri})
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-    path = os.environ.get("TRIALFORGE_TERMINATION_LOG", "/dev/termination-log")
+    path = os.environ.get(ENV_TERMINATION_LOG, "/dev/termination-log")
     if os.path.exists(path) and os.access(path, os.W_OK):
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(line + "\n")
@@ -81,10 +88,10 @@ def _push(url: str, body: bytes, attempts: int = 60) -> None:
 
 def parameters() -> dict[str, Any]:
     """This trial's parameters (from ``TRIALFORGE_PARAMS``), or {} outside a trial."""
-    raw = os.environ.get("TRIALFORGE_PARAMS")
+    raw = os.environ.get(ENV_PARAMS)
     return json.loads(raw) if raw else {}
 
 
 def seed(default: int = 0) -> int:
     """This trial's seed (``TRIALFORGE_SEED``): use it so a trial can be reproduced."""
-    return int(os.environ.get("TRIALFORGE_SEED", default))
+    return int(os.environ.get(ENV_SEED, default))

@@ -36,6 +36,8 @@ from operatorlib import (
     with_template_annotations,
 )
 
+from trialforge.metrics import contract
+
 pytestmark = pytest.mark.cluster
 
 COLLECTOR_IMAGE = "registry.example/trialforge:test"
@@ -103,10 +105,10 @@ class Pod:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.env = self._pod_env(env)
         if tok is not None:
-            self.env["TRIALFORGE_TOKEN"] = tok
-        self.env["TRIALFORGE_INGEST_URL"] = op.ingest_url  # the pod's is the same URL
-        self.env["TRIALFORGE_SHARED_DIR"] = str(self.dir)
-        self.env.setdefault("TRIALFORGE_FLUSH_TIMEOUT", "10")
+            self.env[contract.ENV_TOKEN] = tok
+        self.env[contract.ENV_INGEST_URL] = op.ingest_url  # the pod's is the same URL
+        self.env[contract.ENV_SHARED_DIR] = str(self.dir)
+        self.env.setdefault(contract.ENV_FLUSH_TIMEOUT, "10")
         self.log = self.dir / "collector.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -151,14 +153,14 @@ class Pod:
             )
         return self
 
-    def write(self, text: str, name: str = "stdout.log") -> None:
+    def write(self, text: str, name: str = contract.STDOUT_FILE) -> None:
         path = self.dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
             f.write(text)
 
     def trainer_exits(self, code: int = 0) -> None:
-        (self.dir / "exit-code").write_text(f"{code}\n")
+        (self.dir / contract.EXIT_FILE).write_text(f"{code}\n")
 
     def wait(self, timeout: float = 60) -> int:
         assert self.proc is not None
@@ -212,15 +214,15 @@ def test_every_source_and_format_reaches_the_trial_and_the_exporter(
     n = 40
     regex = r"iter (?P<step>\d+) loss (?P<loss>\S+)"
     setups: list[tuple[str, dict[str, str]]] = [
-        ("stdout json", {"TRIALFORGE_METRICS_FORMAT": "json"}),
-        ("stdout keyvalue", {"TRIALFORGE_METRICS_FORMAT": "keyvalue"}),
-        ("stdout regex", {"TRIALFORGE_METRICS_FORMAT": "regex",
-                          "TRIALFORGE_METRICS_PATTERN": regex}),
-        ("file json", {"TRIALFORGE_METRICS_SOURCE": "file",
-                       "TRIALFORGE_METRICS_PATH": "out/metrics.jsonl"}),
-        ("push", {"TRIALFORGE_METRICS_SOURCE": "push", "TRIALFORGE_PUSH_PORT": "0"}),
-        ("tensorboard", {"TRIALFORGE_METRICS_SOURCE": "tensorboard",
-                         "TRIALFORGE_METRICS_PATH": "tb"}),
+        ("stdout json", {contract.ENV_METRICS_FORMAT: "json"}),
+        ("stdout keyvalue", {contract.ENV_METRICS_FORMAT: "keyvalue"}),
+        ("stdout regex", {contract.ENV_METRICS_FORMAT: "regex",
+                          contract.ENV_METRICS_PATTERN: regex}),
+        ("file json", {contract.ENV_METRICS_SOURCE: "file",
+                       contract.ENV_METRICS_PATH: "out/metrics.jsonl"}),
+        ("push", {contract.ENV_METRICS_SOURCE: "push", contract.ENV_PUSH_PORT: "0"}),
+        ("tensorboard", {contract.ENV_METRICS_SOURCE: "tensorboard",
+                         contract.ENV_METRICS_PATH: "tb"}),
     ]  # fmt: skip
     pods = [
         Pod(kube, operator, t, tmp_path / "pods", **env).start()
@@ -252,7 +254,7 @@ def test_every_source_and_format_reaches_the_trial_and_the_exporter(
             "import trialforge\n"
             f"for s in range({n}): trialforge.report(step=s, loss=round(1.0 / (s + 1) + 0.04, 6))\n"
         )
-        env = dict(os.environ, TRIALFORGE_REPORT_URL=f"http://127.0.0.1:{port}/report")
+        env = dict(os.environ, **{contract.ENV_REPORT_URL: contract.report_url(port)})
         subprocess.run([sys.executable, "-c", trainer_code], env=env, check=True, timeout=60)
         # TensorBoard event files, written with TensorBoard's own writer
         _tensorboard(pods[5].dir / "tb", [(s, loss(5, s)) for s in range(n)])
@@ -366,7 +368,7 @@ def test_operator_sigkilled_while_a_trial_reports_loses_and_repeats_nothing(
     kube.until(lambda: any(p.status.phase == "Running" for p in kube.pods(name)), 60, "pod runs")
     pod = Pod(
         kube, operator, trial, tmp_path / "pods",
-        TRIALFORGE_BATCH_SIZE="50", TRIALFORGE_METRICS_FORMAT="keyvalue",
+        **{contract.ENV_BATCH_SIZE: "50", contract.ENV_METRICS_FORMAT: "keyvalue"},
     ).start()  # fmt: skip
     total = 3000
     done = threading.Event()
@@ -418,10 +420,11 @@ def test_forged_and_foreign_tokens_are_refused_and_counted_and_junk_is_not_fatal
     rejected = sample(
         scrape(operator), "trialforge_observations_rejected_total", reason="bad_token"
     )
-    forged = Pod(kube, operator, a, tmp_path / "forged", tok="0" * 64, TRIALFORGE_FLUSH_TIMEOUT="2")
+    quick = {contract.ENV_FLUSH_TIMEOUT: "2"}
+    forged = Pod(kube, operator, a, tmp_path / "forged", tok="0" * 64, **quick)
     foreign = Pod(
         kube, operator, a, tmp_path / "foreign",
-        tok=token(operator.key, namespace, b), TRIALFORGE_FLUSH_TIMEOUT="2",
+        tok=token(operator.key, namespace, b), **quick,
     )  # fmt: skip
     for p in (forged, foreign):
         p.write('{"step": 0, "loss": 123}\n')

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from trialforge.metrics import collector as col
+from trialforge.metrics import contract
+from trialforge.metrics.contract import HTTP_STATUS, Reason, answer_body
 from trialforge.metrics.parsers import ObservationReader, make_parser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +47,7 @@ class Ingest:
         self.waits: list[float] = []  # the ``wait`` of each request that had one
         self.fail_next = 0  # answer 503 to this many requests
         self.storing = True  # False: hold everything received (a slow API server)
+        self.ended = False  # True: the trial takes no more (TrialEnded)
         self.lock = threading.Condition()
         self._closed = threading.Event()
         outer = self
@@ -90,13 +93,18 @@ class Ingest:
             received = len(self.stored) + len(self.held)
             if self.fail_next > 0:
                 self.fail_next -= 1
-                code, answer = 503, {"error": "busy"}
+                reason, answer = Reason.BUSY, answer_body(Reason.BUSY, "busy")
             elif body["token"] != self.token:
-                code, answer = 403, {"error": "the token is not this trial's"}
+                reason = Reason.UNAUTHORIZED
+                answer = answer_body(reason, "the token is not this trial's")
+            elif self.ended:
+                reason = Reason.TRIAL_ENDED
+                answer = answer_body(reason, "the trial is over", **self._marks())
             else:
                 fresh = [o for o in body["observations"] if o["seq"] > received]
                 if fresh and fresh[0]["seq"] != received + 1:
-                    code, answer = 409, {"error": "gap", **self._marks()}
+                    reason = Reason.SEQUENCE_GAP
+                    answer = answer_body(reason, "gap", **self._marks())
                 else:
                     for o in fresh:
                         if o["seq"] != len(self.stored) + len(self.held) + 1:
@@ -105,9 +113,10 @@ class Ingest:
                     if body.get("wait"):
                         self.waits.append(body["wait"])
                         self.lock.wait_for(lambda: not self.held, timeout=body["wait"])
-                    code, answer = 200, self._marks()
-            self.requests.append(code)
-            return code, answer
+                    reason = Reason.ACCEPTED
+                    answer = answer_body(reason, **self._marks())
+            self.requests.append(HTTP_STATUS[reason])
+            return HTTP_STATUS[reason], dict(answer)
 
     def close(self) -> None:
         self._closed.set()
@@ -124,11 +133,11 @@ def ingest() -> Iterator[Ingest]:
 
 def config(tmp_path: Path, url: str, **kw: Any) -> col.Config:
     env = {
-        "TRIALFORGE_INGEST_URL": url,
-        "TRIALFORGE_TOKEN": "tok",
-        "TRIALFORGE_NAMESPACE": "ns",
-        "TRIALFORGE_TRIAL": "t-0",
-        "TRIALFORGE_SHARED_DIR": str(tmp_path),
+        contract.ENV_INGEST_URL: url,
+        contract.ENV_TOKEN: "tok",
+        contract.ENV_NAMESPACE: "ns",
+        contract.ENV_TRIAL: "t-0",
+        contract.ENV_SHARED_DIR: str(tmp_path),
     }
     cfg = col.Config.from_env(env, **{k: v for k, v in kw.items() if k in ("source", "path")})
     cfg.backoff_base, cfg.backoff_cap, cfg.poll_interval, cfg.flush_timeout = 0.01, 0.05, 0.02, 5
@@ -309,8 +318,8 @@ def test_stdout_source_delivers_everything_once_in_order_then_exits(
     tmp_path: Path, ingest: Ingest
 ) -> None:
     lines = [json.dumps({"step": i, "loss": 1 / (i + 1)}) for i in range(1200)]
-    (tmp_path / "stdout.log").write_text("epoch 0 starting\n" + "\n".join(lines))
-    (tmp_path / "exit-code").write_text("0\n")
+    (tmp_path / contract.STDOUT_FILE).write_text("epoch 0 starting\n" + "\n".join(lines))
+    (tmp_path / contract.EXIT_FILE).write_text("0\n")
     ingest.fail_next = 3  # the operator is busy at first: backoff, then delivery
     code, c = run_collector(config(tmp_path, ingest.url, batch_size=100))
     assert code == 0
@@ -322,12 +331,23 @@ def test_stdout_source_delivers_everything_once_in_order_then_exits(
 def test_a_forged_token_is_refused_and_the_collector_says_it_could_not_deliver(
     tmp_path: Path, ingest: Ingest
 ) -> None:
-    (tmp_path / "stdout.log").write_text('{"loss": 1}\n')
-    (tmp_path / "exit-code").write_text("0\n")
+    (tmp_path / contract.STDOUT_FILE).write_text('{"loss": 1}\n')
+    (tmp_path / contract.EXIT_FILE).write_text("0\n")
     cfg = config(tmp_path, ingest.url, flush_timeout=0.5)
     cfg.token = "forged"
     code, _ = run_collector(cfg)
     assert code == 1 and ingest.stored == [] and set(ingest.requests) == {403}
+
+
+def test_an_ended_trial_stops_the_sending_and_the_collector_exits_cleanly(
+    tmp_path: Path, ingest: Ingest
+) -> None:
+    (tmp_path / contract.STDOUT_FILE).write_text('{"loss": 1}\n{"loss": 2}\n')
+    (tmp_path / contract.EXIT_FILE).write_text("0\n")
+    ingest.ended = True
+    code, c = run_collector(config(tmp_path, ingest.url))
+    # One answer is enough: no retries into a trial that takes nothing any more.
+    assert code == 0 and c.trial_ended and ingest.requests == [409] and ingest.stored == []
 
 
 def test_a_collector_that_thinks_it_is_ahead_resends_from_what_the_operator_has(
@@ -338,8 +358,8 @@ def test_a_collector_that_thinks_it_is_ahead_resends_from_what_the_operator_has(
     j.append([obs(i) for i in range(4)])
     j.ack(2)  # it believes 2 are stored; the operator has 1
     j.close()
-    (tmp_path / "exit-code").write_text("0\n")
-    (tmp_path / "stdout.log").write_text("")
+    (tmp_path / contract.EXIT_FILE).write_text("0\n")
+    (tmp_path / contract.STDOUT_FILE).write_text("")
     code, _ = run_collector(config(tmp_path, ingest.url))
     assert code == 0 and [o["seq"] for o in ingest.stored] == [1, 2, 3]
 
@@ -363,7 +383,7 @@ def test_file_source_follows_a_growing_rotating_file_until_the_trainer_exits(
         if i == 14:
             log_path.rename(tmp_path / "logs" / "train.log.1")
         time.sleep(0.01)
-    (tmp_path / "exit-code").write_text("0\n")
+    (tmp_path / contract.EXIT_FILE).write_text("0\n")
     t.join(20)
     assert result == [0]
     assert [o["step"] for o in ingest.stored] == list(range(30))
@@ -380,7 +400,7 @@ def test_push_server_takes_reports_and_answers_503_when_the_buffer_is_full(
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}/report"
-        monkeypatch.setenv("TRIALFORGE_REPORT_URL", url)
+        monkeypatch.setenv(contract.ENV_REPORT_URL, url)
         report(step=3, loss=0.5)
         report(loss=float("nan"))
         assert [json.loads(t)["metrics"] for _, t in j.batch(10)] == [
@@ -402,28 +422,27 @@ def test_push_source_end_to_end(tmp_path: Path, ingest: Ingest) -> None:
     result: list[int] = []
     t = threading.Thread(target=lambda: result.append(c.run()))
     t.start()
-    while c.push is None:
-        time.sleep(0.01)
-    env = dict(os.environ, TRIALFORGE_REPORT_URL=f"http://127.0.0.1:{c.push.port}/report")
+    assert isinstance(c.source, col.PushSource)
+    env = dict(os.environ, **{contract.ENV_REPORT_URL: contract.report_url(c.source.port)})
     trainer = "import trialforge\nfor i in range(50): trialforge.report(step=i, acc=i / 50)\n"
     subprocess.run([sys.executable, "-c", trainer], env=env, check=True, timeout=60)
-    (tmp_path / "exit-code").write_text("0\n")
+    (tmp_path / contract.EXIT_FILE).write_text("0\n")
     t.join(20)
     assert result == [0]
     assert [(o["seq"], o["step"]) for o in ingest.stored] == [(i + 1, i) for i in range(50)]
 
 
 def collector_process(tmp_path: Path, url: str, **env: str) -> subprocess.Popen[bytes]:
-    full = dict(
-        os.environ,
-        TRIALFORGE_INGEST_URL=url,
-        TRIALFORGE_TOKEN="tok",
-        TRIALFORGE_NAMESPACE="ns",
-        TRIALFORGE_TRIAL="t-0",
-        TRIALFORGE_SHARED_DIR=str(tmp_path),
-        TRIALFORGE_BATCH_SIZE="7",
+    full = {
+        **os.environ,
+        contract.ENV_INGEST_URL: url,
+        contract.ENV_TOKEN: "tok",
+        contract.ENV_NAMESPACE: "ns",
+        contract.ENV_TRIAL: "t-0",
+        contract.ENV_SHARED_DIR: str(tmp_path),
+        contract.ENV_BATCH_SIZE: "7",
         **env,
-    )
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "trialforge.cli", "collector"],
         env=full,
@@ -434,7 +453,7 @@ def collector_process(tmp_path: Path, url: str, **env: str) -> subprocess.Popen[
 def test_a_killed_collector_restarts_without_losing_repeating_or_skipping(
     tmp_path: Path, ingest: Ingest
 ) -> None:
-    out = tmp_path / "stdout.log"
+    out = tmp_path / contract.STDOUT_FILE
     proc = collector_process(tmp_path, ingest.url)
     try:
         for i in range(300):
@@ -447,7 +466,7 @@ def test_a_killed_collector_restarts_without_losing_repeating_or_skipping(
                 proc.wait(10)
                 proc = collector_process(tmp_path, ingest.url)
             time.sleep(0.002)
-        (tmp_path / "exit-code").write_text("0\n")
+        (tmp_path / contract.EXIT_FILE).write_text("0\n")
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
@@ -458,10 +477,10 @@ def test_a_killed_collector_restarts_without_losing_repeating_or_skipping(
 
 
 def test_sigterm_flushes_what_is_there_and_exits(tmp_path: Path, ingest: Ingest) -> None:
-    (tmp_path / "stdout.log").write_text("".join(f'{{"loss": {i}}}\n' for i in range(40)))
+    (tmp_path / contract.STDOUT_FILE).write_text("".join(f'{{"loss": {i}}}\n' for i in range(40)))
     proc = collector_process(tmp_path, ingest.url)
     time.sleep(1.0)
-    with open(tmp_path / "stdout.log", "a") as f:
+    with open(tmp_path / contract.STDOUT_FILE, "a") as f:
         f.write('{"loss": 40}')  # no newline: still the last line
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
@@ -469,21 +488,21 @@ def test_sigterm_flushes_what_is_there_and_exits(tmp_path: Path, ingest: Ingest)
 
 
 def test_rank_other_than_zero_reports_nothing(tmp_path: Path, ingest: Ingest) -> None:
-    (tmp_path / "stdout.log").write_text('{"loss": 1}\n')
-    (tmp_path / "exit-code").write_text("0\n")
-    proc = collector_process(tmp_path, ingest.url, TRIALFORGE_RANK="1")
+    (tmp_path / contract.STDOUT_FILE).write_text('{"loss": 1}\n')
+    (tmp_path / contract.EXIT_FILE).write_text("0\n")
+    proc = collector_process(tmp_path, ingest.url, **{contract.ENV_RANK: "1"})
     assert proc.wait(30) == 0 and ingest.requests == []
 
 
 def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="TRIALFORGE_METRICS_PATH"):
+    with pytest.raises(ValueError, match=contract.ENV_METRICS_PATH):
         col.Config.from_env(
             {
-                "TRIALFORGE_INGEST_URL": "http://x",
-                "TRIALFORGE_TOKEN": "t",
-                "TRIALFORGE_NAMESPACE": "n",
-                "TRIALFORGE_TRIAL": "t",
-                "TRIALFORGE_METRICS_SOURCE": "file",
+                contract.ENV_INGEST_URL: "http://x",
+                contract.ENV_TOKEN: "t",
+                contract.ENV_NAMESPACE: "n",
+                contract.ENV_TRIAL: "t",
+                contract.ENV_METRICS_SOURCE: "file",
             }
         )
     with pytest.raises(ValueError, match="needs ingest_url, token"):
@@ -511,10 +530,13 @@ def test_the_collector_imports_nothing_heavy() -> None:
 
 
 def test_the_wrapper_tees_output_keeps_the_exit_code_and_marks_the_end(tmp_path: Path) -> None:
-    env = dict(os.environ, TRIALFORGE_SHARED_DIR=str(tmp_path), TRIALFORGE_METRICS_SOURCE="stdout")
+    env = dict(
+        os.environ,
+        **{contract.ENV_SHARED_DIR: str(tmp_path), contract.ENV_METRICS_SOURCE: "stdout"},
+    )
     trainer = "import sys; print('{\"loss\": 1}'); print('oops', file=sys.stderr); sys.exit(3)"
     proc = subprocess.run(
-        ["/bin/sh", "-c", col.WRAPPER, "trialforge-trainer", sys.executable, "-c", trainer],
+        ["/bin/sh", "-c", contract.WRAPPER, contract.WRAPPER_NAME, sys.executable, "-c", trainer],
         env=env,
         capture_output=True,
         text=True,
@@ -522,21 +544,21 @@ def test_the_wrapper_tees_output_keeps_the_exit_code_and_marks_the_end(tmp_path:
     )
     assert proc.returncode == 3
     assert proc.stdout == '{"loss": 1}\noops\n'  # what kubectl logs shows
-    assert (tmp_path / "stdout.log").read_text() == '{"loss": 1}\noops\n'
-    assert (tmp_path / "exit-code").read_text().strip() == "3"
+    assert (tmp_path / contract.STDOUT_FILE).read_text() == '{"loss": 1}\noops\n'
+    assert (tmp_path / contract.EXIT_FILE).read_text().strip() == "3"
     # Another source: no copy of the output, the exit code all the same.
-    (tmp_path / "stdout.log").unlink()
-    env["TRIALFORGE_METRICS_SOURCE"] = "push"
+    (tmp_path / contract.STDOUT_FILE).unlink()
+    env[contract.ENV_METRICS_SOURCE] = "push"
     proc = subprocess.run(
-        ["/bin/sh", "-c", col.WRAPPER, "x", sys.executable, "-c", "print(1)"],
+        ["/bin/sh", "-c", contract.WRAPPER, "x", sys.executable, "-c", "print(1)"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout == "1\n"
-    assert not (tmp_path / "stdout.log").exists()
-    assert (tmp_path / "exit-code").read_text().strip() == "0"
+    assert not (tmp_path / contract.STDOUT_FILE).exists()
+    assert (tmp_path / contract.EXIT_FILE).read_text().strip() == "0"
 
 
 # -- TensorBoard ---------------------------------------------------------------------------------
@@ -577,7 +599,7 @@ def test_what_the_operator_only_received_is_kept_until_stored_and_sent_again_aft
     tmp_path: Path, ingest: Ingest
 ) -> None:
     ingest.storing = False  # the operator holds what it receives and stores nothing yet
-    out = tmp_path / "stdout.log"
+    out = tmp_path / contract.STDOUT_FILE
     out.write_text("".join(json.dumps({"step": i, "loss": i}) + "\n" for i in range(50)))
     proc = collector_process(tmp_path, ingest.url)
     try:
@@ -592,7 +614,7 @@ def test_what_the_operator_only_received_is_kept_until_stored_and_sent_again_aft
         ingest.storing = True
         with open(out, "a") as f:
             f.write("".join(json.dumps({"step": i, "loss": i}) + "\n" for i in range(50, 60)))
-        (tmp_path / "exit-code").write_text("0\n")
+        (tmp_path / contract.EXIT_FILE).write_text("0\n")
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
@@ -618,7 +640,7 @@ def test_a_batch_starts_after_what_the_operator_already_holds(tmp_path: Path) ->
 def test_while_the_trainer_runs_requests_are_spaced_by_the_send_interval(
     tmp_path: Path, ingest: Ingest
 ) -> None:
-    out = tmp_path / "stdout.log"
+    out = tmp_path / contract.STDOUT_FILE
     out.write_text("")
     cfg = config(tmp_path, ingest.url, source="stdout")
     cfg.send_interval = 0.4
@@ -630,7 +652,7 @@ def test_while_the_trainer_runs_requests_are_spaced_by_the_send_interval(
         with open(out, "a") as f:
             f.write(json.dumps({"step": i, "loss": i}) + "\n")
         time.sleep(0.02)
-    (tmp_path / "exit-code").write_text("0\n")
+    (tmp_path / contract.EXIT_FILE).write_text("0\n")
     thread.join(30)
     assert [o["step"] for o in ingest.stored] == list(range(100))
     # About 2 s / 0.56 s requests with observations, plus the end's; polling every

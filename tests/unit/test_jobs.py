@@ -11,6 +11,7 @@ import pytest
 from trialforge.api.validation import load_experiment
 from trialforge.kube.jobs import build_job
 from trialforge.kube.observe import trial_status_from
+from trialforge.metrics import contract
 
 GPU = "nvidia.com/gpu"
 COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
@@ -148,21 +149,21 @@ def test_trialforge_environment_and_ingest_token() -> None:
     job, _ = build_job(xp(), trial(attempt=1, name="mnist-3-r1"), "http://op:8080/v1/observations")
     (c,) = job["spec"]["template"]["spec"]["containers"]
     env = env_of(c)
-    assert env["TRIALFORGE_EXPERIMENT"]["value"] == "mnist"
-    assert env["TRIALFORGE_TRIAL"]["value"] == "mnist-3-r1"
-    assert json.loads(env["TRIALFORGE_PARAMS"]["value"]) == {"lr": 0.01, "opt": "adam"}
-    assert env["TRIALFORGE_SEED"]["value"] == "1234"
-    assert env["TRIALFORGE_ATTEMPT"]["value"] == "1"
-    assert env["TRIALFORGE_WORKERS"]["value"] == "1"
-    assert env["TRIALFORGE_INGEST_URL"]["value"] == "http://op:8080/v1/observations"
-    ref = env["TRIALFORGE_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert env[contract.ENV_EXPERIMENT]["value"] == "mnist"
+    assert env[contract.ENV_TRIAL]["value"] == "mnist-3-r1"
+    assert json.loads(env[contract.ENV_PARAMS]["value"]) == {"lr": 0.01, "opt": "adam"}
+    assert env[contract.ENV_SEED]["value"] == "1234"
+    assert env[contract.ENV_ATTEMPT]["value"] == "1"
+    assert env[contract.ENV_WORKERS]["value"] == "1"
+    assert env[contract.ENV_INGEST_URL]["value"] == "http://op:8080/v1/observations"
+    ref = env[contract.ENV_TOKEN]["valueFrom"]["secretKeyRef"]
     # The Secret of indices 0-999 (retries 0), this trial's own key in it.
     assert ref == {"name": "mnist-tokens-1000-0", "key": "mnist-3-r1"}
     assert job["metadata"]["labels"]["trialforge.io/attempt"] == "1"
     # No ingest URL (ingest off): no token either.
     job, _ = build_job(xp(), trial())
     names = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert "TRIALFORGE_TOKEN" not in names and "TRIALFORGE_INGEST_URL" not in names
+    assert contract.ENV_TOKEN not in names and contract.ENV_INGEST_URL not in names
     assert not any(n in names for n in ("MASTER_ADDR", "WORLD_SIZE", "RANK"))
 
 
@@ -217,7 +218,7 @@ def test_several_workers_make_an_indexed_job_and_a_headless_service() -> None:
     assert env["MASTER_PORT"]["value"] == "29500"
     assert env["WORLD_SIZE"]["value"] == "4"
     assert env["NNODES"]["value"] == "4"
-    assert env["TRIALFORGE_WORKERS"]["value"] == "4"
+    assert env[contract.ENV_WORKERS]["value"] == "4"
     for var in ("RANK", "NODE_RANK"):
         assert env[var]["valueFrom"]["fieldRef"]["fieldPath"] == COMPLETION_INDEX
     assert service is not None
@@ -232,11 +233,11 @@ def test_several_workers_make_an_indexed_job_and_a_headless_service() -> None:
 def test_trialforge_variables_win_over_a_user_variable_of_the_same_name() -> None:
     experiment = xp()
     experiment.spec.trial.template["spec"]["containers"][0]["env"].append(
-        {"name": "TRIALFORGE_TRIAL", "value": "spoofed"}
+        {"name": contract.ENV_TRIAL, "value": "spoofed"}
     )
     job, _ = build_job(experiment, trial())
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert [e["value"] for e in env if e["name"] == "TRIALFORGE_TRIAL"] == ["mnist-3"]
+    assert [e["value"] for e in env if e["name"] == contract.ENV_TRIAL] == ["mnist-3"]
 
 
 def test_an_unknown_parameter_placeholder_is_an_error() -> None:

@@ -11,6 +11,10 @@ re-sends in order), and answers at once with two sequence numbers:
 - ``stored``: the last one written to the Trial's status in the cluster, what
   the collector may forget.
 
+Every answer names its ``reason`` (``Accepted``, ``SequenceGap``, ``TrialEnded``, ...:
+:class:`trialforge.metrics.contract.Reason`, where the batch and answer are written
+down); the ``error`` text beside it is for people.
+
 Received observations are written by a flusher, one conditional status patch per
 trial at a time; what arrives while one is in flight goes into the next (group
 commit), so the API server's work grows with the trials, not with the batches.
@@ -50,7 +54,7 @@ from trialforge.api.status import TERMINAL_PHASES
 from trialforge.engine import history
 from trialforge.kube import names
 from trialforge.kube.client import Kube
-from trialforge.kube.reconcile import ingest_token
+from trialforge.metrics.contract import HTTP_STATUS, Reason, answer_body, ingest_token
 from trialforge.metrics.exporter import (
     OBSERVATIONS_INGESTED,
     OBSERVATIONS_PENDING,
@@ -86,11 +90,27 @@ class Answer:
     key: tuple[str, str] | None = None
 
 
-def _bad(status: int, reason: str, message: str, trial: _TrialBuffer | None = None) -> Answer:
-    body: dict[str, Any] = {"error": message}
-    if trial is not None:
-        body.update(stored=trial.stored, received=trial.received)
-    return Answer(status, body, reason)
+# The reason label of trialforge_observations_rejected_total for each refusal: the
+# dashboards and alerts name these, so they stay as they were before the reason codes.
+REJECTED_LABEL: dict[Reason, str] = {
+    Reason.BAD_REQUEST: "malformed",
+    Reason.UNAUTHORIZED: "bad_token",
+    Reason.UNKNOWN_TRIAL: "unknown_trial",
+    Reason.TRIAL_ENDED: "trial_ended",
+    Reason.SEQUENCE_GAP: "gap",
+    Reason.BUSY: "busy",
+    Reason.INGEST_DISABLED: "disabled",
+}
+
+
+def _bad(reason: Reason, message: str, trial: _TrialBuffer | None = None) -> Answer:
+    marks = {} if trial is None else {"stored": trial.stored, "received": trial.received}
+    body = answer_body(reason, message, **marks)
+    return Answer(HTTP_STATUS[reason], dict(body), REJECTED_LABEL[reason])
+
+
+# The answer of an operator that runs without an ingest key (not counted: no ingest).
+DISABLED = _bad(Reason.INGEST_DISABLED, "ingest is disabled")
 
 
 @dataclass
@@ -309,12 +329,12 @@ class Ingest:
         try:
             payload = json.loads(raw)
         except ValueError:
-            return _bad(400, "malformed", "the body is not JSON")
+            return _bad(Reason.BAD_REQUEST, "the body is not JSON")
         return self.handle(payload, may_block)
 
     def handle(self, payload: Any, may_block: bool = True) -> Answer:
         if not isinstance(payload, dict):
-            return _bad(400, "malformed", "the body must be a JSON object")
+            return _bad(Reason.BAD_REQUEST, "the body must be a JSON object")
         namespace, trial, token = (
             payload.get("namespace"),
             payload.get("trial"),
@@ -322,9 +342,9 @@ class Ingest:
         )
         batch = payload.get("observations")
         if not all(isinstance(v, str) and v for v in (namespace, trial, token)):
-            return _bad(400, "malformed", "namespace, trial and token are required strings")
+            return _bad(Reason.BAD_REQUEST, "namespace, trial and token are required strings")
         if not isinstance(batch, list) or len(batch) > MAX_BATCH:
-            return _bad(400, "malformed", f"observations must be a list of at most {MAX_BATCH}")
+            return _bad(Reason.BAD_REQUEST, f"observations must be a list of at most {MAX_BATCH}")
         wait = payload.get("wait", 0)
         if (
             isinstance(wait, bool)
@@ -332,25 +352,24 @@ class Ingest:
             or not math.isfinite(wait)
             or wait < 0
         ):
-            return _bad(400, "malformed", "wait must be a number of seconds >= 0")
+            return _bad(Reason.BAD_REQUEST, "wait must be a number of seconds >= 0")
         if not hmac.compare_digest(str(token), ingest_token(self.key, namespace, trial)):
-            return _bad(403, "bad_token", "the token is not this trial's")
+            return _bad(Reason.UNAUTHORIZED, "the token is not this trial's")
         try:
             parsed = sorted(map(_received, batch), key=lambda x: x[0])
         except (KeyError, TypeError, ValueError) as exc:
-            return _bad(400, "malformed", f"bad observation: {exc}")
+            return _bad(Reason.BAD_REQUEST, f"bad observation: {exc}")
         buffer = self._buffer(namespace, trial, may_block)
         if buffer is None:
-            return _bad(404, "unknown_trial", f"no trial {namespace}/{trial}")
+            return _bad(Reason.UNKNOWN_TRIAL, f"no trial {namespace}/{trial}")
         now = time.monotonic()
         with buffer.lock:
             if buffer.ended:
-                return _bad(409, "trial_ended", f"trial {trial} has ended", buffer)
+                return _bad(Reason.TRIAL_ENDED, f"trial {trial} has ended", buffer)
             fresh = [o for o in parsed if o[0] > buffer.received]
             if fresh and fresh[0][0] != buffer.received + 1:
                 return _bad(
-                    409,
-                    "gap",
+                    Reason.SEQUENCE_GAP,
                     f"expected sequence {buffer.received + 1}, got {fresh[0][0]}",
                     buffer,
                 )
@@ -361,7 +380,7 @@ class Ingest:
                     break
                 run.append(o)
             if run and len(buffer.pending) + len(run) > MAX_PENDING:
-                return _bad(503, "busy", "too much is waiting to be stored; retry", buffer)
+                return _bad(Reason.BUSY, "too much is waiting to be stored; retry", buffer)
             if run:
                 buffer.pending.extend(run)
                 buffer.arrivals.append((run[-1][0], now))
@@ -371,11 +390,18 @@ class Ingest:
                 buffer.flushing = True
             else:
                 schedule = False
-            body = {"stored": buffer.stored, "received": buffer.received, "accepted": len(run)}
+            body = answer_body(
+                Reason.ACCEPTED, stored=buffer.stored, received=buffer.received, accepted=len(run)
+            )
             write_at = buffer.last_write + self.write_interval
         if schedule:
             self._schedule_write(namespace, trial, buffer, max(now, write_at))
-        return Answer(200, body, wait=min(float(wait), MAX_WAIT), key=(namespace, trial))
+        return Answer(
+            HTTP_STATUS[Reason.ACCEPTED],
+            dict(body),
+            wait=min(float(wait), MAX_WAIT),
+            key=(namespace, trial),
+        )
 
     # -- storage -------------------------------------------------------------------------
 
@@ -619,4 +645,4 @@ def objective_tails(reconciler: Any, namespace: str, name: str) -> dict[str, int
     spec = cached.planner.spec if cached else None
     if spec is None:
         return None
-    return {o.metric: o.window for o in spec.all_objectives if o.final == "mean"}
+    return history.rules(spec)[1]

@@ -15,6 +15,7 @@ from typing import Any
 from trialforge.api.experiment import Experiment
 from trialforge.engine.template import substitute_container, substitute_text, trial_environment
 from trialforge.kube import names
+from trialforge.metrics import contract as c
 
 
 def owner_reference(obj: Mapping[str, Any], controller: bool = True) -> dict[str, Any]:
@@ -69,13 +70,45 @@ def build_job(
     collector as a native sidecar (see :func:`add_collector`)."""
     spec = experiment.spec
     name = trial["metadata"]["name"]
-    namespace = trial["metadata"].get("namespace")
     tspec = trial["spec"]
-    parameters = tspec["parameters"]
     labels = trial_labels(experiment.name, name, tspec["index"], tspec.get("attempt", 0))
     workers = spec.trial.workers
+    template = _pod_template(spec.trial.template, tspec["parameters"], labels)
+    pod_spec = template["spec"]
+    token_ref = names.token_secret_ref(
+        experiment.name, name, int(tspec["index"]), experiment.spec.trial.retries
+    )
+    extra = _trial_env(experiment, trial, ingest_url, token_ref)
+    if workers > 1:
+        pod_spec["subdomain"] = name  # the headless Service's name
+    _fill_containers(pod_spec, tspec["parameters"], extra)
+    if ingest_url and collector_image:
+        add_collector(experiment, pod_spec, ingest_url, collector_image, workers > 1, token_ref)
 
-    template = copy.deepcopy(spec.trial.template)
+    job_labels = dict(labels)
+    if spec.queue:
+        job_labels[names.KUEUE_QUEUE_LABEL] = spec.queue
+    owner = owner_reference(trial)
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": names.job_name(name),
+            "namespace": trial["metadata"].get("namespace"),
+            "labels": job_labels,
+            "ownerReferences": [owner],
+        },
+        "spec": _job_spec(experiment, template),
+    }
+    service = _headless_service(trial, labels, owner) if workers > 1 else None
+    return job, service
+
+
+def _pod_template(
+    user_template: Mapping[str, Any], parameters: Mapping[str, Any], labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """The user's pod template with parameters in its labels and annotations, and ours."""
+    template = copy.deepcopy(dict(user_template))
     pod_meta = template.setdefault("metadata", {})
     # Parameters may also label and annotate the pods (dashboards, schedulers).
     for key in ("labels", "annotations"):
@@ -87,63 +120,66 @@ def build_job(
     pod_spec = template.setdefault("spec", {})
     # Retries are new attempts decided by the engine, never the kubelet's.
     pod_spec["restartPolicy"] = "Never"
+    return template
 
+
+def _trial_env(
+    experiment: Experiment,
+    trial: Mapping[str, Any],
+    ingest_url: str | None,
+    token_ref: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """What every container of the trial's pods gets: TRIALFORGE_*, and for several
+    workers the torchrun-style rendezvous."""
+    name = trial["metadata"]["name"]
+    tspec = trial["spec"]
+    workers = experiment.spec.trial.workers
     env = trial_environment(
-        experiment.name, name, parameters, tspec["seed"], tspec.get("attempt", 0)
+        experiment.name, name, tspec["parameters"], tspec["seed"], tspec.get("attempt", 0)
     )
-    env["TRIALFORGE_WORKERS"] = str(workers)
+    env[c.ENV_WORKERS] = str(workers)
     extra: list[dict[str, Any]] = _env_list(env)
-    token_ref = names.token_secret_ref(
-        experiment.name, name, int(tspec["index"]), experiment.spec.trial.retries
-    )
     if ingest_url:
-        extra.append({"name": "TRIALFORGE_INGEST_URL", "value": ingest_url})
-        extra.append(
-            {
-                "name": "TRIALFORGE_TOKEN",
-                "valueFrom": {"secretKeyRef": token_ref},
-            }
-        )
+        extra.append({"name": c.ENV_INGEST_URL, "value": ingest_url})
+        extra.append({"name": c.ENV_TOKEN, "valueFrom": {"secretKeyRef": dict(token_ref)}})
     if workers > 1:
-        service = name
         extra += _env_list(
             {
-                "MASTER_ADDR": f"{name}-0.{service}",
+                "MASTER_ADDR": f"{name}-0.{name}",  # pod 0 behind the headless Service
                 "MASTER_PORT": str(names.MASTER_PORT),
                 "WORLD_SIZE": str(workers),
                 "NNODES": str(workers),
             }
         )
         # torchrun reads RANK / NODE_RANK; the Indexed Job gives each pod its index.
-        index_ref = {
-            "fieldRef": {
-                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
-            }
-        }
+        index_ref = {"fieldRef": {"fieldPath": COMPLETION_INDEX}}
         extra += [
             {"name": "RANK", "valueFrom": index_ref},
             {"name": "NODE_RANK", "valueFrom": index_ref},
         ]
-        pod_spec["subdomain"] = service
+    return extra
 
+
+def _fill_containers(
+    pod_spec: dict[str, Any], parameters: Mapping[str, Any], extra: list[dict[str, Any]]
+) -> None:
+    """Parameters into every container, ``extra`` over the user's variables of the same name."""
+    ours = {x["name"] for x in extra}
     containers = []
     for container in pod_spec.get("containers", []):
         filled = substitute_container(container, parameters)
-        user_env = [
-            e for e in filled.get("env") or [] if e.get("name") not in {x["name"] for x in extra}
-        ]
+        user_env = [e for e in filled.get("env") or [] if e.get("name") not in ours]
         filled["env"] = user_env + extra
         _quantities_as_strings(filled)
         containers.append(filled)
     pod_spec["containers"] = containers
     for container in pod_spec.get("initContainers") or []:
         _quantities_as_strings(container)
-    if ingest_url and collector_image:
-        add_collector(experiment, pod_spec, ingest_url, collector_image, workers > 1, token_ref)
 
-    job_labels = dict(labels)
-    if spec.queue:
-        job_labels[names.KUEUE_QUEUE_LABEL] = spec.queue
+
+def _job_spec(experiment: Experiment, template: dict[str, Any]) -> dict[str, Any]:
+    spec = experiment.spec
+    workers = spec.trial.workers
     # No ttlSecondsAfterFinished: the Job stays until its Trial goes, so its
     # outcome can always be read back after an operator restart.
     job_spec: dict[str, Any] = {"backoffLimit": 0, "template": template}
@@ -155,38 +191,30 @@ def build_job(
     if spec.queue:
         # Kueue admits the Job by unsuspending it.
         job_spec["suspend"] = True
+    return job_spec
 
-    owner = owner_reference(trial)
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
+
+def _headless_service(
+    trial: Mapping[str, Any], labels: Mapping[str, str], owner: dict[str, Any]
+) -> dict[str, Any]:
+    """The rendezvous of a multi-node trial: pod 0 is ``<trial>-0.<trial>``."""
+    name = trial["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": {
-            "name": names.job_name(name),
-            "namespace": namespace,
-            "labels": job_labels,
+            "name": name,
+            "namespace": trial["metadata"].get("namespace"),
+            "labels": dict(labels),
             "ownerReferences": [owner],
         },
-        "spec": job_spec,
+        "spec": {
+            "clusterIP": "None",
+            "selector": {names.LABEL_TRIAL: name},
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "rendezvous", "port": names.MASTER_PORT}],
+        },
     }
-    service_obj = None
-    if workers > 1:
-        service_obj = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": labels,
-                "ownerReferences": [owner],
-            },
-            "spec": {
-                "clusterIP": "None",
-                "selector": {names.LABEL_TRIAL: name},
-                "publishNotReadyAddresses": True,
-                "ports": [{"name": "rendezvous", "port": names.MASTER_PORT}],
-            },
-        }
-    return job, service_obj
 
 
 # -- the metrics collector sidecar ---------------------------------------------------------
@@ -194,9 +222,7 @@ def build_job(
 COLLECTOR_NAME = "trialforge-collector"
 COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 SHARED_VOLUME = "trialforge-shared"
-SHARED_DIR = "/trialforge"
 METRICS_VOLUME = "trialforge-metrics"
-PUSH_PORT = 9477
 COLLECTOR_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
     "limits": {"memory": "96Mi"},
@@ -205,7 +231,7 @@ COLLECTOR_RESOURCES = {
 
 def _metrics_mount(source: str, path: str | None) -> str | None:
     """Where an absolute metrics path lives: a folder both containers mount."""
-    if source not in ("file", "tensorboard") or not path or not path.startswith("/"):
+    if source not in c.PATH_SOURCES or not path or not path.startswith("/"):
         return None
     folder = path if source == "tensorboard" else path.rsplit("/", 1)[0]
     return folder.rstrip("/") or None
@@ -217,13 +243,10 @@ def wrap_command(container: dict[str, Any]) -> bool:
     Needs the container's ``command`` (an image's ENTRYPOINT cannot be known here)
     and ``/bin/sh`` with ``tee`` in the trainer image; False when it cannot wrap.
     """
-    from trialforge.metrics.collector import WRAPPER
-
     command = container.get("command")
     if not command:
         return False
-    container["command"] = ["/bin/sh", "-c", WRAPPER, "trialforge-trainer", *command]
-    container["command"] += container.pop("args", None) or []
+    container["command"] = c.wrapped_command([*command, *(container.pop("args", None) or [])])
     return True
 
 
@@ -242,72 +265,65 @@ def add_collector(
     mount = _metrics_mount(metrics.source, metrics.path)
     volumes = pod_spec.setdefault("volumes", [])
     volumes.append({"name": SHARED_VOLUME, "emptyDir": {}})
-    mounts = [{"name": SHARED_VOLUME, "mountPath": SHARED_DIR}]
+    mounts = [{"name": SHARED_VOLUME, "mountPath": c.SHARED_DIR}]
     if mount is not None:
         volumes.append({"name": METRICS_VOLUME, "emptyDir": {}})
         mounts.append({"name": METRICS_VOLUME, "mountPath": mount})
-    shared = {
-        "TRIALFORGE_SHARED_DIR": SHARED_DIR,
-        "TRIALFORGE_METRICS_SOURCE": metrics.source,
-    }
+    shared = {c.ENV_SHARED_DIR: c.SHARED_DIR, c.ENV_METRICS_SOURCE: metrics.source}
     if metrics.path:
-        path = metrics.path if metrics.path.startswith("/") else f"{SHARED_DIR}/{metrics.path}"
-        shared["TRIALFORGE_METRICS_PATH"] = path
+        path = metrics.path if metrics.path.startswith("/") else f"{c.SHARED_DIR}/{metrics.path}"
+        shared[c.ENV_METRICS_PATH] = path
     trainer = pod_spec["containers"][0]
     wrap_command(trainer)
     trainer_env = dict(shared)
     if metrics.source == "push":
-        trainer_env["TRIALFORGE_REPORT_URL"] = f"http://127.0.0.1:{PUSH_PORT}/report"
+        trainer_env[c.ENV_REPORT_URL] = c.report_url(c.PUSH_PORT)
     trainer["env"] = [e for e in trainer["env"] if e["name"] not in trainer_env]
     trainer["env"] += _env_list(trainer_env)
     trainer.setdefault("volumeMounts", []).extend(copy.deepcopy(mounts))
-
-    env = [e for e in trainer["env"] if e["name"] in ("TRIALFORGE_EXPERIMENT", "TRIALFORGE_TRIAL")]
-    env += _env_list(shared)
-    env += _env_list(
-        {
-            "TRIALFORGE_METRICS_FORMAT": metrics.format,
-            "TRIALFORGE_PUSH_PORT": str(PUSH_PORT),
-            "TRIALFORGE_INGEST_URL": ingest_url,
-        }
-    )
-    if metrics.pattern:
-        env.append({"name": "TRIALFORGE_METRICS_PATTERN", "value": metrics.pattern})
-    env.append(
-        {
-            "name": "TRIALFORGE_NAMESPACE",
-            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-        }
-    )
-    env.append(
-        {
-            "name": "TRIALFORGE_TOKEN",
-            "valueFrom": {"secretKeyRef": dict(token_ref)},
-        }
-    )
-    if indexed:
-        env.append(
-            {
-                "name": "TRIALFORGE_RANK",
-                "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX}},
-            }
-        )
     sidecar: dict[str, Any] = {
         "name": COLLECTOR_NAME,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "restartPolicy": "Always",
-        "command": ["trialforge", "collector"],
-        "env": env,
+        "command": list(c.COLLECTOR_COMMAND),
+        "env": _collector_env(experiment, trainer, shared, ingest_url, indexed, token_ref),
         "volumeMounts": mounts,
         "resources": copy.deepcopy(COLLECTOR_RESOURCES),
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
     }
     if metrics.source == "push":
         # The trainer starts once the push server answers.
-        sidecar["startupProbe"] = {
-            "httpGet": {"host": "127.0.0.1", "path": "/healthz", "port": PUSH_PORT},
-            "periodSeconds": 1,
-            "failureThreshold": 60,
-        }
+        probe = {"host": c.PUSH_HOST, "path": c.HEALTH_PATH, "port": c.PUSH_PORT}
+        sidecar["startupProbe"] = {"httpGet": probe, "periodSeconds": 1, "failureThreshold": 60}
     pod_spec.setdefault("initContainers", []).append(sidecar)
+
+
+def _collector_env(
+    experiment: Experiment,
+    trainer: Mapping[str, Any],
+    shared: Mapping[str, str],
+    ingest_url: str,
+    indexed: bool,
+    token_ref: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """The sidecar's environment: what ``trialforge collector`` reads (its Config)."""
+    metrics = experiment.spec.trial.metrics
+    env = [e for e in trainer["env"] if e["name"] == c.ENV_TRIAL]
+    env += _env_list(shared)
+    env += _env_list(
+        {
+            c.ENV_METRICS_FORMAT: metrics.format,
+            c.ENV_PUSH_PORT: str(c.PUSH_PORT),
+            c.ENV_INGEST_URL: ingest_url,
+        }
+    )
+    if metrics.pattern:
+        env.append({"name": c.ENV_METRICS_PATTERN, "value": metrics.pattern})
+    namespace_ref = {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    env.append({"name": c.ENV_NAMESPACE, "valueFrom": namespace_ref})
+    env.append({"name": c.ENV_TOKEN, "valueFrom": {"secretKeyRef": dict(token_ref)}})
+    if indexed:
+        rank_ref = {"fieldRef": {"fieldPath": COMPLETION_INDEX}}
+        env.append({"name": c.ENV_RANK, "valueFrom": rank_ref})
+    return env

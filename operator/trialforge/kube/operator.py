@@ -32,6 +32,7 @@ from trialforge.kube import names
 from trialforge.kube.cache import CachedKube
 from trialforge.kube.client import Kube
 from trialforge.kube.ingest import (
+    DISABLED,
     INLINE_BYTES,
     WRITE_INTERVAL,
     WRITES_PER_SECOND,
@@ -341,7 +342,7 @@ async def _serve(
 
     async def observations(request: web.Request) -> web.Response:
         if ingest is None:
-            return web.json_response({"error": "ingest is disabled"}, status=404)
+            return web.json_response(DISABLED.body, status=DISABLED.status)
         started = time.perf_counter()
         raw = await request.read()
         answer = None

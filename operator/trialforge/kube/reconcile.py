@@ -31,8 +31,9 @@ from trialforge.kube.client import Kube
 from trialforge.kube.jobs import build_job, owner_reference, trial_labels
 from trialforge.kube.observe import GPU_PRODUCT, trial_status_from, trial_view
 from trialforge.kube.status import StatusWriter
-from trialforge.kube.tokens import TokenSecrets, ingest_token
+from trialforge.kube.tokens import TokenSecrets
 from trialforge.metrics import exporter
+from trialforge.metrics.contract import ingest_token
 
 log = logging.getLogger("trialforge.reconcile")
 

@@ -9,19 +9,13 @@ Experiment uid, owned by the Experiment so that it goes with it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Any
 
 from trialforge.api.trial import trial_name
 from trialforge.kube import names
 from trialforge.kube.client import Kube
-
-
-def ingest_token(key: bytes, namespace: str, trial: str) -> str:
-    """The per-trial token: an HMAC the operator can check without storing it."""
-    return hmac.new(key, f"{namespace}/{trial}".encode(), hashlib.sha256).hexdigest()
+from trialforge.metrics.contract import ingest_token
 
 
 class TokenSecrets:
