@@ -419,7 +419,7 @@ def _add_collector(sub: Any) -> None:
         help="the metrics sidecar of a trial pod (injected by the operator)",
         description="Read a trial's metrics (stdout copy, a file, pushes, TensorBoard events) "
         "and deliver them to the operator's ingest endpoint, numbered and re-sent until "
-        "stored. Configured by TRIALFORGE_* variables (see trialforge/metrics/collector.py); "
+        "stored. Configured by TRIALFORGE_* variables (trialforge/metrics/contract.py names them); "
         "flags override them. The token is read from $TRIALFORGE_TOKEN only.",
     )
     for flag in ("ingest-url", "namespace", "trial", "source", "format", "pattern", "path"):
