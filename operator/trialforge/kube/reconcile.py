@@ -23,9 +23,9 @@ from kubernetes.client.rest import ApiException
 from trialforge.api.experiment import Experiment, ExperimentSpec
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
-from trialforge.api.validation import ExperimentInvalid, load_experiment
 from trialforge.engine.lineage import trial_spec_fields
 from trialforge.engine.planner import FinishExperiment, Plan, Planner, StartTrial, StopTrial
+from trialforge.engine.validation import ExperimentInvalid, load_experiment
 from trialforge.kube import names
 from trialforge.kube.client import Kube
 from trialforge.kube.jobs import build_job, owner_reference, trial_labels
