@@ -60,14 +60,8 @@ def _two_objectives(algorithm: str) -> dict[str, Any]:
         ],
         search={"algorithm": algorithm, "seed": 1},
     )
-    # Grid enumerates its space; lr needs a step for that (a rule of its own).
-    doc["spec"]["parameters"][0] = {
-        "name": "lr",
-        "type": "float",
-        "min": 0.1,
-        "max": 0.3,
-        "step": 0.1,
-    }
+    # Grid enumerates its space, which an unstepped float is not (a rule of its own).
+    doc["spec"]["parameters"][0] = {"name": "lr", "type": "discrete", "values": [0.01, 0.1]}
     return doc
 
 
