@@ -27,6 +27,7 @@ smoke: $(STAMP)  ## a run that finishes in seconds
 test: $(STAMP) cluster-build  ## every test: lint, unit, and against the real local control plane
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/trialforge crds --check
 	$(BIN)/trialforge crds --check -o charts/trialforge/crds
 	$(BIN)/pytest
@@ -37,9 +38,10 @@ unit: $(STAMP)  ## the fast tests only (no cluster)
 cluster-test: $(STAMP) cluster-build  ## only the tests against the local control plane
 	$(BIN)/pytest -m cluster
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, and the import layers of DESIGN.md section 1 (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -15,29 +15,19 @@ from typing import TYPE_CHECKING, Any
 from trialforge.client import log_artifact, parameters, report, seed
 
 if TYPE_CHECKING:
-    from trialforge.api import (
-        Experiment,
+    from trialforge.api import Experiment, ExperimentSpec, Observation, Trial
+    from trialforge.engine.validation import (
         ExperimentInvalid,
-        ExperimentSpec,
-        Observation,
-        Trial,
         load_experiment,
         load_experiment_file,
     )
 
 __version__ = "0.1.0"
 
-_API = frozenset(
-    {
-        "Experiment",
-        "ExperimentInvalid",
-        "ExperimentSpec",
-        "Observation",
-        "Trial",
-        "load_experiment",
-        "load_experiment_file",
-    }
-)
+_API = frozenset({"Experiment", "ExperimentSpec", "Observation", "Trial"})
+# The loaders come from the engine: they add the rules the API layer cannot check
+# itself (which settings each Optuna sampler and pruner accepts).
+_LOADERS = frozenset({"ExperimentInvalid", "load_experiment", "load_experiment_file"})
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +35,10 @@ def __getattr__(name: str) -> Any:
         from trialforge import api
 
         return getattr(api, name)
+    if name in _LOADERS:
+        from trialforge.engine import validation
+
+        return getattr(validation, name)
     raise AttributeError(f"module 'trialforge' has no attribute {name!r}")
 
 

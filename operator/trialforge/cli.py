@@ -25,7 +25,7 @@ The same YAML is a cluster Experiment: kubectl apply -f examples/digits-tpe-asha
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from trialforge.api.validation import ExperimentInvalid, load_experiment_file
+    from trialforge.engine.validation import ExperimentInvalid, load_experiment_file
 
     failed = 0
     for path in args.files:
@@ -89,8 +89,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from trialforge.api.validation import ExperimentInvalid, load_experiment_file
     from trialforge.engine.errors import EngineError
+    from trialforge.engine.validation import ExperimentInvalid, load_experiment_file
     from trialforge.local.runner import LocalRunError, LocalRunner, local_command
     from trialforge.reporting import table
 

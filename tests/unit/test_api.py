@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.factories import experiment_doc
-from trialforge.api import ExperimentInvalid, load_experiment
+from trialforge import ExperimentInvalid, load_experiment
 from trialforge.api.base import parse_duration
 from trialforge.api.trial import trial_name
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from trialforge.kube.operator import YoungCollections
+from trialforge.kube.gctuning import YoungCollections
 
 
 @pytest.fixture

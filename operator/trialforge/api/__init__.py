@@ -59,6 +59,8 @@ _WHERE = {
     "trialforge.api.observation": ("Observation",),
     "trialforge.api.status": ("ExperimentStatus", "TrialStatus"),
     "trialforge.api.trial": ("Trial", "TrialSpec", "trial_name"),
+    # The API's rules only; trialforge.load_experiment (engine.validation) adds the
+    # engine's, and is the one every runtime uses.
     "trialforge.api.validation": (
         "ExperimentInvalid",
         "FieldError",

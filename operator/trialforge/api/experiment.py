@@ -17,6 +17,11 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from trialforge.api.base import DURATION_PATTERN, WireModel, parse_duration
 from trialforge.api.status import ExperimentStatus
+from trialforge.api.vocabulary import (
+    MULTI_OBJECTIVE_ALGORITHMS,
+    EarlyStoppingAlgorithm,
+    SearchAlgorithm,
+)
 
 GROUP = "trialforge.io"
 VERSION = "v1alpha1"
@@ -27,9 +32,6 @@ PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # from them; keeping experiment names short leaves room inside the 63-char limit.
 EXPERIMENT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_EXPERIMENT_NAME = 40
-
-SEARCH_ALGORITHMS = ("random", "grid", "tpe", "cmaes", "gp", "qmc", "nsga2")
-EARLY_STOPPING_ALGORITHMS = ("none", "median", "asha", "hyperband")
 
 ParameterValue = str | int | float | bool
 
@@ -177,7 +179,7 @@ class Objective(WireModel):
 
 
 class SearchSpec(WireModel):
-    algorithm: Literal["random", "grid", "tpe", "cmaes", "gp", "qmc", "nsga2"] = "tpe"
+    algorithm: SearchAlgorithm = "tpe"
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     settings: dict[str, Any] | None = Field(
         default=None,
@@ -187,7 +189,7 @@ class SearchSpec(WireModel):
 
 
 class EarlyStoppingSpec(WireModel):
-    algorithm: Literal["none", "median", "asha", "hyperband"] = "none"
+    algorithm: EarlyStoppingAlgorithm = "none"
     settings: dict[str, Any] | None = Field(
         default=None,
         description="Extra keyword arguments for the Optuna pruner, e.g. "
@@ -404,7 +406,7 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
         _cel(
             "!has(self.objectives) || size(self.objectives) < 2 || !has(self.search) || "
             "!has(self.search.algorithm) || "
-            "self.search.algorithm in ['random', 'grid', 'tpe', 'qmc', 'nsga2', 'gp']",
+            f"self.search.algorithm in {list(MULTI_OBJECTIVE_ALGORITHMS)}",
             "this search algorithm cannot optimise several objectives; "
             "use tpe, nsga2, random, grid, qmc or gp",
             fieldPath=".search.algorithm",

@@ -1,29 +1,26 @@
 """Turning untrusted input into an Experiment, with every error named by its field path.
 
-One function, :func:`load_experiment`, is the way in for the CLI, the local
-runtime and the operator, so each of them refuses the same specs with the same
-words.
+Everything the API itself knows is checked here. The settings each algorithm
+accepts are read from Optuna by the engine, a layer above, so the way in for the
+CLI, the local runtime and the operator is ``trialforge.engine.validation``: it
+runs these rules and the engine's together, and each runtime refuses the same
+specs with the same words.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from pydantic.alias_generators import to_snake
 
 from trialforge.api import experiment as xp
 from trialforge.api.experiment import Experiment, ExperimentSpec
-
-PLACEHOLDER = re.compile(r"\$\{params\.([^}]*)\}")
-# Multi-objective needs a sampler that can rank trials on several values at once.
-MULTI_OBJECTIVE_ALGORITHMS = frozenset({"random", "grid", "tpe", "qmc", "nsga2", "gp"})
+from trialforge.api.vocabulary import MULTI_OBJECTIVE_ALGORITHMS, PLACEHOLDER
 
 
 @dataclass(frozen=True)
@@ -118,7 +115,14 @@ def _from_pydantic(exc: ValidationError) -> list[FieldError]:
     return errors
 
 
-def load_experiment(data: Any, source: str | None = None) -> Experiment:
+# A rule a higher layer adds (the engine's algorithm settings): it sees a spec that
+# passed the models, and its errors are listed with this module's.
+SpecCheck = Callable[[ExperimentSpec], Iterable[FieldError]]
+
+
+def load_experiment(
+    data: Any, source: str | None = None, extra_checks: Iterable[SpecCheck] = ()
+) -> Experiment:
     """Validate a parsed document; raise :class:`ExperimentInvalid` listing every problem."""
     if not isinstance(data, Mapping):
         raise ExperimentInvalid(
@@ -132,6 +136,8 @@ def load_experiment(data: Any, source: str | None = None) -> Experiment:
         errors += [e for e in _raw_parallelism(data.get("spec")) if e.path not in seen]
         raise ExperimentInvalid(errors, source) from None
     errors = list(check_spec(experiment.spec))
+    for check in extra_checks:
+        errors += check(experiment.spec)
     if errors:
         raise ExperimentInvalid(errors, source)
     return experiment
@@ -160,7 +166,7 @@ def _raw_parallelism(spec: Any) -> list[FieldError]:
     return [error] if error else []
 
 
-def load_experiment_file(path: str) -> Experiment:
+def load_experiment_file(path: str, extra_checks: Iterable[SpecCheck] = ()) -> Experiment:
     try:
         with open(path, encoding="utf-8") as handle:
             docs = [d for d in yaml.safe_load_all(handle) if d is not None]
@@ -178,7 +184,7 @@ def load_experiment_file(path: str) -> Experiment:
             ],
             path,
         )
-    return load_experiment(experiments[0], path)
+    return load_experiment(experiments[0], path, extra_checks)
 
 
 def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
@@ -234,7 +240,6 @@ def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
             "Pause cannot be used with a queue: Kueue owns the Jobs' suspend field; use Finish",
         )
 
-    yield from _check_settings(spec)
     yield from _check_template(spec.trial.template, set(names))
     yield from _check_science(spec)
 
@@ -357,27 +362,6 @@ def _check_science(spec: ExperimentSpec) -> Iterator[FieldError]:
                 f"top ({spec.confirm.top}) is more than the {budget.max_trials} "
                 "configurations the search tries (budget.maxTrials)",
             )
-
-
-def _check_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
-    # Imported here: the engine depends on the API, not the other way round,
-    # but both must agree on which settings each algorithm accepts.
-    from trialforge.engine.plugins import pruner_settings, sampler_settings
-
-    for path, settings, accepted in (
-        ("spec.search.settings", spec.search.settings, sampler_settings(spec.search.algorithm)),
-        (
-            "spec.earlyStopping.settings",
-            spec.early_stopping.settings,
-            pruner_settings(spec.early_stopping.algorithm),
-        ),
-    ):
-        for key in settings or {}:
-            if to_snake(key) not in accepted:
-                allowed = ", ".join(sorted(accepted)) or "none"
-                yield FieldError(
-                    f"{path}.{key}", f"unknown setting; this algorithm accepts: {allowed}"
-                )
 
 
 def _check_template(template: dict[str, Any], parameters: set[str]) -> Iterator[FieldError]:

@@ -3,7 +3,9 @@
 A small registry in the spirit of Optuna's own plug-in classes: one entry per
 name the user may write, its factory, and the settings it accepts (read from
 the Optuna constructor, so a setting Optuna gains is usable at once and a typo
-is caught before a trial runs).
+is caught before a trial runs). The names are the API's
+(:mod:`trialforge.api.vocabulary`); a unit test checks the registries hold
+exactly those.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import optuna
 from optuna.samplers._lazy_random_state import LazyRandomState
 from pydantic.alias_generators import to_snake
 
+from trialforge.api.vocabulary import EarlyStoppingAlgorithm, SearchAlgorithm
 from trialforge.engine.errors import EngineError
 
 
@@ -41,7 +44,6 @@ _RESERVED = {"seed", "search_space", "self"}
 class SamplerPlugin:
     name: str
     cls: type[optuna.samplers.BaseSampler]
-    multi_objective: bool
     requires: str | None = None  # an optional module the sampler imports
     defaults: Callable[[int], dict[str, Any]] | None = None  # parallelism -> kwargs
     # Grid and QMC walk one fixed sequence (shuffled or scrambled by the seed)
@@ -101,23 +103,25 @@ def _tpe_defaults(parallelism: int) -> dict[str, Any]:
     return {"constant_liar": parallelism > 1, "multivariate": True}
 
 
-SAMPLERS: dict[str, SamplerPlugin] = {
-    "random": SamplerPlugin("random", optuna.samplers.RandomSampler, True),
-    "grid": SamplerPlugin("grid", optuna.samplers.GridSampler, True, sequence=True),
-    "tpe": SamplerPlugin("tpe", optuna.samplers.TPESampler, True, defaults=_tpe_defaults),
-    "cmaes": SamplerPlugin("cmaes", optuna.samplers.CmaEsSampler, False, requires="cmaes"),
-    "gp": SamplerPlugin("gp", optuna.samplers.GPSampler, True, requires="torch", reusable=False),
+# Keyed by the API's Literal types, so a type checker refuses a name the API lacks.
+# Which samplers take several objectives is the API's to say (the CRD's CEL rule
+# needs it): api.vocabulary.MULTI_OBJECTIVE_ALGORITHMS.
+SAMPLERS: dict[SearchAlgorithm, SamplerPlugin] = {
+    "random": SamplerPlugin("random", optuna.samplers.RandomSampler),
+    "grid": SamplerPlugin("grid", optuna.samplers.GridSampler, sequence=True),
+    "tpe": SamplerPlugin("tpe", optuna.samplers.TPESampler, defaults=_tpe_defaults),
+    "cmaes": SamplerPlugin("cmaes", optuna.samplers.CmaEsSampler, requires="cmaes"),
+    "gp": SamplerPlugin("gp", optuna.samplers.GPSampler, requires="torch", reusable=False),
     "qmc": SamplerPlugin(
         "qmc",
         optuna.samplers.QMCSampler,
-        True,
         defaults=lambda _: {"scramble": True},
         sequence=True,
     ),
-    "nsga2": SamplerPlugin("nsga2", optuna.samplers.NSGAIISampler, True),
+    "nsga2": SamplerPlugin("nsga2", optuna.samplers.NSGAIISampler),
 }
 
-PRUNERS: dict[str, PrunerPlugin] = {
+PRUNERS: dict[EarlyStoppingAlgorithm, PrunerPlugin] = {
     "none": PrunerPlugin("none", optuna.pruners.NopPruner),
     "median": PrunerPlugin("median", optuna.pruners.MedianPruner),
     "asha": PrunerPlugin("asha", optuna.pruners.SuccessiveHalvingPruner),
@@ -125,12 +129,12 @@ PRUNERS: dict[str, PrunerPlugin] = {
 }
 
 
-def sampler_settings(algorithm: str) -> set[str]:
+def sampler_settings(algorithm: SearchAlgorithm) -> set[str]:
     plugin = SAMPLERS.get(algorithm)
     return plugin.settings() if plugin else set()
 
 
-def pruner_settings(algorithm: str) -> set[str]:
+def pruner_settings(algorithm: EarlyStoppingAlgorithm) -> set[str]:
     plugin = PRUNERS.get(algorithm)
     return plugin.settings() if plugin else set()
 
@@ -140,7 +144,7 @@ def _kwargs(settings: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def make_sampler(
-    algorithm: str,
+    algorithm: SearchAlgorithm,
     seed: int,
     settings: Mapping[str, Any] | None,
     parallelism: int,
@@ -165,7 +169,9 @@ def make_sampler(
         raise EngineError(f"spec.search.settings: {exc}") from None
 
 
-def make_pruner(algorithm: str, settings: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
+def make_pruner(
+    algorithm: EarlyStoppingAlgorithm, settings: Mapping[str, Any] | None
+) -> optuna.pruners.BasePruner:
     plugin = PRUNERS[algorithm]
     try:
         return plugin.cls(**_kwargs(settings))

@@ -8,7 +8,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-PLACEHOLDER = re.compile(r"\$\{params\.([A-Za-z_][A-Za-z0-9_]*)\}")
+# The API's, so that what validation accepted is exactly what gets filled in.
+from trialforge.api.vocabulary import PLACEHOLDER
 
 
 def format_value(value: Any) -> str:

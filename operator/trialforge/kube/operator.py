@@ -1,64 +1,40 @@
-"""``trialforge operator``: kopf watches, one coalescing queue of reconciles, the ingest server.
+"""``trialforge operator``: the kopf wiring, start-up and shutdown of the operator's parts.
 
 Explicit registration on our own registry, as kopf's docs recommend for
 libraries.  Every watched change (an Experiment, one of our Trials, Jobs or
-pods) only *requests* a reconcile of the Experiment it belongs to; a queue
-coalesces bursts so a hundred pod updates cost one reconcile, and reconciles of
-different experiments run in parallel threads.  Only the Lease holder acts.
+pods) only *requests* a reconcile of the Experiment it belongs to
+(:mod:`trialforge.kube.workqueue`); the ingest and the metrics are served by
+:mod:`trialforge.kube.server`; the interpreter's GC is tuned by
+:mod:`trialforge.kube.gctuning`.  Only the Lease holder acts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import os
 import socket
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from aiohttp import web
 from kubernetes import client, config
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trialforge.api.experiment import GROUP, VERSION
 from trialforge.api.status import TERMINAL_PHASES
-from trialforge.kube import names
+from trialforge.kube import names, server
 from trialforge.kube.cache import CachedKube
 from trialforge.kube.client import Kube
-from trialforge.kube.ingest import (
-    DISABLED,
-    INLINE_BYTES,
-    WRITE_INTERVAL,
-    WRITES_PER_SECOND,
-    Ingest,
-    WouldBlock,
-    objective_tails,
-)
+from trialforge.kube.gctuning import YOUNG_COLLECTION_INTERVAL, YoungCollections, tune_interpreter
+from trialforge.kube.ingest import WRITE_INTERVAL, WRITES_PER_SECOND, Ingest, objective_tails
 from trialforge.kube.leader import LeaderElection
 from trialforge.kube.reconcile import Reconciler, objective_directions
+from trialforge.kube.workqueue import Queue
 from trialforge.metrics import exporter
-from trialforge.metrics.exporter import (
-    INGEST_SECONDS,
-    LEADER,
-    OBSERVATIONS_RECEIVED,
-    OBSERVATIONS_REJECTED,
-    RECONCILE_ERRORS,
-    RECONCILE_SECONDS,
-)
+from trialforge.metrics.exporter import LEADER
 
-log = logging.getLogger("trialforge.operator")
-
-Key = tuple[str, str]
 INGEST_RECONCILE_DELAY = 0.5  # seconds
-SWITCH_INTERVAL = 0.0005  # seconds
-GC_THRESHOLDS = (10_000, 10, 100)  # default (700, 10, 10)
-YOUNG_COLLECTION_INTERVAL = 0.1  # seconds
 
 
 @dataclass
@@ -80,116 +56,6 @@ class OperatorConfig:
     # at most this many a second.
     ingest_write_interval: float = WRITE_INTERVAL
     ingest_writes_per_second: float = WRITES_PER_SECOND
-
-
-class YoungCollections:
-    """Collects the youngest generation every ``interval`` seconds, on the event loop.
-
-    The threshold counts allocations minus deallocations, and the flusher and the
-    reconciler free old Trials (thousands of objects each) as fast as the ingest
-    makes observations: the youngest generation grew to 50,000-70,000 objects,
-    most of them held observations, before a collection came, and that collection
-    took 20-35 ms of CPU in whichever thread it fell on while every answer waited
-    for the GIL.  Collected every 100 ms it holds a few thousand and takes about a
-    millisecond, between two callbacks of the loop (bench/ingest.py, a
-    ``gc.callbacks`` probe; bench/RESULTS.md).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
-        self.loop = loop
-        self.interval = interval
-        self._handle: asyncio.TimerHandle | None = None
-
-    def start(self) -> None:
-        self._handle = self.loop.call_later(self.interval, self._collect)
-
-    def _collect(self) -> None:
-        gc.collect(0)
-        self._handle = self.loop.call_later(self.interval, self._collect)
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
-class Queue:
-    """Reconcile requests, coalesced per experiment; one reconcile per experiment at a time."""
-
-    def __init__(self, reconciler: Reconciler, leader: LeaderElection, workers: int) -> None:
-        self.reconciler = reconciler
-        self.leader = leader
-        self.workers = workers
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._pending: set[Key] = set()
-        self._running: set[Key] = set()
-        self._dirty: set[Key] = set()
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._soon: dict[Key, asyncio.TimerHandle] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self.loop = asyncio.get_running_loop()
-
-    def request(self, key: Key) -> None:
-        if key in self._running:
-            self._dirty.add(key)
-        elif key not in self._pending:
-            self._pending.add(key)
-            self._queue.put_nowait(key)
-
-    def request_threadsafe(self, key: Key) -> None:
-        self.loop.call_soon_threadsafe(self.request, key)
-
-    def request_soon(self, key: Key, seconds: float) -> None:
-        """A reconcile within ``seconds``: many requests in that time make one (ingest)."""
-        if key in self._pending or key in self._soon:
-            return
-        self._soon[key] = self.loop.call_later(seconds, self._fire_soon, key)
-
-    def _fire_soon(self, key: Key) -> None:
-        self._soon.pop(key, None)
-        self.request(key)
-
-    def request_soon_threadsafe(self, key: Key, seconds: float) -> None:
-        self.loop.call_soon_threadsafe(self.request_soon, key, seconds)
-
-    def later(self, key: Key, seconds: float) -> None:
-        old = self._timers.pop(key, None)
-        if old:
-            old.cancel()
-        self._timers[key] = self.loop.call_later(seconds, self.request, key)
-
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _work(self) -> None:
-        while True:
-            key = await self._queue.get()
-            self._pending.discard(key)
-            if not self.leader.is_leader:
-                continue  # the leader will do it; we resync on winning the lease
-            self._running.add(key)
-            started = time.perf_counter()
-            try:
-                again = await asyncio.to_thread(self.reconciler.reconcile, *key)
-            except Exception:
-                RECONCILE_ERRORS.inc()
-                log.exception("reconcile of %s/%s failed; retrying", *key)
-                again = 5.0
-            finally:
-                RECONCILE_SECONDS.observe(time.perf_counter() - started)
-                self._running.discard(key)
-            if key in self._dirty:
-                self._dirty.discard(key)
-                self.request(key)
-            elif again is not None:
-                self.later(key, again)
 
 
 def _owner_experiment(body: Any) -> str | None:
@@ -298,7 +164,9 @@ async def _start(memo: kopf.Memo) -> None:
     memo.queue = Queue(reconciler, leader, cfg.workers)
     memo.queue.start()
     leader.start()
-    memo.runner = await _serve(memo, cfg, kube, reconciler)
+    memo.ingest = _ingest(memo, cfg, kube, reconciler)
+    app = server.build_app(memo.ingest, lambda: leader.is_leader)
+    memo.runner = await server.serve(app, cfg.listen, cfg.port)
     memo.young = YoungCollections(asyncio.get_running_loop(), YOUNG_COLLECTION_INTERVAL)
     memo.young.start()
 
@@ -316,69 +184,21 @@ async def _stop(memo: kopf.Memo) -> None:
         memo.ingest.close()
 
 
-async def _serve(
+def _ingest(
     memo: kopf.Memo, cfg: OperatorConfig, kube: Kube, reconciler: Reconciler
-) -> web.AppRunner:
-    ingest = None
-    if cfg.ingest_key is not None:
-        ingest = Ingest(
-            kube,
-            cfg.ingest_key,
-            lambda ns, xp: objective_directions(reconciler, ns, xp),
-            # Stored observations may prune: reconcile soon, once per burst of batches.
-            lambda ns, xp: memo.queue.request_soon_threadsafe((ns, xp), INGEST_RECONCILE_DELAY),
-            tails_for=lambda ns, xp: objective_tails(reconciler, ns, xp),
-            write_interval=cfg.ingest_write_interval,
-            writes_per_second=cfg.ingest_writes_per_second,
-        )
-    memo.ingest = ingest
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "leader": memo.leader.is_leader})
-
-    async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(exporter.REGISTRY)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def observations(request: web.Request) -> web.Response:
-        if ingest is None:
-            return web.json_response(DISABLED.body, status=DISABLED.status)
-        started = time.perf_counter()
-        raw = await request.read()
-        answer = None
-        if len(raw) <= INLINE_BYTES:
-            # A small batch costs less than the hop to a thread and back: answer it here,
-            # unless the trial must first be read from the cluster.
-            with contextlib.suppress(WouldBlock):
-                answer = ingest.handle_bytes(raw, may_block=False)
-        if answer is None:
-            # A large batch is parsed off the event loop (kopf's watches share it).
-            answer = await asyncio.to_thread(ingest.handle_bytes, raw)
-        if answer.reason:
-            OBSERVATIONS_REJECTED.labels(answer.reason).inc()
-        else:
-            OBSERVATIONS_RECEIVED.inc(answer.body.get("accepted", 0))
-        INGEST_SECONDS.observe(time.perf_counter() - started)
-        body = answer.body
-        if answer.wait and answer.key is not None:
-            # The collector has nothing new: answer once what it sent is stored.
-            stored = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            if ingest.when_stored(*answer.key, lambda: loop.call_soon_threadsafe(stored.set)):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stored.wait(), answer.wait)
-                body = {**body, **ingest.progress(*answer.key)}
-        return web.json_response(body, status=answer.status)
-
-    app = web.Application(client_max_size=8 * 1024 * 1024)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/v1/observations", observations)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, cfg.listen, cfg.port).start()
-    log.info("serving /healthz, /metrics and /v1/observations on %s:%d", cfg.listen, cfg.port)
-    return runner
+) -> Ingest | None:
+    if cfg.ingest_key is None:
+        return None
+    return Ingest(
+        kube,
+        cfg.ingest_key,
+        lambda ns, xp: objective_directions(reconciler, ns, xp),
+        # Stored observations may prune: reconcile soon, once per burst of batches.
+        lambda ns, xp: memo.queue.request_soon_threadsafe((ns, xp), INGEST_RECONCILE_DELAY),
+        tails_for=lambda ns, xp: objective_tails(reconciler, ns, xp),
+        write_interval=cfg.ingest_write_interval,
+        writes_per_second=cfg.ingest_writes_per_second,
+    )
 
 
 def load_api_client(kubeconfig: str | None) -> client.ApiClient:
@@ -394,18 +214,7 @@ def run(cfg: OperatorConfig, kubeconfig: str | None = None) -> None:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
     api_client = load_api_client(kubeconfig)
     cfg.identity = cfg.identity or f"{socket.gethostname()}-{os.getpid()}"
-    # The event loop (watches, ingest answers) gives up the GIL on every socket call
-    # and waits for it while the flusher and reconcile threads compute: with the
-    # default 5 ms switch interval that wait, not the work, set the ingest's answer
-    # time under load (bench/ingest.py).
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    # With the default thresholds a full collection ran about once a second under
-    # ingest load and stopped everything for 100-160 ms (the Trials in the caches are
-    # hundreds of thousands of objects): freeze what start-up made, and collect the
-    # young generations less often and the old one rarely (bench/ingest.py); the
-    # youngest is also collected on a timer (YoungCollections).
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_interpreter()
     memo = kopf.Memo(config=cfg, api_client=api_client)
     # kopf logs every handler call at INFO: one line per watched event, which
     # drowns the operator's own log. Keep its per-object chatter for --log-level debug.

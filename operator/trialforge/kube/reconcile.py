@@ -20,12 +20,12 @@ from kubernetes.client.rest import ApiException
 
 from trialforge.api.experiment import Experiment
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
-from trialforge.api.validation import ExperimentInvalid, load_experiment
 from trialforge.engine.changes import search_fingerprint
 from trialforge.engine.history import rules
 from trialforge.engine.planner import Plan, Planner, StartTrial, StopTrial
 from trialforge.engine.record import TrialRecord, timestamp, trial_spec
 from trialforge.engine.status import experiment_phase, stop_status
+from trialforge.engine.validation import ExperimentInvalid, load_experiment
 from trialforge.kube import names
 from trialforge.kube.client import Kube
 from trialforge.kube.jobs import build_job, owner_reference, trial_labels
