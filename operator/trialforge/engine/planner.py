@@ -96,6 +96,16 @@ class _World:
     stopping: dict[str, StopTrial] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Decided:
+    """What a plan decided about its world before it starts anything."""
+
+    live_phases: Mapping[int, TrialPhase | None]  # index -> final phase, None while it may change
+    configs: Merged  # the search's configurations, settled and live
+    end: tuple[str, str] | None  # (reason, message) once the search is over
+    top: list[str]  # the confirmation's configurations, once the search is over
+
+
 class Planner:
     """Decides for one experiment; holds its :class:`Search` between calls.
 
@@ -160,10 +170,11 @@ class Planner:
         best, front = outcome.best_and_front(spec, configs, world.by_slot, phases, self._best_final)
         end = None if spec.arms else outcome.search_end(spec, self.search, ledger, configs, best)
         top = outcome.top_configs(spec, configs) if end is not None and spec.confirm else []
+        decided = _Decided(live_phases, configs, end, top)
         failed, succeeded = outcome.ended_counts(ledger, live_phases)
         finished = outcome.finished(
             spec, total=counts["total"], failed=failed, succeeded=succeeded, outcome=phases,
-            wanted=self._wanted(configs, end, top), by_slot=world.by_slot, search_end=end,
+            wanted=self._wanted(decided), by_slot=world.by_slot, search_end=end,
             now=now, started_at=started_at,
         )  # fmt: skip
         comparison = self._comparer.rows(
@@ -180,7 +191,7 @@ class Planner:
             self._cancel_active(world, end[0], f"search ended: {end[1]}", ROLE_SEARCH)
         actions = list(world.stopping.values())
         if not suspended:
-            actions += self._starts(world, live_phases, configs, end, top)
+            actions += self._starts(world, decided)
         return Plan(actions, counts, best, front, None, comparison)
 
     # -- observing -------------------------------------------------------------------
@@ -315,14 +326,7 @@ class Planner:
 
     # -- starting --------------------------------------------------------------------
 
-    def _starts(
-        self,
-        world: _World,
-        live_phases: Mapping[int, TrialPhase | None],
-        configs: Merged,
-        end: tuple[str, str] | None,
-        top: list[str],
-    ) -> list[StartTrial]:
+    def _starts(self, world: _World, decided: _Decided) -> list[StartTrial]:
         """Retries first, they finish configurations already paid for; then new runs."""
         active = sum(
             1
@@ -330,20 +334,13 @@ class Planner:
             if v.phase in ACTIVE_PHASES and v.name not in world.stopping
         )
         free = self.spec.budget.parallelism - active
-        starts = self._retries(world, live_phases, configs, end, free)
+        starts = self._retries(world, decided, free)
         free -= len(starts)
         if free > 0:
-            starts += self._new_runs(world, configs, end, top, free)
+            starts += self._new_runs(world, decided, free)
         return starts
 
-    def _retries(
-        self,
-        world: _World,
-        live_phases: Mapping[int, TrialPhase | None],
-        configs: Merged,
-        end: tuple[str, str] | None,
-        free: int,
-    ) -> list[StartTrial]:
+    def _retries(self, world: _World, decided: _Decided, free: int) -> list[StartTrial]:
         """Up to ``free`` new attempts of trials that failed and may run again."""
         starts: list[StartTrial] = []
         for index in sorted(world.latest):
@@ -352,10 +349,10 @@ class Planner:
                 break
             slot = world.slots[index]
             if slot.role == ROLE_SEARCH and slot.search_index is not None:
-                cfg = configs.get(slot.search_index)
-                if end is not None or (cfg is not None and cfg.phase is not None):
+                cfg = decided.configs.get(slot.search_index)
+                if decided.end is not None or (cfg is not None and cfg.phase is not None):
                     continue  # its configuration is decided (pruned, or the search ended)
-            if live_phases[index] is None and view.phase == TrialPhase.FAILED:
+            if decided.live_phases[index] is None and view.phase == TrialPhase.FAILED:
                 starts.append(
                     StartTrial(
                         index,
@@ -372,21 +369,14 @@ class Planner:
                 )
         return starts
 
-    def _new_runs(
-        self,
-        world: _World,
-        configs: Merged,
-        end: tuple[str, str] | None,
-        top: list[str],
-        free: int,
-    ) -> list[StartTrial]:
+    def _new_runs(self, world: _World, decided: _Decided, free: int) -> list[StartTrial]:
         """Up to ``free`` runs the design calls for that no trial fills, each at the
         smallest index no trial has."""
         ledger = self._ledger
         latest, search_runs = world.latest, world.search_runs
         starts: list[StartTrial] = []
         next_index = ledger.first_free
-        for slot in self._wanted(configs, end, top):
+        for slot in self._wanted(decided):
             if len(starts) >= free:
                 break
             if slot.role == ROLE_SEARCH:
@@ -416,10 +406,10 @@ class Planner:
             next_index += 1
         return starts
 
-    def _wanted(
-        self, configs: Merged, end: tuple[str, str] | None, top: list[str]
-    ) -> Iterator[Slot]:
-        return design.wanted(self.spec, self.search, configs, self._ledger.highest, end, top)
+    def _wanted(self, decided: _Decided) -> Iterator[Slot]:
+        return design.wanted(
+            self.spec, self.search, decided.configs, self._ledger.highest, decided.end, decided.top
+        )
 
 
 def _non_finite(intermediate: Mapping[int, float]) -> tuple[int, float] | None:
