@@ -92,7 +92,7 @@ class _World:
     by_slot: dict[Slot, TrialRecord]  # every run but the search's
     search_runs: dict[int, dict[int, TrialRecord]]  # configuration -> repeat -> latest attempt
     # Trials stopped this round no longer hold a slot, but they are not
-    # terminal in the world yet; count them as such for the decisions below.
+    # terminal in the world yet; this plan counts them as such in what it decides.
     stopping: dict[str, StopTrial] = field(default_factory=dict)
 
 
