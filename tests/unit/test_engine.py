@@ -14,14 +14,10 @@ from trialforge.api import load_experiment
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.observation import Observation
 from trialforge.engine import plugins
+from trialforge.engine.actions import FinishExperiment, StartTrial, StopTrial
 from trialforge.engine.errors import EngineError
 from trialforge.engine.objective import conclude
-from trialforge.engine.planner import (
-    FinishExperiment,
-    Planner,
-    StartTrial,
-    StopTrial,
-)
+from trialforge.engine.planner import Planner
 from trialforge.engine.record import TrialRecord
 from trialforge.engine.template import substitute_container, trial_environment
 
@@ -473,3 +469,17 @@ def test_qmc_walks_one_low_discrepancy_sequence() -> None:
     # then walks the scrambled Sobol sequence: 7 points, 7 distinct eighths.
     bins = [int(p["lr"] * 8) for _, _, p in world.suggested[1:]]
     assert len(set(bins)) == 7, bins
+
+
+def test_the_planner_module_still_offers_what_it_was_split_into() -> None:
+    # Adapters and reporting import these from engine.planner; they now live elsewhere.
+    from trialforge.engine import actions, design, outcome, planner
+
+    for name in ("StartTrial", "StopTrial", "FinishExperiment", "Action"):
+        assert getattr(planner, name) is getattr(actions, name)
+    for name in ("Slot", "BASELINE", "search_config", "search_index_of", "slot_of",
+                 "planned_trials", "design_summary", "ROLE_SEARCH", "ROLE_BASELINE",
+                 "ROLE_ARM", "ROLE_CONFIRM"):  # fmt: skip
+        assert getattr(planner, name) is getattr(design, name)
+    assert planner.Best is outcome.Best
+    assert set(planner.__all__) <= set(dir(planner))

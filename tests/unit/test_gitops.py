@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 import yaml
@@ -85,7 +85,7 @@ def test_phase_to_health(phase: str, health: str, version: str) -> None:
 
 
 def test_every_experiment_phase_has_a_known_health() -> None:
-    for phase in get_args(ExperimentPhase):
+    for phase in ExperimentPhase:
         assert run_health(experiment(status(phase)))["status"] in (
             "Healthy",
             "Progressing",

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from tests.factories import experiment_doc, running_view
 from trialforge.api import load_experiment
-from trialforge.engine.planner import Planner, StartTrial, StopTrial
+from trialforge.engine.actions import StartTrial, StopTrial
+from trialforge.engine.planner import Planner
 from trialforge.engine.record import TrialRecord
 
 OUTCOMES = ["Succeeded", "Failed", "Pruned"]

@@ -20,14 +20,10 @@ from tests import factories
 from tests.factories import NOW, experiment_doc
 from trialforge.api import load_experiment
 from trialforge.api.experiment import ExperimentSpec
+from trialforge.engine.actions import FinishExperiment, StartTrial, StopTrial
 from trialforge.engine.comparison import Group, comparison_rows, verdicts
-from trialforge.engine.planner import (
-    FinishExperiment,
-    Planner,
-    StartTrial,
-    StopTrial,
-    planned_trials,
-)
+from trialforge.engine.design import planned_trials
+from trialforge.engine.planner import Planner
 from trialforge.engine.record import TrialRecord
 
 PARAMS = [

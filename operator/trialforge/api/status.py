@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Literal
 
 from pydantic import Field
 
 from trialforge.api.base import WireModel
 
-TrialPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Pruned", "Cancelled"]
-TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Pruned", "Cancelled"})
-ACTIVE_PHASES: frozenset[str] = frozenset({"Pending", "Running"})
 
-ExperimentPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+class TrialPhase(enum.StrEnum):
+    """A trial's phase; each member is the string the Trial's status holds."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    PRUNED = "Pruned"
+    CANCELLED = "Cancelled"
+
+
+class ExperimentPhase(enum.StrEnum):
+    """An experiment's phase; each member is the string the Experiment's status holds."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+# The models' fields are Literals of the enums' values, not the enums: pydantic
+# then keeps producing plain strings (model_dump, which yaml.safe_dump can
+# write), its errors stay the literal errors api.validation words, and the CRD
+# schemas stay as they are.  tests/unit/test_api_status.py holds them equal.
+TrialPhaseName = Literal["Pending", "Running", "Succeeded", "Failed", "Pruned", "Cancelled"]
+ExperimentPhaseName = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+
+# Members compare and hash as their strings, so a phase read from a resource
+# (a plain str) is found in these sets too.
+TERMINAL_PHASES: frozenset[TrialPhase] = frozenset(
+    {TrialPhase.SUCCEEDED, TrialPhase.FAILED, TrialPhase.PRUNED, TrialPhase.CANCELLED}
+)
+ACTIVE_PHASES: frozenset[TrialPhase] = frozenset({TrialPhase.PENDING, TrialPhase.RUNNING})
 
 # History kept per metric in a Trial's status: enough to plot, bounded so a
 # long training cannot push the object past etcd's size limit.
@@ -43,7 +74,7 @@ class Condition(WireModel):
 
 
 class TrialStatus(WireModel):
-    phase: TrialPhase = "Pending"
+    phase: TrialPhaseName = "Pending"
     reason: str | None = None
     message: str | None = None
     objective: float | None = Field(default=None, description="The first objective's value.")
@@ -96,7 +127,7 @@ class TrialCounts(WireModel):
 
 
 class ExperimentStatus(WireModel):
-    phase: ExperimentPhase = "Pending"
+    phase: ExperimentPhaseName = "Pending"
     reason: str | None = None
     message: str | None = None
     trials: TrialCounts = Field(default_factory=TrialCounts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Literal
 
 from pydantic import Field
@@ -9,6 +10,20 @@ from pydantic import Field
 from trialforge.api.base import WireModel
 from trialforge.api.experiment import ObjectMeta as _ExperimentMeta
 from trialforge.api.status import TrialStatus
+
+
+class TrialRole(enum.StrEnum):
+    """What a trial runs for; each member is the string TrialSpec.role holds."""
+
+    SEARCH = "search"  # a configuration of the search
+    BASELINE = "baseline"  # spec.baseline
+    ARM = "arm"  # an arm of spec.arms
+    CONFIRM = "confirm"  # a fresh run of a top configuration, or the baseline, after the search
+
+
+# TrialSpec.role's type: the enum's values as a Literal, for the reasons
+# api.status gives for TrialPhaseName (tests/unit/test_api_trial.py holds them equal).
+TrialRoleName = Literal["search", "baseline", "arm", "confirm"]
 
 
 class TrialMeta(_ExperimentMeta):
@@ -26,7 +41,7 @@ class TrialSpec(WireModel):
         default=None,
         description="What the search engine needs to rebuild its state after a restart.",
     )
-    role: Literal["search", "baseline", "arm", "confirm"] | None = Field(
+    role: TrialRoleName | None = Field(
         default=None,
         description="What the run is for: a search configuration, the baseline, an arm of a "
         "comparison, or a confirmation run after the search. Unset: search.",
