@@ -16,7 +16,7 @@ from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES, ExperimentPhase, TrialPhase
 from trialforge.engine.actions import FinishExperiment, StopTrial
 from trialforge.engine.design import Slot, arm_runs, search_config, search_limit
-from trialforge.engine.objective import better, dominates, meets_goal
+from trialforge.engine.objective import better, dominates, mean_values, meets_goal
 from trialforge.engine.record import TrialRecord
 from trialforge.engine.search import Search
 
@@ -87,13 +87,11 @@ def config_outcome(
         return cfg
     if len(runs) < spec.repeats or any(f is None for f in finals.values()):
         return cfg
-    if cfg.succeeded:
-        width = len(spec.all_objectives)
-        rows = [v.values for v in cfg.succeeded if v.values and len(v.values) == width]
-        if rows:
-            cfg.values = tuple(sum(col) / len(col) for col in zip(*rows, strict=True))
-            cfg.phase = TrialPhase.SUCCEEDED
-            return cfg
+    means = mean_values((v.values for v in cfg.succeeded), len(spec.all_objectives))
+    if means is not None:
+        cfg.values = means
+        cfg.phase = TrialPhase.SUCCEEDED
+        return cfg
     ended = finals.values()
     cfg.phase = TrialPhase.FAILED if TrialPhase.FAILED in ended else next(iter(ended))
     return cfg
@@ -168,12 +166,12 @@ def _arm_bests(
     done: list[Best] = []
     for name, views in arm_runs(by_slot).items():
         ok = [v for v in views if outcome.get(v.index) == TrialPhase.SUCCEEDED and v.values]
-        rows = [v.values for v in ok if v.values and len(v.values) == width]
-        if rows:
-            means = tuple(sum(c) / len(c) for c in zip(*rows, strict=True))
+        means = mean_values((v.values for v in ok), width)
+        if means is not None:
             first = ok[0]
+            runs = sum(1 for v in ok if v.values and len(v.values) == width)
             done.append(
-                Best(first.name, first.index, first.parameters, means, name, len(rows),
+                Best(first.name, first.index, first.parameters, means, name, runs,
                      first.artifact_uri)
             )  # fmt: skip
     return done
