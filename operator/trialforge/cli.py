@@ -308,7 +308,8 @@ def _add_run(sub: Any) -> None:
         description="Run an Experiment on this machine: each trial runs the first container's "
         "command (with ${params.NAME} filled in) as a subprocess in the YAML file's folder. "
         "Metrics are read from the trainer's stdout. Everything is recorded in the run "
-        "directory; running again on the same directory resumes an interrupted experiment.",
+        "directory; running again on the same directory resumes an interrupted experiment, "
+        "or a finished one whose budget was raised (only the new trials run).",
     )
     run.add_argument("file", help="the Experiment YAML")
     run.add_argument("--dir", help="run directory (default: runs/<experiment name>)")

@@ -22,6 +22,13 @@ from trialforge.engine.record import TrialRecord, latest_attempts
 log = logging.getLogger(__name__)
 
 
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _done(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     latest = latest_attempts(records)
     return [
@@ -48,10 +55,7 @@ def history(spec: ExperimentSpec, records: Sequence[Any], path: Path) -> Path | 
     ax.set_ylabel(objective.metric)
     ax.set_title(f"Optimisation history ({objective.direction} {objective.metric})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def importances(study: optuna.Study, spec: ExperimentSpec, path: Path) -> Path | None:
@@ -72,10 +76,7 @@ def importances(study: optuna.Study, spec: ExperimentSpec, path: Path) -> Path |
     ax.barh(names, [scores[n] for n in names], color="#55a868")
     ax.set_xlabel("importance (PED-ANOVA)")
     ax.set_title("Parameter importances")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def pareto(
@@ -99,10 +100,7 @@ def pareto(
     ax.set_xlabel(f"{objectives[0].metric} ({objectives[0].direction})")
     ax.set_ylabel(f"{objectives[1].metric} ({objectives[1].direction})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_all(
@@ -180,10 +178,7 @@ def parallel_coordinates(spec: ExperimentSpec, records: Sequence[Any], path: Pat
     ax.annotate(f"{low:.4g}", (xs[-1], 0.0), fontsize=7, xytext=(3, 0),
                 textcoords="offset points", va="center")  # fmt: skip
     ax.set_title(f"Parallel coordinates (colour: {objective.metric})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 VERDICT_COLOURS = {"better": "#55a868", "worse": "#c44e52", "inconclusive": "#8c8c8c"}
@@ -209,7 +204,4 @@ def comparison(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
         f"{base.get('metric')}: candidate - {base['arm']} ({1 - alpha:.0%} Welch interval)"
     )
     ax.set_title(f"Against the baseline ({base.get('direction')} {base.get('metric')})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
