@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -29,6 +27,8 @@ from typing import Any
 
 import pytest
 from clusterlib import REPO, KubeCluster, wait_for
+
+from trialforge.metrics.contract import Reason, ingest_token
 
 GROUP, VERSION = "trialforge.io", "v1alpha1"
 LABEL_EXPERIMENT = "trialforge.io/experiment"
@@ -48,8 +48,8 @@ def free_port() -> int:
 
 
 def token(key: str, namespace: str, trial: str) -> str:
-    """The per-trial ingest token, computed as the operator does."""
-    return hmac.new(key.encode(), f"{namespace}/{trial}".encode(), hashlib.sha256).hexdigest()
+    """The trial's ingest token, as the operator derives it (the sidecar contract)."""
+    return ingest_token(key.encode(), namespace, trial)
 
 
 # -- the operator process ---------------------------------------------------------------
@@ -327,7 +327,7 @@ class Reporter(threading.Thread):
             self.answers.setdefault(name, []).append((code, answer))
             if code == 200 and answer.get("stored") == len(points):
                 self.done.add(name)
-            elif code == 409 and answer.get("error", "").endswith("has ended"):
+            elif answer.get("reason") == Reason.TRIAL_ENDED:
                 self.done.add(name)  # too late; the test will see it in the Trial
 
 
