@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,16 @@ def test_an_arms_experiment_needs_no_max_trials_and_no_algorithm() -> None:
 
 
 def test_every_example_still_validates() -> None:
-    for path in sorted((ROOT / "examples").glob("*.yaml")):
+    folder = ROOT / "examples"
+    specs = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml"))
+    # What the README and the Makefile tell a user to run is among them.
+    named = {
+        m for doc in ("README.md", "Makefile")
+        for m in re.findall(r"examples/([\w.-]+\.ya?ml)", (ROOT / doc).read_text())
+    }  # fmt: skip
+    assert named and named <= {p.name for p in specs}, (named, specs)
+    assert len(specs) >= 4, specs  # ab-test, digits-size-nsga2, digits-tpe-asha, smoke
+    for path in specs:
         load_experiment_file(str(path))
 
 
