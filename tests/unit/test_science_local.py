@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def ab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     os.environ["TRIALFORGE_ARTIFACT_DIR"] = str(tmp / "artifacts")
     try:
         out = subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "trialforge"), "run", str(EXAMPLE), "--dir",
+            [sys.executable, "-m", "trialforge.cli", "run", str(EXAMPLE), "--dir",
              str(run_dir), "--no-table"],
             capture_output=True, text=True, timeout=300, check=False,
             env={**os.environ, "COLUMNS": "160"},
@@ -100,7 +101,7 @@ def test_reproduce_prints_a_command_that_gives_the_same_result(
     line = capsys.readouterr().out.strip()
     assert f"TRIALFORGE_SEED={record.seed}" in line and "TRIALFORGE_PARAMS=" in line
     # Run the printed line in a shell, as a user would, and read its last value.
-    env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     out = subprocess.run(
         ["bash", "-c", line], capture_output=True, text=True, env=env, timeout=60, check=True
     ).stdout
