@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from trialforge.api import load_experiment
+from trialforge.cli import main
+from trialforge.engine.comparison import verdicts
 from trialforge.local.rundir import RunDirectory, TrialRecord
 from trialforge.local.runner import LocalRunError, LocalRunner, RunResult
 
@@ -634,32 +636,77 @@ def test_resume_with_a_different_spec_is_refused(tmp_path: Path) -> None:
     assert len(trainer_events(out)) == starts
 
 
-def invalid_doc(tmp_path: Path) -> dict[str, Any]:
-    doc = experiment(tmp_path / "out", max_trials=2)
-    doc["spec"]["parameters"][0].update({"min": 1.0, "max": 0.5})
-    doc["spec"]["budget"]["maxTrails"] = 3
+ROOT = Path(__file__).resolve().parents[2]
+
+
+EXAMPLE = ROOT / "examples" / "ab-test.yaml"
+
+
+def _search_doc(tmp: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    spec = doc["spec"]
+    doc["metadata"]["name"] = "ab-search"
+    for key in ("arms", "comparison"):
+        spec.pop(key)
+    spec["repeats"] = 1
+    spec["search"] = {"algorithm": "random", "seed": 4}
+    spec["budget"] = {"maxTrials": 6, "parallelism": 3}
+    spec["confirm"] = {"top": 2, "repeats": 4}
+    container = spec["trial"]["template"]["spec"]["containers"][0]
+    container["env"] = [{"name": "TRIALFORGE_ARTIFACT_DIR", "value": str(tmp / "art")}]
     return doc
 
 
-def test_cli_validate_names_the_field_and_exits_1(tmp_path: Path) -> None:
-    bad = write_yaml(tmp_path / "bad.yaml", invalid_doc(tmp_path))
-    good = write_yaml(tmp_path / "good.yaml", experiment(tmp_path / "out"))
+def test_the_ab_n_example_gives_the_true_verdicts(ab_run: tuple[Path, str]) -> None:
+    run_dir, output = ab_run
+    state = RunDirectory(run_dir).load_state()
+    assert state["phase"] == "Succeeded" and state["reason"] == "Completed"
+    rows = state["comparison"]
+    # The truth (ab_noisy.py): warmup +0.03, lr 0.2 the same, lr 0.5 -0.04.
+    assert verdicts(rows) == {"warmup": "better", "lr-0.2": "inconclusive", "lr-0.5": "worse"}
+    by_arm = {r.get("arm"): r for r in rows}
+    assert by_arm["baseline"]["n"] == 6 and by_arm["baseline"]["source"] == "arms"
+    warmup = by_arm["warmup"]
+    assert warmup["ciLow"] <= 0.03 <= warmup["ciHigh"]  # the interval covers the truth
+    assert warmup["bootstrapLow"] < warmup["difference"] < warmup["bootstrapHigh"]
+    assert by_arm["lr-0.5"]["ciLow"] <= -0.04 <= by_arm["lr-0.5"]["ciHigh"]
+    assert "too small to detect" in by_arm["lr-0.2"]["note"]
+    assert any(r["role"] == "omnibus" and r["pValue"] < 0.001 for r in rows)
+    # The command line shows the table with the verdicts.
+    for word in ("vs baseline", "better", "worse", "inconclusive", "welch ANOVA"):
+        assert word in output, output
 
-    done = cli("validate", str(good), str(bad))
-    assert done.returncode == 1
-    assert f"{good}: ok" in done.stdout
-    assert f"{bad}: invalid" in done.stderr
-    assert "spec.parameters[0].max:" in done.stderr
-    assert "spec.budget.maxTrails: unknown field" in done.stderr
-    assert "maxTrials" in done.stderr  # the suggestion
 
-    assert cli("validate", str(good)).returncode == 0
+def test_each_trial_records_its_lineage(ab_run: tuple[Path, str]) -> None:
+    run_dir, _ = ab_run
+    records = RunDirectory(run_dir).load_trials()
+    assert len(records) == 24
+    assert len({r.seed for r in records}) == 24
+    for r in records:
+        assert r.role in ("baseline", "arm") and r.config and 0 <= r.repeat < 6
+        assert r.code_version == "example-1" and r.data_version == "synthetic-v1"
+        assert r.command and r.command[1] == "trainers/ab_noisy.py"
+        assert r.node and r.start_time and r.completion_time and r.start_time < r.completion_time
+        assert r.artifact_uri and r.artifact_uri.startswith("file://")
+    state = RunDirectory(run_dir).load_state()
+    best = state["best"]
+    assert best["config"] == "warmup" and best["runs"] == 6
+    artifact = Path(best["artifactUri"].removeprefix("file://"))
+    assert json.loads(artifact.read_text())["warmup"] == 100
 
 
-def test_cli_run_refuses_an_invalid_spec_with_exit_2(tmp_path: Path) -> None:
-    bad = write_yaml(tmp_path / "bad.yaml", invalid_doc(tmp_path))
-    done = cli("run", str(bad), "--dir", str(tmp_path / "run"), "--quiet")
-    assert done.returncode == 2
-    assert "spec.parameters[0].max:" in done.stderr
-    assert not (tmp_path / "run").exists()
-    assert not (tmp_path / "out").exists()  # no trainer ran
+def test_a_search_with_a_baseline_and_a_confirmation_runs_locally(tmp_path: Path) -> None:
+    experiment = load_experiment(_search_doc(tmp_path))
+    runner = LocalRunner(experiment, tmp_path / "run", EXAMPLE.parent, stop_grace=0.5)
+    result = runner.run()
+    assert result.phase == "Succeeded" and "confirmed with 4 fresh runs" in result.message
+    roles = [r.role for r in result.records]
+    assert roles.count("search") == 6 and roles.count("baseline") == 1
+    assert roles.count("confirm") == (2 + 1) * 4
+    rows = RunDirectory(tmp_path / "run").load_state()["comparison"]
+    assert rows[0]["source"] == "confirm" and rows[0]["n"] == 4
+    assert len([r for r in rows if r["role"] == "candidate"]) == 2
+    # Importances need a search: this report has them.
+    out = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "run"), "-o", str(out)]) == 0
+    assert "Parameter importances" in out.read_text()
