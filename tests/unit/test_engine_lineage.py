@@ -1,9 +1,8 @@
-"""The cluster adapter's side of issue 8, on Trial/Job/pod objects as the API returns them.
+"""engine/lineage.py: a trial's lineage, on Trial/pod objects as the API returns them.
 
 What the cluster decides is tested against the real control plane in
-tests/cluster; these check the pure translations: a Trial's lineage from its
-pod, the Trial spec the reconcile writes, a Trial read back as a record, and
-the Job ``reproduce`` prints.
+tests/cluster; these check the pure translations: the artifact a trainer
+reports, and the Trial spec the reconcile writes, read back as a view.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The operator collects the youngest generation on a timer of its event loop."""
+"""kube/operator.py: the operator collects the youngest generation on a timer of its loop."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""The local runtime end to end (issue 3, items 6 and 7).
+"""local/runner.py: the local runtime end to end (issue 3, items 6 and 7; issue 8).
 
-Every test runs tiny trainers (tests/unit/trainers/tiny.py) as real
-subprocesses, through ``LocalRunner`` or the ``trialforge`` command line, and
-checks what the run directory and the trainers' own evidence say happened.
+Every test runs trainers as real subprocesses, through ``LocalRunner`` or the
+``trialforge`` command line: tiny ones (tests/unit/trainers/tiny.py), whose own
+evidence and the run directory say what happened; and examples/ab-test.yaml
+(the ``ab_run`` fixture), whose verdicts are checked against the known truth.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Prometheus exporter (metrics/exporter.py) and the bounded history (engine/history.py)."""
+"""The Prometheus exporter (metrics/exporter.py)."""
 
 from __future__ import annotations
 

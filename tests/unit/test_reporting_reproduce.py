@@ -1,9 +1,9 @@
-"""Experiment science end to end on this machine (issue 8).
+"""reporting/reproduce.py: the command, or the Job, that runs a trial again.
 
-examples/ab-test.yaml runs for real: its trainer (examples/trainers/ab_noisy.py)
-is a subprocess whose true means are known and whose noise comes from
-TRIALFORGE_SEED.  The tests check the verdicts against that truth, the lineage
-each trial records, the report, ``reproduce`` and the MLflow export.
+Locally on examples/ab-test.yaml run for real (the ``ab_run`` fixture,
+tests/unit/conftest.py): its trainer (examples/trainers/ab_noisy.py) is a
+subprocess whose noise comes from TRIALFORGE_SEED, so a reproduced trial gives
+the same value.  For the cluster, the standalone Job built from a Trial.
 """
 
 from __future__ import annotations

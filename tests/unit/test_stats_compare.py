@@ -1,10 +1,9 @@
-"""Statistics for comparing configurations (issue 8, item 3).
+"""stats/compare.py: comparing configurations with a baseline (issue 8, item 3).
 
-Two kinds of test: agreement with SciPy's reference functions (or a hand
-computation) on fixed data, and simulations with a known truth checking that
-the error rates are what the methods promise.  Simulations use fixed seeds, so
-they are deterministic; the bounds are wide enough that another seed would
-pass too.
+Agreement with the pieces (stats/two_sample.py, multiple.py, omnibus.py) on
+fixed data, and simulations with a known truth checking that the error rates
+are what the methods promise.  Simulations use fixed seeds, so they are
+deterministic; the bounds are wide enough that another seed would pass too.
 """
 
 from __future__ import annotations
