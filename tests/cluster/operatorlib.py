@@ -130,6 +130,22 @@ class OperatorProcess:
             time.sleep(0.2)
         pytest.fail(f"the operator did not become leader in {timeout}s:\n{self.log_tail()}")
 
+    def reconciles(self) -> int:
+        """How many reconciles this operator has finished (the count its /metrics serves)."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith("trialforge_reconcile_duration_seconds_count "):
+                return int(float(line.split()[1]))
+        raise AssertionError(f"no reconcile count in {url}")
+
+    def wait_reconciles(self, more: int = 2, timeout: float = 60) -> None:
+        """Until ``more`` reconciles have finished after now: the last of them started
+        after the call, and saw what the cluster held then."""
+        target = self.reconciles() + more
+        wait_for(lambda: self.reconciles() >= target, timeout, what=f"{more} more reconciles")
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

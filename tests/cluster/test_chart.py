@@ -1131,7 +1131,9 @@ def test_repeated_apply_is_a_no_op(cluster: KubeCluster, namespace: str, tmp_pat
             for _ in range(3):
                 apply("--server-side", "--field-manager=argocd-controller", "--force-conflicts")
                 time.sleep(0.5)
-            time.sleep(2.5)  # a resync of the operator (2 s)
+            # The experiment runs, so the operator looks at it again every resync (2 s):
+            # once a reconcile has started after the applies and finished, it has acted.
+            op.wait_reconciles()
             after = kube.experiment("gitops") or {}
             kube.check(after["metadata"]["generation"] == generation, "the generation moved")
             kube.check(after["spec"] == before["spec"], "the spec drifted")

@@ -8,7 +8,6 @@ on schedule, a Reporter thread playing the collector.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -46,8 +45,9 @@ def test_suspend_lets_running_trials_finish_and_resume_continues(
             40,
             "the two running trials to succeed while suspended",
         )
-        # ... and nothing new starts while the experiment stays suspended.
-        time.sleep(3)
+        # ... and nothing new starts while the experiment stays suspended: a suspended
+        # experiment is still resynced, so wait until the operator has looked again.
+        operator.wait_reconciles()
         kube.check(len(kube.trials(name)) == 2, "a trial started while suspended")
         status = kube.experiment(name)["status"]
         suspended = condition(status, "Suspended")
@@ -97,7 +97,7 @@ def test_suspend_with_pause_suspends_running_jobs_and_resume_restarts_them(
             kube.check(st["phase"] == "Pending", f"{t} is {st['phase']} while paused")
         kube.check(kube.phase(name) == "Suspended", "the experiment is not Suspended")
         kube.check(len(kube.events("TrialPaused")) >= 2, "no TrialPaused events")
-        time.sleep(2)
+        operator.wait_reconciles()  # it looks again (resync): still nothing starts
         kube.check(len(kube.trials(name)) == 2, "a trial started while paused")
 
         kube.patch_experiment(name, {"spec": {"suspend": False}})

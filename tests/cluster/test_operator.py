@@ -341,7 +341,9 @@ def test_a_queued_job_is_created_suspended_for_kueue(
         )
 
     kube.until(waiting, 30, "Trials to say WaitingForAdmission")
-    time.sleep(3)  # no Kueue here: nothing admits them
+    # No Kueue here: nothing admits them. The operator, the one thing here that could
+    # unsuspend a Job, looks again every resync: wait until it has, then check.
+    operator.wait_reconciles()
     kube.check(all(j.spec.suspend for j in kube.jobs(name)), "a Job got unsuspended")
     kube.check(not kube.pods(name), "a suspended Job has pods")
     for t in kube.trials(name):
@@ -487,7 +489,9 @@ def test_an_invalid_spec_gives_an_event_and_condition_and_harms_no_running_trial
         event = kube.until(lambda: kube.events("InvalidSpec"), 15, "an InvalidSpec Event")[0]
         kube.check("nope" in event.message and event.type == "Warning", f"event {event}")
 
-        time.sleep(6)  # more than a resync: still nothing touched
+        # Still nothing touched. No event says so: an invalid spec is not resynced, so
+        # only watch events bring another reconcile; a few seconds of them.
+        time.sleep(6)
         after = kube.trials(name)
         kube.check(
             {t["metadata"]["name"]: t["metadata"]["uid"] for t in after} == trial_uids,

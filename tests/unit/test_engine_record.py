@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from tests.factories import experiment_doc
+from tests.unit.test_jobs import trial, xp
 from trialforge.api import load_experiment
 from trialforge.api.trial import Trial
 from trialforge.engine.objective import Outcome
@@ -20,6 +21,7 @@ from trialforge.engine.record import (
     trial_spec,
 )
 from trialforge.engine.status import outcome_status, stop_status
+from trialforge.kube.observe import trial_view
 
 
 def resource(record: TrialRecord, status: dict | None = None) -> dict:
@@ -102,3 +104,24 @@ def test_latest_attempts_takes_each_index_highest_attempt() -> None:
     b = TrialRecord("xp-0-r1", 0, 1, "Succeeded", {})
     c = TrialRecord("xp-1", 1, 0, "Running", {})
     assert latest_attempts([b, a, c]) == {0: b, 1: c}
+
+
+def test_the_trial_spec_records_its_design_and_versions_and_is_read_back() -> None:
+    spec = xp(codeVersion="git:3f2a", dataVersion="dvc:9").spec
+    action = StartTrial(7, 0, {"lr": 0.01, "opt": "adam"}, 99, {}, "new", "confirm", "c3", 2, 3)
+    fields = trial_spec("mnist", TrialRecord.start("mnist", spec, action))
+    assert fields == {
+        "experiment": "mnist", "index": 7, "attempt": 0, "parameters": {"lr": 0.01, "opt": "adam"},
+        "seed": 99, "searchState": {}, "role": "confirm", "config": "c3", "repeat": 2,
+        "searchIndex": 3, "codeVersion": "git:3f2a", "dataVersion": "dvc:9",
+    }  # fmt: skip
+    t = trial("mnist-7", 7)
+    t["spec"].update(fields)
+    t["status"] = {"phase": "Succeeded", "values": [0.2], "artifactUri": "s3://m"}
+    view = trial_view(spec, t)
+    assert (view.role, view.config, view.repeat, view.search_index) == ("confirm", "c3", 2, 3)
+    assert view.artifact_uri == "s3://m"
+    # A trial written before roles existed is a search trial of its own index.
+    old = trial("mnist-4", 4)
+    view = trial_view(spec, old)
+    assert view.role is None and view.repeat == 0 and view.search_index is None

@@ -165,12 +165,26 @@ def test_operator_entrypoint_is_the_console_script() -> None:
 
 
 def test_operator_image_also_runs_the_collector() -> None:
-    from trialforge.cli import build_parser
+    """The trial pods' collector sidecar runs the operator image with the command the
+    Job gives it: the image's console script, and a subcommand that exists."""
+    from tests.factories import experiment_doc
+    from trialforge import cli
+    from trialforge.api import load_experiment
+    from trialforge.kube.jobs import COLLECTOR_NAME, add_collector
 
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    if "collector" not in sub.choices:  # type: ignore[operator]
-        pytest.skip("`trialforge collector` is not in the CLI yet (issue 6)")
-    assert "collector" in sub.choices  # type: ignore[operator]
+    pod_spec: dict[str, Any] = {
+        "containers": [{"name": "t", "image": "i", "command": ["python", "t.py"], "env": []}]
+    }
+    xp = load_experiment(experiment_doc())
+    add_collector(xp, pod_spec, "http://op:8080", "operator:1", False, {"name": "s", "key": "k"})
+    [sidecar] = [c for c in pod_spec["initContainers"] if c["name"] == COLLECTOR_NAME]
+    program, *args = sidecar["command"]
+    _, st = stages(IMAGES / "operator" / "Dockerfile")
+    assert exec_form(st[-1].of("ENTRYPOINT")[-1]) == [program]
+    assert console_scripts()[program] == "trialforge.cli:main"
+    parsed = cli.build_parser().parse_args(args)
+    assert parsed.command == "collector"
+    assert parsed.func is cli._cmd_collector
 
 
 def test_images_copy_only_what_exists_and_ignore_the_venv() -> None:

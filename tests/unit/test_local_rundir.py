@@ -1,4 +1,4 @@
-"""The background writer of trial records (local runtime)."""
+"""local/rundir.py: the run directory, and the background writer of trial records."""
 
 from __future__ import annotations
 

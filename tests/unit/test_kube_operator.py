@@ -1,4 +1,4 @@
-"""The operator collects the youngest generation on a timer of its event loop."""
+"""kube/operator.py: the operator collects the youngest generation on a timer of its loop."""
 
 from __future__ import annotations
 
@@ -36,13 +36,22 @@ def collections() -> Iterator[list[tuple[int, str]]]:
 def test_the_youngest_generation_is_collected_on_the_loop_until_stopped(
     collections: list[tuple[int, str]],
 ) -> None:
+    interval = 0.01
+
     async def main() -> int:
-        young = YoungCollections(asyncio.get_running_loop(), 0.01)
+        loop = asyncio.get_running_loop()
+        young = YoungCollections(loop, interval)
         young.start()
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(60):  # a bound for a broken build, not a measure of speed
+            while len(collections) < 5:
+                await asyncio.sleep(interval)
         young.stop()
         at_stop = len(collections)
-        await asyncio.sleep(0.1)
+        # The loop runs its timers in the order they are due: once a timer set now for
+        # a few intervals ahead has fired, so would have the next collection.
+        passed = loop.create_future()
+        loop.call_later(5 * interval, passed.set_result, None)
+        await passed
         return at_stop
 
     at_stop = asyncio.run(main())
