@@ -240,13 +240,21 @@ class Planner:
             first = runs[min(runs)]
             self.search.restore(k, first.parameters, first.search_state)
         retries = self.spec.trial.retries
-        for k in pending:
+        ended = {
+            k: {v.index: outcome.final_phase(v, retries, {}) for v in search_runs[k].values()}
+            for k in pending
+        }
+        # The configurations whose runs all ended are told first, then those still
+        # running are heard: a pruner that judges against the completed trials
+        # then judges a running one against the same trials whether this planner
+        # saw them end one by one or was built afresh (level-based).
+        done = [k for k in pending if None not in ended[k].values()]
+        for k in [*done, *(k for k in pending if None in ended[k].values())]:
             runs = search_runs[k]
             first = runs.get(0)
             if first is not None and first.intermediate:
                 self.search.report(k, first.intermediate)
-            ended = {v.index: outcome.final_phase(v, retries, {}) for v in runs.values()}
-            cfg = outcome.config_outcome(self.spec, self.search, k, runs, ended)
+            cfg = outcome.config_outcome(self.spec, self.search, k, runs, ended[k])
             if cfg.phase is not None:
                 self.search.finish(k, cfg.phase, cfg.values)
                 self._final_configs[k] = cfg

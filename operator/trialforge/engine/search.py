@@ -61,6 +61,7 @@ class _Known:
     # Optuna's pruners decide at the step a value is reported (ASHA only at a
     # rung's step), so a "stop" decision is latched rather than asked again.
     prune: bool = False
+    judged: int = -1  # how many trials had completed when it was last judged
 
 
 class Search:
@@ -86,6 +87,16 @@ class Search:
         self._prunes = not spec.multi_objective and not isinstance(
             self._study.pruner, optuna.pruners.NopPruner
         )
+        # A median (percentile) pruner judges a trial's latest step against the
+        # trials completed so far: when one more completes, a running trial is
+        # judged again at its latest step, so the verdict follows the world as it
+        # is now, not the order the planner heard it in (a planner built afresh
+        # after a restart judges it so).  ASHA and Hyperband record each rung as
+        # it is reached, asynchronously by design, and are not judged again.
+        self._judge_again = self._prunes and isinstance(
+            self._study.pruner, optuna.pruners.PercentilePruner
+        )
+        self._completed = 0
 
     # -- the world as recorded -------------------------------------------------
 
@@ -140,7 +151,8 @@ class Search:
         if known.final:
             return False
         trial_id = self._trial_id(index)
-        for step in sorted(s for s in intermediate if s > known.reported_step):
+        new = sorted(s for s in intermediate if s > known.reported_step)
+        for step in new:
             value = float(intermediate[step])
             self._study._storage.set_trial_intermediate_value(trial_id, step, value)
             known.reported_step = step
@@ -148,6 +160,16 @@ class Search:
             # out the same whether values arrive one at a time or replayed.
             if (self._prunes and self._should_prune(trial_id)) or not math.isfinite(value):
                 known.prune = True
+        if (
+            not new
+            and not known.prune
+            and self._judge_again
+            and known.reported_step >= 0
+            and known.judged != self._completed
+            and self._should_prune(trial_id)
+        ):
+            known.prune = True
+        known.judged = self._completed
         return known.prune
 
     def should_prune(self, index: int) -> bool:
@@ -169,6 +191,7 @@ class Search:
             state = TrialState.FAIL
         self._study.tell(index, list(values) if state == TrialState.COMPLETE else None, state=state)
         known.final = True
+        self._completed += state == TrialState.COMPLETE
 
     # -- suggestions ---------------------------------------------------------------
 
