@@ -75,11 +75,17 @@ def test_planner_invariants(
     assert finished, "the experiment must end once every trial has"
 
 
-# Found by hypothesis: trial 1 was judged at step 1 before any trial had
-# completed and never again, where a fresh planner judged it after trial 0.
+# Found by hypothesis.  Trial 1 was judged at step 1 before any trial had
+# completed and never again, where a fresh planner judged it after trial 0:
 @example(
     max_trials=2, parallelism=2, retries=0, repeats=1, max_failed=None, algorithm="random",
     pruner="median", copies=False, events=[(0, "Report", 1.0), (1, "Report", 0.0)],
+)  # fmt: skip
+# and a trial that succeeded was judged again, and pruned, by a fresh planner:
+@example(
+    max_trials=3, parallelism=3, retries=0, repeats=1, max_failed=None, algorithm="random",
+    pruner="median", copies=False,
+    events=[(0, "Report", 1.0), (38, "Report", 0.0), (8, "Succeeded", 0.0)],
 )  # fmt: skip
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(

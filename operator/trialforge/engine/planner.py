@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trialforge.api.experiment import ExperimentSpec
-from trialforge.api.status import ACTIVE_PHASES, TrialPhase
+from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES, TrialPhase
 from trialforge.api.trial import TrialRole
 from trialforge.engine import design, outcome
 from trialforge.engine.actions import Action, FinishExperiment, StartTrial, StopTrial
@@ -253,7 +253,9 @@ class Planner:
             runs = search_runs[k]
             first = runs.get(0)
             if first is not None and first.intermediate:
-                self.search.report(k, first.intermediate)
+                # A first run that has ended is judged by how it ended, not again.
+                done_first = first.phase in TERMINAL_PHASES
+                self.search.report(k, first.intermediate, ended=done_first)
             cfg = outcome.config_outcome(self.spec, self.search, k, runs, ended[k])
             if cfg.phase is not None:
                 self.search.finish(k, cfg.phase, cfg.values)

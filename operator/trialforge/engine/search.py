@@ -145,8 +145,13 @@ class Search:
             self._study._storage.set_study_system_attr(self._study._study_id, key, value)
         self._known[index] = _Known()
 
-    def report(self, index: int, intermediate: Mapping[int, float]) -> bool:
-        """Record intermediate values of the first objective; True when the trial should stop."""
+    def report(self, index: int, intermediate: Mapping[int, float], ended: bool = False) -> bool:
+        """Record intermediate values of the first objective; True when the trial should stop.
+
+        ``ended``: the trial has ended, and how is its verdict: its values are
+        recorded, and shown to the pruner step by step (ASHA records each rung it
+        reached, to judge others by), but what the pruner says of it is dropped.
+        """
         known = self._known.setdefault(index, _Known())
         if known.final:
             return False
@@ -160,6 +165,9 @@ class Search:
             # out the same whether values arrive one at a time or replayed.
             if (self._prunes and self._should_prune(trial_id)) or not math.isfinite(value):
                 known.prune = True
+        if ended:
+            known.prune = False
+            return False
         if (
             not new
             and not known.prune
