@@ -81,6 +81,13 @@ def test_planner_invariants(
     max_trials=2, parallelism=2, retries=0, repeats=1, max_failed=None, algorithm="random",
     pruner="median", copies=False, events=[(0, "Report", 1.0), (1, "Report", 0.0)],
 )  # fmt: skip
+# A running trial judged step by step as its steps came (no trial had completed),
+# where a fresh planner judged its first step against a completed one:
+@example(
+    max_trials=2, parallelism=2, retries=0, repeats=1, max_failed=None, algorithm="random",
+    pruner="median", copies=False,
+    events=[(0, "Report", 1.0), (1, "Report", 0.0), (1, "Report", 0.0)],
+)  # fmt: skip
 # and a trial that succeeded was judged again, and pruned, by a fresh planner:
 @example(
     max_trials=3, parallelism=3, retries=0, repeats=1, max_failed=None, algorithm="random",

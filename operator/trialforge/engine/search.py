@@ -88,12 +88,14 @@ class Search:
             self._study.pruner, optuna.pruners.NopPruner
         )
         # A median (percentile) pruner judges a trial's latest step against the
-        # trials completed so far: when one more completes, a running trial is
-        # judged again at its latest step, so the verdict follows the world as it
-        # is now, not the order the planner heard it in (a planner built afresh
-        # after a restart judges it so).  ASHA and Hyperband record each rung as
-        # it is reached, asynchronously by design, and are not judged again.
-        self._judge_again = self._prunes and isinstance(
+        # trials completed so far.  It is asked when new steps come and again when
+        # one more trial completes, at the latest step only, so its verdict is a
+        # function of the world as it is now, not of the order the planner heard
+        # it in: a planner built afresh (a restart) judges the same.  (With
+        # intervalSteps > 1, a batch that crosses an interval's first step is
+        # judged at its last step.)  Rung pruners (ASHA, Hyperband) record each
+        # rung as it is reached, asynchronous by design, and see every step.
+        self._at_latest = self._prunes and isinstance(
             self._study.pruner, optuna.pruners.PercentilePruner
         )
         self._completed = 0
@@ -149,34 +151,35 @@ class Search:
         """Record intermediate values of the first objective; True when the trial should stop.
 
         ``ended``: the trial has ended, and how is its verdict: its values are
-        recorded, and shown to the pruner step by step (ASHA records each rung it
-        reached, to judge others by), but what the pruner says of it is dropped.
+        recorded (and shown to a rung pruner, which records the rungs it reached
+        to judge others by), but what the pruner says of it is dropped.
         """
         known = self._known.setdefault(index, _Known())
         if known.final:
             return False
         trial_id = self._trial_id(index)
+        storage = self._study._storage
         new = sorted(s for s in intermediate if s > known.reported_step)
         for step in new:
             value = float(intermediate[step])
-            self._study._storage.set_trial_intermediate_value(trial_id, step, value)
+            storage.set_trial_intermediate_value(trial_id, step, value)
             known.reported_step = step
-            # Checked step by step so the pruner's per-rung records (ASHA) come
-            # out the same whether values arrive one at a time or replayed.
-            if (self._prunes and self._should_prune(trial_id)) or not math.isfinite(value):
+            if not math.isfinite(value):
                 known.prune = True
+            elif self._prunes and not self._at_latest:
+                # A rung pruner (ASHA, Hyperband) is shown every step, so the rung
+                # it records is the same whether values arrive one by one or replayed.
+                known.prune = self._should_prune(trial_id) or known.prune
         if ended:
             known.prune = False
             return False
         if (
-            not new
+            self._at_latest
             and not known.prune
-            and self._judge_again
             and known.reported_step >= 0
-            and known.judged != self._completed
-            and self._should_prune(trial_id)
+            and (new or known.judged != self._completed)
         ):
-            known.prune = True
+            known.prune = self._should_prune(trial_id)
         known.judged = self._completed
         return known.prune
 
