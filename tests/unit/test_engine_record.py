@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from tests.factories import experiment_doc
-from tests.unit.test_jobs import trial, xp
+from tests.unit.test_kube_jobs import trial, xp
 from trialforge.api import load_experiment
 from trialforge.api.trial import Trial
 from trialforge.engine.objective import Outcome

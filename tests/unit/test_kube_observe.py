@@ -1,8 +1,8 @@
-"""kube/observe.py: a Trial's status from its Job and pods (more in test_jobs.py)."""
+"""kube/observe.py: a Trial's status from its Job and pods (more in test_kube_jobs.py)."""
 
 from __future__ import annotations
 
-from tests.unit.test_jobs import job_with, pod_with, running_trial, xp
+from tests.unit.test_kube_jobs import job_with, pod_with, running_trial, xp
 from trialforge.kube.observe import trial_status_from
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_jobs import trial, xp
+from tests.unit.test_kube_jobs import trial, xp
 from trialforge.cli import main
 from trialforge.engine.record import TrialRecord
 from trialforge.local.rundir import RunDirectory

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.test_jobs import trial
+from tests.unit.test_kube_jobs import trial
 from trialforge.engine.record import TrialRecord
 
 

@@ -24,7 +24,7 @@ from typing import Any, NotRequired, TypedDict
 
 # -- environment: what every trial's trainer gets (locally too) ----------------------------
 # (engine/template.py sets the first five for both runtimes; the engine may not import
-# metrics, so it spells them itself and tests/unit/test_contract.py holds the two equal.)
+# metrics, so it spells them itself and tests/unit/test_metrics_contract.py holds the two equal.)
 
 ENV_EXPERIMENT = "TRIALFORGE_EXPERIMENT"
 ENV_TRIAL = "TRIALFORGE_TRIAL"

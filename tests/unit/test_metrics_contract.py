@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 import pytest
 
-from tests.unit.test_jobs import env_of, trial, xp
+from tests.unit.test_kube_jobs import env_of, trial, xp
 from trialforge.api.experiment import MetricsSpec
 from trialforge.engine.template import trial_environment
 from trialforge.kube import ingest
