@@ -85,7 +85,11 @@ def test_rebuilt_planner_continues_like_an_uninterrupted_one(algorithm: str) -> 
             {"name": "lr", "type": "float", "min": 1e-4, "max": 1e-1, "log": True},
             {"name": "layers", "type": "int", "min": 1, "max": 4},
         ]
-        overrides["trial"] = {"template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}}
+        overrides["trial"] = {
+            "template": {
+                "spec": {"containers": [{"name": "t", "image": "i", "command": ["train"]}]}
+            }
+        }
     spec = spec_of(**overrides)
     uninterrupted = World(Planner(spec, "x"))
     for _ in range(9):
@@ -116,7 +120,11 @@ def test_a_reseeded_sampler_suggests_what_a_fresh_one_would(
             else {"name": "lr", "type": "float", "min": 1e-4, "max": 1e-1, "log": True}
         )
         overrides["parameters"] = [lr, {"name": "layers", "type": "int", "min": 1, "max": 5}]
-        overrides["trial"] = {"template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}}
+        overrides["trial"] = {
+            "template": {
+                "spec": {"containers": [{"name": "t", "image": "i", "command": ["train"]}]}
+            }
+        }
     spec = spec_of(**overrides)
     reused = World(Planner(spec, "x"))
     reused.run(succeed)
@@ -461,7 +469,11 @@ def test_qmc_walks_one_low_discrepancy_sequence() -> None:
         search={"algorithm": "qmc", "seed": 4},
         parameters=[{"name": "lr", "type": "float", "min": 0.0, "max": 1.0}],
         budget={"maxTrials": 8, "parallelism": 1},
-        trial={"template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}},
+        trial={
+            "template": {
+                "spec": {"containers": [{"name": "t", "image": "i", "command": ["train"]}]}
+            }
+        },
     )
     world = World(Planner(spec, "x"))
     world.run(lambda v: replace(v, phase="Succeeded", values=(v.parameters["lr"],)))
