@@ -38,6 +38,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 print(f"  {error}", file=sys.stderr)
             continue
         spec = experiment.spec
+        if not spec.trial.template["spec"]["containers"][0].get("command"):
+            # Valid (with metrics source stdout it is an error): a cluster runs the
+            # image's entrypoint, but trialforge run has nothing to run locally.
+            print(
+                f"{path}: warning: spec.trial.template.spec.containers[0].command is not set; "
+                "a cluster runs the image's entrypoint, trialforge run cannot run it locally",
+                file=sys.stderr,
+            )
         objectives = ", ".join(f"{o.direction} {o.metric}" for o in spec.all_objectives)
         if spec.arms or spec.repeats > 1 or spec.baseline is not None:
             from trialforge.engine.planner import design_summary

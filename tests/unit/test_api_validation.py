@@ -276,7 +276,7 @@ def test_every_error_is_reported_at_once() -> None:
 
 
 def test_top_level_must_be_a_mapping_and_an_experiment() -> None:
-    with pytest.raises(ExperimentInvalid, match="must be a YAML mapping"):
+    with pytest.raises(ExperimentInvalid, match="a YAML list, expected one Experiment"):
         load_experiment(["not", "a", "mapping"])
     doc = experiment_doc()
     doc["kind"] = "Trial"

@@ -405,7 +405,11 @@ def test_rebuilt_planner_continues_like_an_uninterrupted_one(algorithm: str) -> 
             {"name": "lr", "type": "float", "min": 1e-4, "max": 1e-1, "log": True},
             {"name": "layers", "type": "int", "min": 1, "max": 4},
         ]
-        overrides["trial"] = {"template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}}
+        overrides["trial"] = {
+            "template": {
+                "spec": {"containers": [{"name": "t", "image": "i", "command": ["train"]}]}
+            }
+        }
     spec = spec_with(**overrides)
     uninterrupted = World(Planner(spec, "x"))
     for _ in range(9):

@@ -30,7 +30,11 @@ def test_qmc_walks_one_low_discrepancy_sequence() -> None:
         search={"algorithm": "qmc", "seed": 4},
         parameters=[{"name": "lr", "type": "float", "min": 0.0, "max": 1.0}],
         budget={"maxTrials": 8, "parallelism": 1},
-        trial={"template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}},
+        trial={
+            "template": {
+                "spec": {"containers": [{"name": "t", "image": "i", "command": ["train"]}]}
+            }
+        },
     )
     world = World(Planner(spec, "x"))
     world.run(lambda v: replace(v, phase="Succeeded", values=(v.parameters["lr"],)))

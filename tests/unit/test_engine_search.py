@@ -73,7 +73,11 @@ def test_a_reseeded_sampler_suggests_what_a_fresh_one_would(
             else {"name": "lr", "type": "float", "min": 1e-4, "max": 1e-1, "log": True}
         )
         overrides["parameters"] = [lr, {"name": "layers", "type": "int", "min": 1, "max": 5}]
-        overrides["trial"] = {"template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}}
+        overrides["trial"] = {
+            "template": {
+                "spec": {"containers": [{"name": "t", "image": "i", "command": ["train"]}]}
+            }
+        }
     spec = spec_of(**overrides)
     reused = World(Planner(spec, "x"))
     reused.run(succeed)

@@ -150,6 +150,11 @@ def _widen(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     types = {a.get("type"), b.get("type")}
     if types <= {"number", "integer"}:
         keep = {k: v for k, v in a.items() if k in ("description", "nullable")}
+        # The wider of the two ranges (a float's); CEL_RULES["Parameter"] holds each
+        # type's own range.
+        for key, pick in (("minimum", min), ("maximum", max)):
+            if key in a and key in b:
+                keep[key] = pick(a[key], b[key])
         return {"type": "number", **keep}
     if types == {"array"}:
         return {

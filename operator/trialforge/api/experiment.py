@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from trialforge.api.base import DURATION_PATTERN, WireModel, parse_duration
 from trialforge.api.status import ExperimentStatus
@@ -35,6 +35,37 @@ MAX_EXPERIMENT_NAME = 40
 
 ParameterValue = str | int | float | bool
 
+# Integers a parameter may hold: Kubernetes stores int64, but Optuna samples int
+# parameters through floats and a JSON client (kubectl, a browser) reads numbers
+# as doubles, so the limit is the largest integer a double holds exactly.
+MAX_INT = 2**53
+# Float bounds and steps: finite, and far enough from the double's limit that
+# max - min, and a step grid's arithmetic, stay finite.
+MAX_FLOAT = 1e300
+# RFC 1123: a Kueue LocalQueue's name is a DNS subdomain, and Jobs name it in
+# the label kueue.x-k8s.io/queue-name, whose values are at most 63 characters.
+QUEUE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+MAX_QUEUE_NAME = 63
+MAX_FAILED_TRIALS = 1_000_000
+
+
+class SpecModel(WireModel):
+    """Base of the spec's models: a number is a number, a boolean a boolean.
+
+    Strict, because pydantic's lax mode would take ``maxTrials: true`` as 1 and
+    ``maxTrials: "4"`` as 4, which the API server's schema refuses; and finite,
+    because ``.nan`` and ``.inf`` are no bound, step or goal (and not JSON).
+    A float field still takes an integer (``min: 0``).
+    """
+
+    model_config = WireModel.model_config | {"strict": True, "allow_inf_nan": False}
+
+
+def _positive_duration(value: str | None) -> str | None:
+    if value is not None and parse_duration(value) <= 0:
+        raise ValueError(f"{value!r} must be more than zero (e.g. 30s, 45m, 2h)")
+    return value
+
 
 def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
     return {"rule": rule, "message": message, **extra}
@@ -44,15 +75,15 @@ def _immutable(what: str) -> dict[str, str]:
     return _cel("self == oldSelf", f"{what} cannot change once the experiment exists")
 
 
-class FloatParameter(WireModel):
+class FloatParameter(SpecModel):
     """A real-valued parameter in [min, max], optionally on a log scale or a step grid."""
 
     name: str = Field(pattern=PARAMETER_NAME, max_length=63)
     type: Literal["float"]
-    min: float
-    max: float
+    min: float = Field(ge=-MAX_FLOAT, le=MAX_FLOAT)
+    max: float = Field(ge=-MAX_FLOAT, le=MAX_FLOAT)
     log: bool = False
-    step: float | None = Field(default=None, gt=0)
+    step: float | None = Field(default=None, gt=0, le=MAX_FLOAT)
 
     @field_validator("max")
     @classmethod
@@ -83,14 +114,14 @@ class FloatParameter(WireModel):
         return self.step is not None
 
 
-class IntParameter(WireModel):
+class IntParameter(SpecModel):
     """An integer parameter in [min, max] (both included) with an optional step."""
 
     name: str = Field(pattern=PARAMETER_NAME, max_length=63)
     type: Literal["int"]
-    min: int
-    max: int
-    step: int = Field(default=1, ge=1)
+    min: int = Field(ge=-MAX_INT, le=MAX_INT)
+    max: int = Field(ge=-MAX_INT, le=MAX_INT)
+    step: int = Field(default=1, ge=1, le=MAX_INT)
     log: bool = False
 
     @field_validator("max")
@@ -127,7 +158,14 @@ def _no_duplicates(values: list[Any]) -> list[Any]:
     return values
 
 
-class CategoricalParameter(WireModel):
+def _in_range(value: int | float) -> int | float:
+    limit = MAX_INT if isinstance(value, int) else MAX_FLOAT
+    if abs(value) > limit:
+        raise ValueError(f"{value!r} is too large; a value must be within -{limit} and {limit}")
+    return value
+
+
+class CategoricalParameter(SpecModel):
     """A choice among unordered values (strings, numbers or booleans)."""
 
     name: str = Field(pattern=PARAMETER_NAME, max_length=63)
@@ -141,12 +179,16 @@ class CategoricalParameter(WireModel):
         return True
 
 
-class DiscreteParameter(WireModel):
+class DiscreteParameter(SpecModel):
     """A choice among listed numbers (e.g. batch sizes 16, 32, 64)."""
 
     name: str = Field(pattern=PARAMETER_NAME, max_length=63)
     type: Literal["discrete"]
-    values: list[int | float] = Field(min_length=1, max_length=1000)
+    # The range is checked per item, so an error names the item; the schema cannot
+    # say it: int | float items are any JSON value to it.
+    values: list[Annotated[int | float, AfterValidator(_in_range)]] = Field(
+        min_length=1, max_length=1000
+    )
 
     _unique = field_validator("values")(_no_duplicates)
 
@@ -161,7 +203,7 @@ Parameter = Annotated[
 ]
 
 
-class Objective(WireModel):
+class Objective(SpecModel):
     """One metric to optimise, and how a trial's series becomes its final value."""
 
     metric: str = Field(min_length=1, max_length=128)
@@ -178,7 +220,7 @@ class Objective(WireModel):
     window: int = Field(default=1, ge=1, le=1000)
 
 
-class SearchSpec(WireModel):
+class SearchSpec(SpecModel):
     algorithm: SearchAlgorithm = "tpe"
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     settings: dict[str, Any] | None = Field(
@@ -188,7 +230,7 @@ class SearchSpec(WireModel):
     )
 
 
-class EarlyStoppingSpec(WireModel):
+class EarlyStoppingSpec(SpecModel):
     algorithm: EarlyStoppingAlgorithm = "none"
     settings: dict[str, Any] | None = Field(
         default=None,
@@ -197,7 +239,7 @@ class EarlyStoppingSpec(WireModel):
     )
 
 
-class BudgetSpec(WireModel):
+class BudgetSpec(SpecModel):
     max_trials: int | None = Field(
         default=None,
         ge=1,
@@ -209,6 +251,7 @@ class BudgetSpec(WireModel):
     max_failed_trials: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_FAILED_TRIALS,
         description="The experiment fails once more trials than this have failed "
         "(after their retries). Unset: no limit.",
     )
@@ -218,12 +261,14 @@ class BudgetSpec(WireModel):
         description="Wall-clock limit from the experiment's start, e.g. 6h.",
     )
 
+    _deadline_positive = field_validator("deadline")(_positive_duration)
+
     @property
     def deadline_seconds(self) -> float | None:
         return None if self.deadline is None else parse_duration(self.deadline)
 
 
-class MetricsSpec(WireModel):
+class MetricsSpec(SpecModel):
     """Where a trial's observations come from and how its lines are read."""
 
     source: Literal["stdout", "file", "push", "tensorboard"] = "stdout"
@@ -245,7 +290,7 @@ class MetricsSpec(WireModel):
         return value
 
 
-class TrialSpecTemplate(WireModel):
+class TrialSpecTemplate(SpecModel):
     """How one trial runs: workers, retries, timeout, metrics and the pod template."""
 
     workers: int = Field(default=1, ge=1, le=1024)
@@ -258,12 +303,14 @@ class TrialSpecTemplate(WireModel):
         "trial's value of parameter NAME."
     )
 
+    _timeout_positive = field_validator("timeout")(_positive_duration)
+
     @property
     def timeout_seconds(self) -> float | None:
         return None if self.timeout is None else parse_duration(self.timeout)
 
 
-class Baseline(WireModel):
+class Baseline(SpecModel):
     """The configuration every candidate is compared against (e.g. what runs in production).
 
     A full parameter set: every parameter of spec.parameters, each value inside
@@ -276,14 +323,14 @@ class Baseline(WireModel):
 ARM_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 
 
-class Arm(WireModel):
+class Arm(SpecModel):
     """One configuration of a comparison experiment (A/B or A/B/n): no search, these only."""
 
     name: str = Field(pattern=ARM_NAME, max_length=63)
     parameters: dict[str, ParameterValue]
 
 
-class ConfirmSpec(WireModel):
+class ConfirmSpec(SpecModel):
     """After the search, run the best ``top`` configurations and the baseline again.
 
     The best of many noisy trials is biased upward (it won partly by luck);
@@ -297,7 +344,7 @@ class ConfirmSpec(WireModel):
     )
 
 
-class ComparisonSpec(WireModel):
+class ComparisonSpec(SpecModel):
     """How candidates are compared with the baseline (see trialforge.stats)."""
 
     test: Literal["welch", "mann-whitney", "auto"] = Field(
@@ -308,7 +355,7 @@ class ComparisonSpec(WireModel):
     alpha: float = Field(default=0.05, gt=0.0, le=0.5)
 
 
-class ExperimentSpec(WireModel):
+class ExperimentSpec(SpecModel):
     objective: Objective | None = None
     objectives: list[Objective] | None = Field(default=None, min_length=1, max_length=16)
     parameters: list[Parameter] = Field(min_length=1, max_length=64)
@@ -325,7 +372,8 @@ class ExperimentSpec(WireModel):
     )
     queue: str | None = Field(
         default=None,
-        max_length=253,
+        max_length=MAX_QUEUE_NAME,
+        pattern=QUEUE_NAME,
         description="A Kueue LocalQueue: trial Jobs are created suspended and wait for Kueue.",
     )
     code_version: str | None = Field(
@@ -489,8 +537,36 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             fieldPath=".min",
             reason="FieldValueInvalid",
         ),
+        # An int's range is narrower than the merged schema's (a float's).
+        *(
+            _cel(
+                f"self.type != 'int' || !has(self.{field}) || "
+                f"(self.{field} >= {-MAX_INT}.0 && self.{field} <= {MAX_INT}.0)",
+                f"an int parameter's {field} must be within -{MAX_INT} and {MAX_INT}",
+                fieldPath=f".{field}",
+                reason="FieldValueInvalid",
+            )
+            for field in ("min", "max", "step")
+        ),
         # No CEL for `values`: its items may be strings, numbers or booleans, a
         # type CEL cannot see into; validate/operator check it instead.
+    ],
+    # A duration with a non-zero digit is more than zero (the units are letters).
+    "BudgetSpec": [
+        _cel(
+            "!has(self.deadline) || self.deadline.matches('[1-9]')",
+            "deadline must be more than zero",
+            fieldPath=".deadline",
+            reason="FieldValueInvalid",
+        ),
+    ],
+    "TrialSpecTemplate": [
+        _cel(
+            "!has(self.timeout) || self.timeout.matches('[1-9]')",
+            "timeout must be more than zero",
+            fieldPath=".timeout",
+            reason="FieldValueInvalid",
+        ),
     ],
     "MetricsSpec": [
         _cel(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,32 @@ def _known_field_names() -> set[str]:
 
 
 _PARAM_TAGS = {"float", "int", "categorical", "discrete"}
+_BRANCHES = {"str", "int", "float", "bool"}
+# pydantic's type errors, and what the user should have written instead.
+_TYPE_WORDS = {
+    "int_type": "integer",
+    "float_type": "number",
+    "string_type": "string",
+    "bool_type": "boolean",
+    "dict_type": "mapping",
+    "list_type": "list",
+}
+
+_BOUND_WORDS = {
+    "less_than_equal": "less than or equal to",
+    "greater_than_equal": "greater than or equal to",
+    "less_than": "less than",
+    "greater_than": "greater than",
+}
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it in YAML (true, not True)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return repr(value)
+    return repr(value) if isinstance(value, int | float) else _what(value)
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -66,8 +94,9 @@ def _path(loc: tuple[Any, ...]) -> str:
         # the user never wrote it, so leave it out.
         if part in _PARAM_TAGS and i > 0 and isinstance(parts[i - 1], int):
             continue
-        # Plain unions name the branch tried (values.0.str); not useful either.
-        if part in {"str", "int", "float", "bool"} and i > 0 and isinstance(parts[i - 1], int):
+        # Plain unions name the branch tried (values.0.str, parameters.x.float); not
+        # useful either. Only at the end of the path: there a name is a branch, not a key.
+        if part in _BRANCHES and i > 0 and (isinstance(parts[i - 1], int) or i == len(parts) - 1):
             continue
         if part.startswith("function-") or part.startswith("tagged-union"):
             continue
@@ -88,6 +117,20 @@ def _message(err: Mapping[str, Any], known: set[str]) -> str:
     if kind == "union_tag_invalid":
         ctx = err.get("ctx", {})
         return f"type must be one of {ctx.get('expected_tags', '')}, not {ctx.get('tag')!r}"
+    if kind == "literal_error" and tuple(err["loc"]) in {("apiVersion",), ("kind",)}:
+        expected = str(err.get("ctx", {}).get("expected", "")).strip("'")
+        return f"{err.get('input')!r}, expected {expected}"
+    if kind == "string_pattern_mismatch" and tuple(err["loc"]) == ("spec", "queue"):
+        return (
+            f"{err.get('input')!r} is not a valid Kueue queue name: lower-case letters, digits, "
+            "'-' and '.', starting and ending with a letter or digit (RFC 1123)"
+        )
+    if kind in _TYPE_WORDS:
+        return f"{msg}, not {_shown(err.get('input'))}"
+    bound = next(iter(err.get("ctx", {}).values()), None)
+    if kind in _BOUND_WORDS and isinstance(bound, float):
+        # pydantic writes 1e300 out in full, three hundred digits.
+        return f"Input should be {_BOUND_WORDS[kind]} {bound:g}"
     if kind == "literal_error":
         return f"{err.get('input')!r} is not allowed; expected {err.get('ctx', {}).get('expected')}"
     if kind == "string_pattern_mismatch" and "arms" in err["loc"] and err["loc"][-1] == "name":
@@ -105,13 +148,24 @@ def _message(err: Mapping[str, Any], known: set[str]) -> str:
 
 def _from_pydantic(exc: ValidationError) -> list[FieldError]:
     known = _known_field_names()
-    seen: set[tuple[str, str]] = set()
-    errors: list[FieldError] = []
+    by_path: dict[str, list[Mapping[str, Any]]] = {}
     for err in exc.errors():
-        item = (_path(err["loc"]), _message(err, known))
-        if item not in seen:
-            seen.add(item)
-            errors.append(FieldError(*item))
+        by_path.setdefault(_path(err["loc"]), []).append(err)
+    errors: list[FieldError] = []
+    for path, errs in by_path.items():
+        # A union (str | int | float | bool) fails once per branch. The branch that
+        # took the value and refused it (a finite number) says why; failing that,
+        # one line lists the types it could have been.
+        typed = [e for e in errs if e.get("type") in _TYPE_WORDS]
+        if len(typed) > 1 and len(typed) < len(errs):
+            errs = [e for e in errs if e not in typed]
+        elif len(typed) > 1:
+            kinds = " or ".join(dict.fromkeys(_TYPE_WORDS[str(e["type"])] for e in typed))
+            shown = _shown(typed[0].get("input"))
+            errors.append(FieldError(path, f"{shown} is not a valid {kinds}"))
+            errs = [e for e in errs if e not in typed]
+        for message in dict.fromkeys(_message(e, known) for e in errs):
+            errors.append(FieldError(path, message))
     return errors
 
 
@@ -124,10 +178,8 @@ def load_experiment(
     data: Any, source: str | None = None, extra_checks: Iterable[SpecCheck] = ()
 ) -> Experiment:
     """Validate a parsed document; raise :class:`ExperimentInvalid` listing every problem."""
-    if not isinstance(data, Mapping):
-        raise ExperimentInvalid(
-            [FieldError("(top level)", "an Experiment must be a YAML mapping")], source
-        )
+    if not isinstance(data, Mapping) or data.get("kind") != "Experiment":
+        raise ExperimentInvalid([_not_an_experiment(data)], source)
     try:
         experiment = Experiment.model_validate(dict(data))
     except ValidationError as exc:
@@ -166,24 +218,166 @@ def _raw_parallelism(spec: Any) -> list[FieldError]:
     return [error] if error else []
 
 
-def load_experiment_file(path: str, extra_checks: Iterable[SpecCheck] = ()) -> Experiment:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            docs = [d for d in yaml.safe_load_all(handle) if d is not None]
-    except OSError as exc:
-        raise ExperimentInvalid([FieldError("(file)", exc.strerror or str(exc))], path) from None
-    except yaml.YAMLError as exc:
-        raise ExperimentInvalid([FieldError("(file)", f"not valid YAML: {exc}")], path) from None
-    experiments = [d for d in docs if isinstance(d, Mapping) and d.get("kind") == "Experiment"]
-    if len(experiments) != 1:
-        raise ExperimentInvalid(
-            [
+# Limits on what a file may be before it is read as YAML. An Experiment is a few
+# kilobytes; the limits sit far above any real one and far below what would take
+# seconds or gigabytes. 1 MiB is also under the API server's (etcd's) 1.5 MiB
+# limit on one object, so a file that passes could be applied.
+MAX_FILE_BYTES = 1 << 20
+# Nodes of the document once every alias is expanded: a "billion laughs" file is a
+# few hundred bytes and ten nodes, but expands to 10^9; counted before expanding.
+MAX_NODES = 100_000
+# Grid points: Optuna's GridSampler lists every one of them in memory.
+MAX_GRID = 100_000
+# Nesting, so that neither the walk below nor pydantic runs out of stack.
+MAX_DEPTH = 100
+
+# PyYAML's libyaml binding reads a large file some tens of times faster.
+_YamlLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Refused(Exception):
+    def __init__(self, error: FieldError) -> None:
+        self.error = error
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class _NodeCheck:
+    """One pass over a composed (not constructed) YAML document: repeated keys,
+    expanded size and depth, all known before anything is expanded."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[int, int] = {}
+        self.open: set[int] = set()
+
+    def size(self, node: yaml.Node, path: str, depth: int) -> int:
+        key = id(node)
+        if key in self.sizes:  # an alias of a node already counted: its size again
+            return self.sizes[key]
+        if key in self.open:
+            raise _Refused(
                 FieldError(
-                    "(file)", f"expected one document of kind Experiment, found {len(experiments)}"
+                    "(file)",
+                    f"an alias refers to its own anchor (line {node.start_mark.line + 1}): "
+                    "the document would be infinite",
                 )
-            ],
-            path,
+            )
+        if depth > MAX_DEPTH:
+            raise _Refused(FieldError("(file)", f"nested deeper than {MAX_DEPTH} levels"))
+        self.open.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                total += self.size(item, f"{path}[{i}]", depth + 1)
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                line = key_node.start_mark.line + 1
+                where = _key_path(path, str(name))
+                if name is not None and name != "<<" and name in seen:
+                    first = seen[name]
+                    lines = f"on line {line}" if first == line else f"(lines {first} and {line})"
+                    raise _Refused(FieldError(where, f"{name!r} is given twice {lines}; keep one"))
+                if name is not None:
+                    seen[name] = line
+                total += self.size(key_node, where, depth + 1)
+                total += self.size(value_node, where, depth + 1)
+        self.open.discard(key)
+        self.sizes[key] = total
+        if total > MAX_NODES:
+            raise _Refused(
+                FieldError(
+                    "(file)",
+                    f"expands to more than {MAX_NODES} nodes once its aliases are expanded "
+                    f"(an alias bomb?); an Experiment is far smaller",
+                )
+            )
+        return total
+
+
+def _read_documents(path: str) -> list[Any]:
+    """The file's YAML documents, or :class:`_Refused` saying why it is no Experiment file."""
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_FILE_BYTES:
+            raise _Refused(
+                FieldError(
+                    "(file)",
+                    f"{size} bytes; an Experiment file may be at most {MAX_FILE_BYTES} bytes "
+                    "(1 MiB)",
+                )
+            )
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise _Refused(FieldError("(file)", exc.strerror or str(exc))) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise _Refused(
+            FieldError(
+                "(file)",
+                f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}); "
+                "save the file as UTF-8",
+            )
+        ) from None
+    loader = _YamlLoader(text)
+    docs: list[Any] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            _NodeCheck().size(node, "", 0)
+            docs.append(loader.construct_document(node))
+    except yaml.YAMLError as exc:
+        raise _Refused(FieldError("(file)", f"not valid YAML: {exc}")) from None
+    except RecursionError:
+        raise _Refused(FieldError("(file)", f"nested deeper than {MAX_DEPTH} levels")) from None
+    finally:
+        loader.dispose()
+    return [d for d in docs if d is not None]
+
+
+def _what(data: Any) -> str:
+    """What a YAML value is, in the user's words."""
+    if isinstance(data, list):
+        return "a YAML list"
+    if isinstance(data, str):
+        return "a string"
+    if isinstance(data, bool):
+        return "a boolean"
+    if isinstance(data, int | float):
+        return "a number"
+    return f"a {type(data).__name__}"
+
+
+def _not_an_experiment(data: Any) -> FieldError:
+    if not isinstance(data, Mapping):
+        return FieldError("(top level)", f"{_what(data)}, expected one Experiment (a mapping)")
+    if "kind" not in data:
+        return FieldError("kind", "required: kind: Experiment")
+    return FieldError("kind", f"{data['kind']!r}, expected Experiment")
+
+
+def load_experiment_file(path: str, extra_checks: Iterable[SpecCheck] = ()) -> Experiment:
+    """The one Experiment in a YAML file, checked as :func:`load_experiment` does."""
+    try:
+        docs = _read_documents(path)
+    except _Refused as refused:
+        raise ExperimentInvalid([refused.error], path) from None
+    experiments = [d for d in docs if isinstance(d, Mapping) and d.get("kind") == "Experiment"]
+    if len(experiments) > 1:
+        raise ExperimentInvalid(
+            [FieldError("(file)", f"{len(experiments)} Experiments, expected one per file")], path
         )
+    if not experiments:
+        if len(docs) == 1:
+            raise ExperimentInvalid([_not_an_experiment(docs[0])], path)
+        found = f"{len(docs)} documents, none of kind Experiment" if docs else "it is empty"
+        raise ExperimentInvalid([FieldError("(file)", f"no Experiment: {found}")], path)
     return load_experiment(experiments[0], path, extra_checks)
 
 
@@ -225,6 +419,15 @@ def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
                     f"grid search cannot enumerate float parameter {p.name!r} without a "
                     "step; give it a step, make it discrete, or use another algorithm",
                 )
+        if all(p.bounded for p in spec.parameters):
+            size = grid_size(spec.parameters)
+            if size > MAX_GRID:
+                yield FieldError(
+                    "spec.parameters",
+                    f"a grid of {size} points; grid search enumerates every point and can "
+                    f"hold at most {MAX_GRID}: use fewer values or larger steps, or another "
+                    "algorithm (random, tpe, qmc)",
+                )
 
     metrics_spec = spec.trial.metrics
     if metrics_spec.format == "regex" and metrics_spec.pattern is None:
@@ -240,7 +443,7 @@ def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
             "Pause cannot be used with a queue: Kueue owns the Jobs' suspend field; use Finish",
         )
 
-    yield from _check_template(spec.trial.template, set(names))
+    yield from _check_template(spec.trial.template, set(names), metrics_spec.source)
     yield from _check_science(spec)
 
 
@@ -364,7 +567,9 @@ def _check_science(spec: ExperimentSpec) -> Iterator[FieldError]:
             )
 
 
-def _check_template(template: dict[str, Any], parameters: set[str]) -> Iterator[FieldError]:
+def _check_template(
+    template: dict[str, Any], parameters: set[str], source: str
+) -> Iterator[FieldError]:
     base = "spec.trial.template"
     pod = template.get("spec")
     if not isinstance(pod, Mapping):
@@ -387,12 +592,68 @@ def _check_template(template: dict[str, Any], parameters: set[str]) -> Iterator[
                 "required: the image that runs the trial on a cluster "
                 "(trialforge run ignores it and runs the command locally)",
             )
+        yield from _check_argv(container, where)
+    first = containers[0]
+    if isinstance(first, Mapping) and not first.get("command") and source == "stdout":
+        # Both runtimes run this command: trialforge run as a local process, and a
+        # cluster under the collector's tee wrapper (an image's ENTRYPOINT cannot be
+        # read without pulling it). Other sources need no wrapper on a cluster, so
+        # validate only warns there (see trialforge.cli).
+        yield FieldError(
+            f"{base}.spec.containers[0].command",
+            "required: the trainer's command (a list, e.g. [python, train.py]); trialforge "
+            "run runs it locally, and on a cluster metrics source stdout wraps it to read "
+            "its output",
+        )
     for path, text in _strings(template, base):
         for match in PLACEHOLDER.finditer(text):
             name = match.group(1)
             if name not in parameters:
                 known = ", ".join(sorted(parameters))
                 yield FieldError(path, f"${{params.{name}}} names no parameter (known: {known})")
+        if "${params." in PLACEHOLDER.sub("", text):
+            yield FieldError(path, "unclosed ${params.: write ${params.NAME}")
+
+
+def _check_argv(container: Mapping[str, Any], where: str) -> Iterator[FieldError]:
+    """command and args are lists of strings, as a pod's are (a string is not split)."""
+    for field in ("command", "args"):
+        value = container.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            yield FieldError(
+                f"{where}.{field}",
+                f"{_what(value)}, expected a list of strings (e.g. [python, train.py]): a "
+                "pod does not split a string into words",
+            )
+            continue
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                yield FieldError(
+                    f"{where}.{field}[{i}]", f"{_shown(item)} is not a string; quote it"
+                )
+    env = container.get("env")
+    for i, var in enumerate(env if isinstance(env, list) else []):
+        if isinstance(var, Mapping) and "value" in var and not isinstance(var["value"], str):
+            yield FieldError(
+                f"{where}.env[{i}].value", f"{_shown(var['value'])} is not a string; quote it"
+            )
+
+
+def grid_size(parameters: Iterable[Any]) -> int:
+    """How many points a grid over ``parameters`` has, counted without listing them
+    (engine.space lists them; an absurd grid must be refused before that)."""
+    size = 1
+    for p in parameters:
+        if isinstance(p, xp.CategoricalParameter | xp.DiscreteParameter):
+            size *= len(p.values)
+        elif isinstance(p, xp.IntParameter):
+            size *= (p.max - p.min) // p.step + 1
+        else:
+            # The same count engine.space.grid_values makes.
+            size *= math.floor((p.max - p.min) / p.step + 1e-9) + 1
+    return size
 
 
 def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -8,16 +8,29 @@ loader, which lists its errors with all the others.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib.util
+import inspect
+import sys
+import typing
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_snake
 
 from trialforge.api.experiment import Experiment, ExperimentSpec
 from trialforge.api.validation import ExperimentInvalid, FieldError
 from trialforge.api.validation import load_experiment as _load_experiment
 from trialforge.api.validation import load_experiment_file as _load_experiment_file
-from trialforge.engine.plugins import pruner_settings, sampler_settings
+from trialforge.engine.errors import EngineError
+from trialforge.engine.plugins import (
+    PRUNERS,
+    SAMPLERS,
+    make_pruner,
+    make_sampler,
+    pruner_settings,
+    sampler_settings,
+)
 
 __all__ = [
     "ExperimentInvalid",
@@ -29,7 +42,82 @@ __all__ = [
 
 
 def check_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
-    """Every search and early-stopping setting is a keyword its Optuna class accepts."""
+    """Every search and early-stopping setting is a keyword its Optuna class accepts,
+    of the type it is annotated with, and the sampler and pruner can be built with
+    them: Optuna's own checks run now, not when the first trial is suggested."""
+    unknown = list(_unknown_settings(spec))
+    yield from unknown
+    if unknown:
+        return
+    search, stopping = spec.search, spec.early_stopping
+    sampler = SAMPLERS[search.algorithm]
+    pruner = PRUNERS[stopping.algorithm]
+    typed = list(_typed("spec.search.settings", sampler.cls, search.settings))
+    typed += _typed("spec.earlyStopping.settings", pruner.cls, stopping.settings)
+    yield from typed
+    if typed:
+        return
+    # A sampler that needs an optional package is not built here: whether that
+    # package is installed is the runtime's concern, not the spec's.
+    if search.settings and (sampler.requires is None or importlib.util.find_spec(sampler.requires)):
+        try:
+            # The grid's values do not change which settings are valid: one point.
+            make_sampler(search.algorithm, 0, search.settings, spec.budget.parallelism, {"x": [0]})
+        except EngineError as exc:
+            yield _blame("spec.search.settings", search.settings, str(exc))
+    if stopping.settings:
+        try:
+            make_pruner(stopping.algorithm, stopping.settings)
+        except EngineError as exc:
+            yield _blame("spec.earlyStopping.settings", stopping.settings, str(exc))
+
+
+_STRICT = ConfigDict(strict=True, arbitrary_types_allowed=True)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The constructor's annotations that can be read, one by one (Optuna writes
+    them as strings, and some name types imported only for type checkers)."""
+    namespace = {**vars(typing), **vars(sys.modules[cls.__module__])}
+    out: dict[str, Any] = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        annotation = param.annotation
+        try:
+            out[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
+        except Exception:  # an annotation that cannot be read checks nothing
+            continue
+    return out
+
+
+def _typed(path: str, cls: type, settings: Mapping[str, Any] | None) -> Iterator[FieldError]:
+    """Each setting against its annotation (``nStartupTrials: ten`` is no int)."""
+    hints = _hints(cls) if settings else {}
+    for key, value in (settings or {}).items():
+        hint = hints.get(to_snake(key))
+        if hint is None or hint is inspect.Parameter.empty:
+            continue
+        try:
+            adapter: TypeAdapter[Any] = TypeAdapter(hint, config=_STRICT)
+        except Exception:  # a type pydantic cannot check: Optuna's build still will
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"]
+            shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            yield FieldError(f"{path}.{key}", f"{reason}, not {value!r} (Optuna: {shown})")
+
+
+def _blame(path: str, settings: Mapping[str, Any], message: str) -> FieldError:
+    """Optuna's message, against the setting it names (it says reduction_factor)."""
+    message = message.removeprefix(f"{path}: ")
+    for key in settings:
+        if to_snake(key) in message:
+            return FieldError(f"{path}.{key}", f"Optuna refuses it: {message}")
+    return FieldError(path, f"Optuna refuses them: {message}")
+
+
+def _unknown_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
     for path, settings, accepted in (
         ("spec.search.settings", spec.search.settings, sampler_settings(spec.search.algorithm)),
         (
