@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests import factories
-from tests.factories import NOW, experiment_doc, running_view
+from tests.factories import NOW, experiment_doc, running_view, succeed_scored
 from trialforge.api import load_experiment
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.engine.actions import FinishExperiment, StartTrial, StopTrial
@@ -366,20 +366,6 @@ def spec_with(**overrides: Any) -> ExperimentSpec:
     return load_experiment(experiment_doc(**overrides)).spec
 
 
-def score(params: dict[str, Any]) -> float:
-    """A smooth objective the samplers can learn: best near lr=0.01, adam, 2 layers."""
-    lr = math.log10(params["lr"]) if "lr" in params else 0.0
-    return (
-        -((lr + 2) ** 2)
-        - (0.5 if params.get("opt") == "sgd" else 0)
-        - 0.1 * abs(params.get("layers", 2) - 2)
-    )
-
-
-def succeed_scored(view: TrialRecord) -> TrialRecord:
-    return replace(view, phase="Succeeded", values=(score(dict(view.parameters)),))
-
-
 def fail(view: TrialRecord) -> TrialRecord:
     return replace(view, phase="Failed", reason="Error")
 
@@ -530,6 +516,18 @@ def curve(final: float, steps: int) -> dict[int, float]:
     return {s: final * s / steps for s in range(1, steps + 1)}
 
 
+def finished(planner: Planner, n: int, final: float) -> list[TrialRecord]:
+    """n trials the planner's search suggested, each succeeded along curve(final, 10)."""
+    views = []
+    for i in range(n):
+        s = planner.search.suggest(i)
+        views.append(
+            TrialRecord(f"x-{i}", i, 0, "Succeeded", s.parameters, values=(final,),
+                        intermediate=curve(final, 10), search_state=s.state)
+        )  # fmt: skip
+    return views
+
+
 @pytest.mark.parametrize(
     ("algorithm", "settings"), [("median", {"nStartupTrials": 3}), ("asha", {"minResource": 2})]
 )
@@ -539,21 +537,7 @@ def test_pruners_stop_a_trailing_trial(algorithm: str, settings: dict[str, Any])
         budget={"maxTrials": 10, "parallelism": 1},
     )
     planner = Planner(spec, "x")
-    views = []
-    for i in range(5):
-        s = planner.search.suggest(i)
-        views.append(
-            TrialRecord(
-                f"x-{i}",
-                i,
-                0,
-                "Succeeded",
-                s.parameters,
-                values=(0.9,),
-                intermediate=curve(0.9, 10),
-                search_state=s.state,
-            )
-        )
+    views = finished(planner, 5, 0.9)
     s = planner.search.suggest(5)
     bad = TrialRecord(
         "x-5",
@@ -577,21 +561,7 @@ def test_good_trials_are_not_pruned_and_none_never_prunes() -> None:
             earlyStopping={"algorithm": algorithm}, budget={"maxTrials": 10, "parallelism": 1}
         )
         planner = Planner(spec, "x")
-        views = []
-        for i in range(6):
-            s = planner.search.suggest(i)
-            views.append(
-                TrialRecord(
-                    f"x-{i}",
-                    i,
-                    0,
-                    "Succeeded",
-                    s.parameters,
-                    values=(0.5,),
-                    intermediate=curve(0.5, 10),
-                    search_state=s.state,
-                )
-            )
+        views = finished(planner, 6, 0.5)
         s = planner.search.suggest(6)
         good = TrialRecord(
             "x-6", 6, 0, "Running", s.parameters, intermediate=curve(0.9, 10), search_state=s.state

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from tests.factories import World, experiment_doc
+from tests.factories import World, experiment_doc, succeed_scored
 from trialforge.api import load_experiment
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.engine import plugins
 from trialforge.engine.planner import Planner
-from trialforge.engine.record import TrialRecord
 
 
 def spec_of(**overrides: Any) -> ExperimentSpec:
     return load_experiment(experiment_doc(**overrides)).spec
-
-
-def score(params: dict[str, Any]) -> float:
-    """A smooth objective the samplers can learn: best near lr=0.01, adam, 2 layers."""
-    lr = math.log10(params["lr"]) if "lr" in params else 0.0
-    return (
-        -((lr + 2) ** 2)
-        - (0.5 if params.get("opt") == "sgd" else 0)
-        - 0.1 * abs(params.get("layers", 2) - 2)
-    )
-
-
-def succeed(view: TrialRecord) -> TrialRecord:
-    return replace(view, phase="Succeeded", values=(score(dict(view.parameters)),))
 
 
 ALGORITHMS = ["random", "tpe", "cmaes", "qmc", "nsga2"]
@@ -43,8 +26,8 @@ def test_seeded_runs_are_deterministic(algorithm: str) -> None:
         search={"algorithm": algorithm, "seed": 3}, budget={"maxTrials": 12, "parallelism": 3}
     )
     a, b = World(Planner(spec, "x")), World(Planner(spec, "x"))
-    a.run(succeed)
-    b.run(succeed)
+    a.run(succeed_scored)
+    b.run(succeed_scored)
     assert a.suggested == b.suggested
     assert len({repr(p) for _, _, p in a.suggested}) == 12
 
@@ -52,8 +35,8 @@ def test_seeded_runs_are_deterministic(algorithm: str) -> None:
 def test_different_seeds_suggest_differently() -> None:
     one = World(Planner(spec_of(search={"algorithm": "tpe", "seed": 1}), "x"))
     two = World(Planner(spec_of(search={"algorithm": "tpe", "seed": 2}), "x"))
-    one.run(succeed)
-    two.run(succeed)
+    one.run(succeed_scored)
+    two.run(succeed_scored)
     assert one.suggested != two.suggested
 
 
@@ -80,11 +63,11 @@ def test_a_reseeded_sampler_suggests_what_a_fresh_one_would(
         }
     spec = spec_of(**overrides)
     reused = World(Planner(spec, "x"))
-    reused.run(succeed)
+    reused.run(succeed_scored)
     assert plugins.SAMPLERS[algorithm].reusable
     # The same experiment with every suggestion made by a freshly built sampler.
     monkeypatch.setattr(plugins, "reseed", lambda sampler, seed: False)
     fresh = World(Planner(spec, "x"))
-    fresh.run(succeed)
+    fresh.run(succeed_scored)
     assert reused.suggested == fresh.suggested
     assert len(reused.suggested) == 14
