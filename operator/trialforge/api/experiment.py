@@ -39,9 +39,11 @@ ParameterValue = str | int | float | bool
 # parameters through floats and a JSON client (kubectl, a browser) reads numbers
 # as doubles, so the limit is the largest integer a double holds exactly.
 MAX_INT = 2**53
-# Float bounds and steps: finite, and far enough from the double's limit that
-# max - min, and a step grid's arithmetic, stay finite.
-MAX_FLOAT = 1e300
+# Float bounds and steps: finite, with max - min and a step grid's arithmetic
+# finite too, and no larger than an int64: the API server compares a bound with
+# a value written as an integer (`max: 1`) as int64s, and a larger bound
+# overflows there (every such spec was refused, "<= -9223372036854775808").
+MAX_FLOAT = 1e15
 # RFC 1123: a Kueue LocalQueue's name is a DNS subdomain, and Jobs name it in
 # the label kueue.x-k8s.io/queue-name, whose values are at most 63 characters.
 QUEUE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -129,7 +129,7 @@ def _message(err: Mapping[str, Any], known: set[str]) -> str:
         return f"{msg}, not {_shown(err.get('input'))}"
     bound = next(iter(err.get("ctx", {}).values()), None)
     if kind in _BOUND_WORDS and isinstance(bound, float):
-        # pydantic writes 1e300 out in full, three hundred digits.
+        # pydantic writes a float bound out in full (1000000000000000.0).
         return f"Input should be {_BOUND_WORDS[kind]} {bound:g}"
     if kind == "literal_error":
         return f"{err.get('input')!r} is not allowed; expected {err.get('ctx', {}).get('expected')}"
