@@ -78,6 +78,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
 LOCAL_STATE_FIELDS = ("name", "workdir")
 
 
+def state_of(status: Mapping[str, Any], name: str, workdir: Path) -> dict[str, Any]:
+    """A state.json: the experiment's status (wire names) and the run's own fields."""
+    return {"name": name, "workdir": str(workdir.resolve()), **status}
+
+
 def status_of(state: Mapping[str, Any]) -> dict[str, Any]:
     """The experiment's status in a state.json (what ExperimentStatus validates)."""
     return {k: v for k, v in state.items() if k not in LOCAL_STATE_FIELDS}

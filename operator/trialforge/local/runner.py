@@ -39,7 +39,7 @@ from trialforge.engine.record import TrialRecord, timestamp
 from trialforge.engine.status import experiment_status, outcome_status, stop_status
 from trialforge.engine.template import substitute_text, trial_environment
 from trialforge.local.process import TrialProcess
-from trialforge.local.rundir import RunDirectory
+from trialforge.local.rundir import RunDirectory, state_of
 from trialforge.metrics.parsers import ObservationReader, make_parser
 
 # Seconds a trial's start waits to be written (see LocalRunner.__init__).
@@ -211,7 +211,7 @@ class LocalRunner:
             self.observations[record.name] = self.dir.load_observations(record.name)
         self.dir.event("Resumed", f"resuming with {len(self.records)} recorded trials")
 
-    def _save_state(self, plan: Plan | None = None, interrupted: bool = False) -> dict[str, Any]:
+    def _save_state(self, plan: Plan | None = None, interrupted: bool = False) -> None:
         """Write state.json: the experiment's status as engine.status builds it (the same
         fields a cluster Experiment's status has) and the run directory's own fields."""
         assert self.started_at is not None
@@ -227,9 +227,7 @@ class LocalRunner:
         if interrupted:
             status.update(reason="Interrupted", message="stopped by the user; run again to resume")
         self._conditions = status.get("conditions") or []
-        state = {"name": self.name, "workdir": str(self.workdir.resolve()), **status}
-        self.dir.save_state(state)
-        return state
+        self.dir.save_state(state_of(status, self.name, self.workdir))
 
     # -- the loop ---------------------------------------------------------------------
 

@@ -98,7 +98,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         record = data.record(trial)
         repro = reproduce.reproduction(data, record)
         image = (data.spec.trial.template["spec"]["containers"][0]).get("image", "")
-        digest = data.images.get(trial)
+        digest = record.image_digest
         print(f"# reproduces Trial {namespace}/{trial} (seed {record.seed})")
         print(f"# image: {image}" + (f" (ran as {digest})" if digest else ""))
         print(f"# command: {repro.shell()}")

@@ -182,7 +182,7 @@ def _lineage(data: RunData) -> tuple[list[str], list[list[str]]]:
              _num(r.values[0]) if r.values else "",
              *[_num(r.parameters.get(p.name)) for p in spec.parameters],
              _when(r.start_time), _when(r.completion_time), r.node or "", r.gpu_type or "",
-             data.images.get(r.name, ""), r.code_version or "", r.data_version or "",
+             r.image_digest or "", r.code_version or "", r.data_version or "",
              r.artifact_uri or ""]
         )  # fmt: skip
     return columns, rows

@@ -73,7 +73,7 @@ def _tags(data: RunData, record: Any, verdict: str | None, best: bool) -> dict[s
         "trialforge.dataVersion": record.data_version or spec.data_version,
         "trialforge.node": record.node,
         "trialforge.gpuType": record.gpu_type,
-        "trialforge.imageDigest": record.image_digest or data.images.get(record.name),
+        "trialforge.imageDigest": record.image_digest,
         "trialforge.artifactUri": record.artifact_uri,
         "trialforge.command": record.command,
         "trialforge.verdict": verdict,

@@ -36,7 +36,6 @@ class RunData:
     run_dir: Path | None = None
     namespace: str | None = None
     observations: dict[str, list[Observation]] = field(default_factory=dict)
-    images: dict[str, str] = field(default_factory=dict)  # trial -> image digest (cluster)
 
     @property
     def spec(self) -> ExperimentSpec:
@@ -106,11 +105,6 @@ def from_cluster(
         t["metadata"]["name"]: observations_from((t.get("status") or {}).get("history") or {})
         for t in trials
     }
-    images = {
-        t["metadata"]["name"]: (t.get("status") or {}).get("imageDigest")
-        for t in trials
-        if (t.get("status") or {}).get("imageDigest")
-    }
     return RunData(
         name,
         experiment,
@@ -119,7 +113,6 @@ def from_cluster(
         f"cluster {namespace}/{name}",
         namespace=namespace,
         observations=observations,
-        images=images,
     )
 
 
