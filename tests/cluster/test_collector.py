@@ -202,7 +202,9 @@ def test_every_source_and_format_reaches_the_trial_and_the_exporter(
     kube.until(lambda: len(kube.pods(name)) == 6, 60, "six pods")
     pod = kube.pods(name)[0]
     trainer = pod.spec.containers[0]
-    kube.check(trainer.command[:2] == ["/bin/sh", "-c"], f"trainer not wrapped: {trainer}")
+    kube.check(
+        trainer.command[:2] == [contract.ENTRYPOINT, "--"], f"no entrypoint for stdout: {trainer}"
+    )
     kube.check(
         any(v.name == "trialforge-shared" and v.empty_dir is not None for v in pod.spec.volumes),
         f"no shared emptyDir: {pod.spec.volumes}",
