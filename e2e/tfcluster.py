@@ -57,6 +57,8 @@ class Tool:
     name: str
     module: str  # the pinned upstream module, required in e2e/tools/<name>/go.mod
     packages: dict[str, str] = field(default_factory=dict)  # binary -> package path
+    # symlinked into bin_dir()? CNI plugins are not: `bridge` would shadow iproute2's
+    linked: bool = True
 
     @property
     def dir(self) -> Path:
@@ -125,9 +127,25 @@ TOOLSET: tuple[Tool, ...] = (
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
             "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+            # the real node (`up --real-node`): same module, same -X version stamps
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+            "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
         },
     ),
     Tool("helm", "helm.sh/helm/v3", {"helm": "helm.sh/helm/v3/cmd/helm"}),
+    # the real node (`up --real-node`): CNI plugins and cluster DNS
+    Tool(
+        "cni",
+        "github.com/containernetworking/plugins",
+        {
+            "bridge": "github.com/containernetworking/plugins/plugins/main/bridge",
+            "host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
+            "loopback": "github.com/containernetworking/plugins/plugins/main/loopback",
+            "portmap": "github.com/containernetworking/plugins/plugins/meta/portmap",
+        },
+        linked=False,
+    ),
+    Tool("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}),
 )
 
 
@@ -262,6 +280,12 @@ def link_bins() -> Path:
     b = bin_dir()
     b.mkdir(parents=True, exist_ok=True)
     for tool in TOOLSET:
+        if not tool.linked:  # drop links an older build made
+            for name in tool.packages:
+                link = b / name
+                if link.is_symlink() and os.readlink(link).startswith(str(tool_dir(tool))):
+                    link.unlink()
+            continue
         if not tool_is_built(tool):
             continue
         for name in tool.packages:
@@ -294,6 +318,80 @@ def build(only: Sequence[str] = (), force: bool = False) -> Path:
 
 
 CLUSTER_TOOLS = ("etcd", "kwok", "kube")  # what `up` needs; helm is for the chart tests
+REAL_NODE_TOOLS = (*CLUSTER_TOOLS, "cni", "coredns")  # what `up --real-node` needs
+
+
+# ---------------------------------------------------------------------------
+# Debian packages of the real node (`deps`)
+# ---------------------------------------------------------------------------
+
+# package -> a file it installs (present = installed; dpkg-query would also do,
+# but a file is what the node really needs)
+DEBIAN_PACKAGES: dict[str, str] = {
+    "containerd": "/usr/bin/containerd",
+    "runc": "/usr/sbin/runc",
+    "iptables": "/usr/sbin/iptables",
+    "nftables": "/usr/sbin/nft",
+    "conntrack": "/usr/sbin/conntrack",
+    "iproute2": "/usr/sbin/ip",
+    "mount": "/usr/bin/mount",
+    "busybox-static": "/bin/busybox",  # the real-node test image (FROM scratch)
+    "buildah": "/usr/bin/buildah",  # offline image builds (e2e/cluster images)
+    "mmdebstrap": "/usr/bin/mmdebstrap",
+}
+
+
+def deb_cache() -> Path:
+    return cache_root() / "debs"
+
+
+def dpkg_installed(pkg: str) -> bool:
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${db:Status-Abbrev}", pkg], capture_output=True, text=True
+    )
+    return out.returncode == 0 and out.stdout.startswith("ii")
+
+
+def missing_debian_packages() -> list[str]:
+    return [p for p, f in DEBIAN_PACKAGES.items() if not (os.path.exists(f) or dpkg_installed(p))]
+
+
+def install_deps() -> list[str]:
+    """apt-get install what the real node needs and is missing; .debs cached in deb_cache().
+
+    Returns the packages installed. Needs root (CI runs as root) and apt; the
+    cached .debs make a fresh machine's install work from the cache.
+    """
+    missing = missing_debian_packages()
+    if not missing:
+        return []
+    if not shutil.which("apt-get"):
+        raise ClusterError(f"missing Debian packages {missing} and no apt-get to install them")
+    if os.geteuid() != 0:
+        raise ClusterError(f"missing Debian packages {missing}: run as root (apt-get install)")
+    archives = deb_cache()
+    (archives / "partial").mkdir(parents=True, exist_ok=True)
+    with file_lock(cache_root() / ".deps.lock"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        opts = [
+            "-o",
+            f"Dir::Cache::archives={archives}",
+            "-o",
+            "APT::Keep-Downloaded-Packages=1",
+            "-o",
+            "APT::Sandbox::User=root",  # the cache dir is root's
+        ]
+        log(f"installing Debian packages {missing} (.debs cached in {archives})")
+        cmd = ["apt-get", *opts, "install", "-y", "--no-install-recommends", *missing]
+        if subprocess.run(cmd, env=env).returncode != 0:
+            log("apt-get install failed; running apt-get update and trying again")
+            subprocess.run(["apt-get", *opts, "update"], env=env, check=False)
+            if subprocess.run(cmd, env=env).returncode != 0:
+                raise ClusterError(f"apt-get install {' '.join(missing)} failed; see above")
+    still = missing_debian_packages()
+    if still:
+        raise ClusterError(f"after apt-get install, still missing: {still}")
+    return missing
 
 
 def ensure_built(only: Sequence[str] = CLUSTER_TOOLS) -> Path:
@@ -938,6 +1036,39 @@ def main_build(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+REAL_NODE_CMDS = ("deps",)
+
+
+def add_real_node_cli(sub: argparse._SubParsersAction, build_p: argparse.ArgumentParser) -> None:
+    """The real node's part of the CLI (kept apart so other subcommands merge easily)."""
+    build_p.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also install the real node's Debian packages (deps) and build cni, coredns",
+    )
+    deps = sub.add_parser(
+        "deps",
+        help="apt-get install the real node's Debian packages that are missing "
+        "(.debs cached in ~/.cache/trialforge/debs)",
+    )
+    deps.add_argument(
+        "--check", action="store_true", help="only list what is missing; exit 1 if any"
+    )
+
+
+def run_real_node_cmd(a: argparse.Namespace) -> int:
+    if a.cmd == "deps":
+        if a.check:
+            missing = missing_debian_packages()
+            for p in missing:
+                print(p)
+            return 1 if missing else 0
+        for p in install_deps():
+            print(p)
+        return 0
+    raise ClusterError(f"unknown command {a.cmd}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="e2e/cluster",
@@ -959,9 +1090,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="state dir (default $TRIALFORGE_CLUSTER_DIR or e2e/.state/<name>)",
     )
     sub = p.add_subparsers(
-        dest="cmd", required=True, metavar="{up,down,status,env,kubeconfig,build,nodes,gc,logs}"
+        dest="cmd",
+        required=True,
+        metavar="{up,down,status,env,kubeconfig,build,nodes,gc,logs,deps}",
     )
-    sub.add_parser("build", help="build missing binaries; print the bin dir")
+    build_p = sub.add_parser("build", help="build missing binaries; print the bin dir")
+    add_real_node_cli(sub, build_p)
     up = sub.add_parser("up", help="build what is missing, start the cluster, print kubeconfig")
     up.add_argument(
         "--owner-pid",
@@ -997,7 +1131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     state_dir = a.dir.expanduser().resolve() if a.dir else default_state_dir(name)
     c = Cluster(state_dir, name)
     try:
+        if a.cmd in REAL_NODE_CMDS:
+            return run_real_node_cmd(a)
         if a.cmd == "build":
+            if a.real_node:
+                install_deps()
             print(build())
         elif a.cmd == "up":
             secs = c.up(owner_pid=a.owner_pid, wait=a.timeout)
