@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -65,6 +67,8 @@ class Tool:
         return TOOLS / self.name
 
     def version(self) -> str:
+        if not self.module:  # a program of ours (tools/pause)
+            return "local"
         text = (self.dir / "go.mod").read_text()
         m = re.search(rf"^\s*(?:require\s+)?{re.escape(self.module)} (v\S+)", text, re.M)
         if not m:
@@ -146,6 +150,8 @@ TOOLSET: tuple[Tool, ...] = (
         linked=False,
     ),
     Tool("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}),
+    # our own sandbox ("pause") program, no upstream module: version "local", rebuilt by stamp
+    Tool("pause", "", {"pause": "."}, linked=False),
 )
 
 
@@ -450,6 +456,156 @@ def regen_kube_gomod(version: str) -> None:
     env["GOFLAGS"] = "-mod=mod"
     subprocess.run([go, "mod", "tidy"], cwd=TOOLS / "kube", env=env, check=True)
     log(f"rewrote {TOOLS / 'kube' / 'go.mod'} ({len(staging)} staging replaces)")
+
+
+# ---------------------------------------------------------------------------
+# Images of the real node (docker-archive tars, written with tarfile)
+# ---------------------------------------------------------------------------
+
+PAUSE_IMAGE = "trialforge.local/pause:1"
+BUSYBOX_IMAGE = "trialforge.local/busybox:1"
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def docker_archive(
+    out: Path,
+    ref: str,
+    files: dict[str, tuple[bytes, int]],
+    symlinks: dict[str, str] | None = None,
+    entrypoint: Sequence[str] = (),
+    cmd: Sequence[str] = (),
+) -> str:
+    """Write a one-layer image FROM scratch as a docker-archive tar (what
+    `ctr images import` and `docker load` read); deterministic (mtime 0, sorted),
+    so the same content gives the same digest. Returns the image id (sha256:...)."""
+    layer_buf = io.BytesIO()
+    with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as layer:
+        dirs = sorted({str(Path(p).parent) for p in [*files, *(symlinks or {})]} - {".", "/", ""})
+        for d in dirs:
+            info = tarfile.TarInfo(d.lstrip("/"))
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            layer.addfile(info)
+        for path, (data, mode) in sorted(files.items()):
+            _tar_add(layer, path.lstrip("/"), data, mode)
+        for path, target in sorted((symlinks or {}).items()):
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, 0
+            layer.addfile(info)
+    layer_bytes = layer_buf.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "Entrypoint": list(entrypoint) or None,
+            "Cmd": list(cmd) or None,
+            "Env": ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "e2e/tfcluster.py"}],
+    }
+    config_bytes = json.dumps(config, sort_keys=True).encode()
+    image_id = hashlib.sha256(config_bytes).hexdigest()
+    layer_name = f"{diff_id[7:]}/layer.tar"
+    repo, _, tag = ref.rpartition(":")
+    manifest = [{"Config": f"{image_id}.json", "RepoTags": [ref], "Layers": [layer_name]}]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        _tar_add(tar, f"{image_id}.json", config_bytes)
+        _tar_add(tar, layer_name, layer_bytes)
+        _tar_add(tar, "manifest.json", json.dumps(manifest).encode())
+        _tar_add(tar, "repositories", json.dumps({repo: {tag: diff_id[7:]}}).encode())
+    tmp.replace(out)
+    return "sha256:" + image_id
+
+
+def images_dir() -> Path:
+    return cache_root() / "images"
+
+
+def pause_image() -> Path:
+    """The sandbox image (tools/pause, static): built once, cached by content."""
+    build(["pause"])
+    binary = tool_dir(next(t for t in TOOLSET if t.name == "pause")) / "bin" / "pause"
+    out = images_dir() / "pause.tar"
+    docker_archive(
+        out, PAUSE_IMAGE, {"/pause": (binary.read_bytes(), 0o755)}, entrypoint=["/pause"]
+    )
+    return out
+
+
+def busybox_image() -> Path:
+    """The real-node test image: Debian's static busybox and a symlink per applet."""
+    bb = Path("/bin/busybox")
+    if not bb.is_file():
+        install_deps()
+    applets = subprocess.run([str(bb), "--list-full"], capture_output=True, text=True, check=True)
+    links = {"/" + a: "/bin/busybox" for a in applets.stdout.split() if a and a != "bin/busybox"}
+    out = images_dir() / "busybox.tar"
+    docker_archive(
+        out,
+        BUSYBOX_IMAGE,
+        {
+            "/bin/busybox": (bb.read_bytes(), 0o755),
+            "/etc/passwd": (b"root:x:0:0:root:/:/bin/sh\n", 0o644),
+        },
+        symlinks=links,
+        cmd=["sh"],
+    )
+    return out
+
+
+def archive_image(tar_path: Path) -> tuple[str, list[str]]:
+    """(image id "sha256:<config digest>", RepoTags) of a docker-archive tar."""
+    with tarfile.open(tar_path) as tar:
+        f = tar.extractfile("manifest.json")
+        if f is None:
+            raise ClusterError(f"{tar_path}: no manifest.json (not a docker-archive)")
+        manifest = json.load(f)
+    if len(manifest) != 1:
+        raise ClusterError(f"{tar_path}: {len(manifest)} images; expected one")
+    config = manifest[0]["Config"]
+    return "sha256:" + config.split("/")[-1].removesuffix(".json"), manifest[0].get(
+        "RepoTags"
+    ) or []
+
+
+def containerd_load_image(address: str, tar_path: Path, name: str | None = None) -> str:
+    """Import a docker-archive into containerd's k8s.io namespace (what the
+    kubelet sees) as `name` (default: the archive's tag); nothing is done when
+    the same image (by config digest) already has that name. Returns the image id."""
+    image_id, tags = archive_image(tar_path)
+    ref = name or (tags[0] if tags else None)
+    if not ref:
+        raise ClusterError(f"{tar_path} has no RepoTags; give the image a name")
+    ctr = ["ctr", "--address", address, "-n", "k8s.io"]
+
+    def current() -> dict[str, str]:
+        out = subprocess.run([*ctr, "images", "ls"], capture_output=True, text=True, check=True)
+        return {
+            line.split()[0]: line.split()[2] for line in out.stdout.splitlines()[1:] if line.split()
+        }
+
+    imgs = current()
+    if ref in imgs and image_id in imgs and imgs[ref] == imgs[image_id]:
+        return image_id
+    proc = subprocess.run([*ctr, "images", "import", str(tar_path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ClusterError(f"ctr images import {tar_path}: {proc.stderr.strip()}")
+    imgs = current()
+    if ref not in imgs or imgs[ref] != imgs.get(image_id):
+        src = tags[0] if tags and tags[0] in imgs else image_id
+        subprocess.run(
+            [*ctr, "images", "tag", "--force", src, ref], capture_output=True, check=True
+        )
+    return image_id
 
 
 # ---------------------------------------------------------------------------
