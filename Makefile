@@ -57,7 +57,7 @@ crds: $(STAMP)  ## regenerate crds/ (and the chart's copy) from the models
 	$(BIN)/trialforge crds -o charts/trialforge/crds
 
 cluster-build:  ## build the control plane binaries from Go modules (cached in ~/.cache/trialforge)
-	e2e/cluster build
+	e2e/cluster build --real-node
 
 cluster-up: $(STAMP) cluster-build  ## start a local control plane; then: eval $$(e2e/cluster env)
 	e2e/cluster up

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -57,12 +59,16 @@ class Tool:
     name: str
     module: str  # the pinned upstream module, required in e2e/tools/<name>/go.mod
     packages: dict[str, str] = field(default_factory=dict)  # binary -> package path
+    # symlinked into bin_dir()? CNI plugins are not: `bridge` would shadow iproute2's
+    linked: bool = True
 
     @property
     def dir(self) -> Path:
         return TOOLS / self.name
 
     def version(self) -> str:
+        if not self.module:  # a program of ours (tools/pause)
+            return "local"
         text = (self.dir / "go.mod").read_text()
         m = re.search(rf"^\s*(?:require\s+)?{re.escape(self.module)} (v\S+)", text, re.M)
         if not m:
@@ -125,9 +131,27 @@ TOOLSET: tuple[Tool, ...] = (
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
             "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+            # the real node (`up --real-node`): same module, same -X version stamps
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+            "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
         },
     ),
     Tool("helm", "helm.sh/helm/v3", {"helm": "helm.sh/helm/v3/cmd/helm"}),
+    # the real node (`up --real-node`): CNI plugins and cluster DNS
+    Tool(
+        "cni",
+        "github.com/containernetworking/plugins",
+        {
+            "bridge": "github.com/containernetworking/plugins/plugins/main/bridge",
+            "host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
+            "loopback": "github.com/containernetworking/plugins/plugins/main/loopback",
+            "portmap": "github.com/containernetworking/plugins/plugins/meta/portmap",
+        },
+        linked=False,
+    ),
+    Tool("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}),
+    # our own sandbox ("pause") program, no upstream module: version "local", rebuilt by stamp
+    Tool("pause", "", {"pause": "."}, linked=False),
 )
 
 
@@ -262,6 +286,12 @@ def link_bins() -> Path:
     b = bin_dir()
     b.mkdir(parents=True, exist_ok=True)
     for tool in TOOLSET:
+        if not tool.linked:  # drop links an older build made
+            for name in tool.packages:
+                link = b / name
+                if link.is_symlink() and os.readlink(link).startswith(str(tool_dir(tool))):
+                    link.unlink()
+            continue
         if not tool_is_built(tool):
             continue
         for name in tool.packages:
@@ -294,6 +324,80 @@ def build(only: Sequence[str] = (), force: bool = False) -> Path:
 
 
 CLUSTER_TOOLS = ("etcd", "kwok", "kube")  # what `up` needs; helm is for the chart tests
+REAL_NODE_TOOLS = (*CLUSTER_TOOLS, "cni", "coredns")  # what `up --real-node` needs
+
+
+# ---------------------------------------------------------------------------
+# Debian packages of the real node (`deps`)
+# ---------------------------------------------------------------------------
+
+# package -> a file it installs (present = installed; dpkg-query would also do,
+# but a file is what the node really needs)
+DEBIAN_PACKAGES: dict[str, str] = {
+    "containerd": "/usr/bin/containerd",
+    "runc": "/usr/sbin/runc",
+    "iptables": "/usr/sbin/iptables",
+    "nftables": "/usr/sbin/nft",
+    "conntrack": "/usr/sbin/conntrack",
+    "iproute2": "/usr/sbin/ip",
+    "mount": "/usr/bin/mount",
+    "busybox-static": "/bin/busybox",  # the real-node test image (FROM scratch)
+    "buildah": "/usr/bin/buildah",  # offline image builds (e2e/cluster images)
+    "mmdebstrap": "/usr/bin/mmdebstrap",
+}
+
+
+def deb_cache() -> Path:
+    return cache_root() / "debs"
+
+
+def dpkg_installed(pkg: str) -> bool:
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${db:Status-Abbrev}", pkg], capture_output=True, text=True
+    )
+    return out.returncode == 0 and out.stdout.startswith("ii")
+
+
+def missing_debian_packages() -> list[str]:
+    return [p for p, f in DEBIAN_PACKAGES.items() if not (os.path.exists(f) or dpkg_installed(p))]
+
+
+def install_deps() -> list[str]:
+    """apt-get install what the real node needs and is missing; .debs cached in deb_cache().
+
+    Returns the packages installed. Needs root (CI runs as root) and apt; the
+    cached .debs make a fresh machine's install work from the cache.
+    """
+    missing = missing_debian_packages()
+    if not missing:
+        return []
+    if not shutil.which("apt-get"):
+        raise ClusterError(f"missing Debian packages {missing} and no apt-get to install them")
+    if os.geteuid() != 0:
+        raise ClusterError(f"missing Debian packages {missing}: run as root (apt-get install)")
+    archives = deb_cache()
+    (archives / "partial").mkdir(parents=True, exist_ok=True)
+    with file_lock(cache_root() / ".deps.lock"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        opts = [
+            "-o",
+            f"Dir::Cache::archives={archives}",
+            "-o",
+            "APT::Keep-Downloaded-Packages=1",
+            "-o",
+            "APT::Sandbox::User=root",  # the cache dir is root's
+        ]
+        log(f"installing Debian packages {missing} (.debs cached in {archives})")
+        cmd = ["apt-get", *opts, "install", "-y", "--no-install-recommends", *missing]
+        if subprocess.run(cmd, env=env).returncode != 0:
+            log("apt-get install failed; running apt-get update and trying again")
+            subprocess.run(["apt-get", *opts, "update"], env=env, check=False)
+            if subprocess.run(cmd, env=env).returncode != 0:
+                raise ClusterError(f"apt-get install {' '.join(missing)} failed; see above")
+    still = missing_debian_packages()
+    if still:
+        raise ClusterError(f"after apt-get install, still missing: {still}")
+    return missing
 
 
 def ensure_built(only: Sequence[str] = CLUSTER_TOOLS) -> Path:
@@ -352,6 +456,156 @@ def regen_kube_gomod(version: str) -> None:
     env["GOFLAGS"] = "-mod=mod"
     subprocess.run([go, "mod", "tidy"], cwd=TOOLS / "kube", env=env, check=True)
     log(f"rewrote {TOOLS / 'kube' / 'go.mod'} ({len(staging)} staging replaces)")
+
+
+# ---------------------------------------------------------------------------
+# Images of the real node (docker-archive tars, written with tarfile)
+# ---------------------------------------------------------------------------
+
+PAUSE_IMAGE = "trialforge.local/pause:1"
+BUSYBOX_IMAGE = "trialforge.local/busybox:1"
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def docker_archive(
+    out: Path,
+    ref: str,
+    files: dict[str, tuple[bytes, int]],
+    symlinks: dict[str, str] | None = None,
+    entrypoint: Sequence[str] = (),
+    cmd: Sequence[str] = (),
+) -> str:
+    """Write a one-layer image FROM scratch as a docker-archive tar (what
+    `ctr images import` and `docker load` read); deterministic (mtime 0, sorted),
+    so the same content gives the same digest. Returns the image id (sha256:...)."""
+    layer_buf = io.BytesIO()
+    with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as layer:
+        dirs = sorted({str(Path(p).parent) for p in [*files, *(symlinks or {})]} - {".", "/", ""})
+        for d in dirs:
+            info = tarfile.TarInfo(d.lstrip("/"))
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            layer.addfile(info)
+        for path, (data, mode) in sorted(files.items()):
+            _tar_add(layer, path.lstrip("/"), data, mode)
+        for path, target in sorted((symlinks or {}).items()):
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, 0
+            layer.addfile(info)
+    layer_bytes = layer_buf.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "Entrypoint": list(entrypoint) or None,
+            "Cmd": list(cmd) or None,
+            "Env": ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "e2e/tfcluster.py"}],
+    }
+    config_bytes = json.dumps(config, sort_keys=True).encode()
+    image_id = hashlib.sha256(config_bytes).hexdigest()
+    layer_name = f"{diff_id[7:]}/layer.tar"
+    repo, _, tag = ref.rpartition(":")
+    manifest = [{"Config": f"{image_id}.json", "RepoTags": [ref], "Layers": [layer_name]}]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        _tar_add(tar, f"{image_id}.json", config_bytes)
+        _tar_add(tar, layer_name, layer_bytes)
+        _tar_add(tar, "manifest.json", json.dumps(manifest).encode())
+        _tar_add(tar, "repositories", json.dumps({repo: {tag: diff_id[7:]}}).encode())
+    tmp.replace(out)
+    return "sha256:" + image_id
+
+
+def images_dir() -> Path:
+    return cache_root() / "images"
+
+
+def pause_image() -> Path:
+    """The sandbox image (tools/pause, static): built once, cached by content."""
+    build(["pause"])
+    binary = tool_dir(next(t for t in TOOLSET if t.name == "pause")) / "bin" / "pause"
+    out = images_dir() / "pause.tar"
+    docker_archive(
+        out, PAUSE_IMAGE, {"/pause": (binary.read_bytes(), 0o755)}, entrypoint=["/pause"]
+    )
+    return out
+
+
+def busybox_image() -> Path:
+    """The real-node test image: Debian's static busybox and a symlink per applet."""
+    bb = Path("/bin/busybox")
+    if not bb.is_file():
+        install_deps()
+    applets = subprocess.run([str(bb), "--list-full"], capture_output=True, text=True, check=True)
+    links = {"/" + a: "/bin/busybox" for a in applets.stdout.split() if a and a != "bin/busybox"}
+    out = images_dir() / "busybox.tar"
+    docker_archive(
+        out,
+        BUSYBOX_IMAGE,
+        {
+            "/bin/busybox": (bb.read_bytes(), 0o755),
+            "/etc/passwd": (b"root:x:0:0:root:/:/bin/sh\n", 0o644),
+        },
+        symlinks=links,
+        cmd=["sh"],
+    )
+    return out
+
+
+def archive_image(tar_path: Path) -> tuple[str, list[str]]:
+    """(image id "sha256:<config digest>", RepoTags) of a docker-archive tar."""
+    with tarfile.open(tar_path) as tar:
+        f = tar.extractfile("manifest.json")
+        if f is None:
+            raise ClusterError(f"{tar_path}: no manifest.json (not a docker-archive)")
+        manifest = json.load(f)
+    if len(manifest) != 1:
+        raise ClusterError(f"{tar_path}: {len(manifest)} images; expected one")
+    config = manifest[0]["Config"]
+    return "sha256:" + config.split("/")[-1].removesuffix(".json"), manifest[0].get(
+        "RepoTags"
+    ) or []
+
+
+def containerd_load_image(address: str, tar_path: Path, name: str | None = None) -> str:
+    """Import a docker-archive into containerd's k8s.io namespace (what the
+    kubelet sees) as `name` (default: the archive's tag); nothing is done when
+    the same image (by config digest) already has that name. Returns the image id."""
+    image_id, tags = archive_image(tar_path)
+    ref = name or (tags[0] if tags else None)
+    if not ref:
+        raise ClusterError(f"{tar_path} has no RepoTags; give the image a name")
+    ctr = ["ctr", "--address", address, "-n", "k8s.io"]
+
+    def current() -> dict[str, str]:
+        out = subprocess.run([*ctr, "images", "ls"], capture_output=True, text=True, check=True)
+        return {
+            line.split()[0]: line.split()[2] for line in out.stdout.splitlines()[1:] if line.split()
+        }
+
+    imgs = current()
+    if ref in imgs and image_id in imgs and imgs[ref] == imgs[image_id]:
+        return image_id
+    proc = subprocess.run([*ctr, "images", "import", str(tar_path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ClusterError(f"ctr images import {tar_path}: {proc.stderr.strip()}")
+    imgs = current()
+    if ref not in imgs or imgs[ref] != imgs.get(image_id):
+        src = tags[0] if tags and tags[0] in imgs else image_id
+        subprocess.run(
+            [*ctr, "images", "tag", "--force", src, ref], capture_output=True, check=True
+        )
+    return image_id
 
 
 # ---------------------------------------------------------------------------
@@ -938,6 +1192,39 @@ def main_build(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+REAL_NODE_CMDS = ("deps",)
+
+
+def add_real_node_cli(sub: argparse._SubParsersAction, build_p: argparse.ArgumentParser) -> None:
+    """The real node's part of the CLI (kept apart so other subcommands merge easily)."""
+    build_p.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also install the real node's Debian packages (deps) and build cni, coredns",
+    )
+    deps = sub.add_parser(
+        "deps",
+        help="apt-get install the real node's Debian packages that are missing "
+        "(.debs cached in ~/.cache/trialforge/debs)",
+    )
+    deps.add_argument(
+        "--check", action="store_true", help="only list what is missing; exit 1 if any"
+    )
+
+
+def run_real_node_cmd(a: argparse.Namespace) -> int:
+    if a.cmd == "deps":
+        if a.check:
+            missing = missing_debian_packages()
+            for p in missing:
+                print(p)
+            return 1 if missing else 0
+        for p in install_deps():
+            print(p)
+        return 0
+    raise ClusterError(f"unknown command {a.cmd}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="e2e/cluster",
@@ -959,9 +1246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="state dir (default $TRIALFORGE_CLUSTER_DIR or e2e/.state/<name>)",
     )
     sub = p.add_subparsers(
-        dest="cmd", required=True, metavar="{up,down,status,env,kubeconfig,build,nodes,gc,logs}"
+        dest="cmd",
+        required=True,
+        metavar="{up,down,status,env,kubeconfig,build,nodes,gc,logs,deps}",
     )
-    sub.add_parser("build", help="build missing binaries; print the bin dir")
+    build_p = sub.add_parser("build", help="build missing binaries; print the bin dir")
+    add_real_node_cli(sub, build_p)
     up = sub.add_parser("up", help="build what is missing, start the cluster, print kubeconfig")
     up.add_argument(
         "--owner-pid",
@@ -997,7 +1287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     state_dir = a.dir.expanduser().resolve() if a.dir else default_state_dir(name)
     c = Cluster(state_dir, name)
     try:
+        if a.cmd in REAL_NODE_CMDS:
+            return run_real_node_cmd(a)
         if a.cmd == "build":
+            if a.real_node:
+                install_deps()
             print(build())
         elif a.cmd == "up":
             secs = c.up(owner_pid=a.owner_pid, wait=a.timeout)
