@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo smoke test unit cluster-test lint format crds cluster-build cluster-up cluster-down bench clean
+.PHONY: help venv demo smoke test unit entrypoint-test cluster-test lint format crds cluster-build cluster-up cluster-down bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -30,6 +30,7 @@ test: $(STAMP) cluster-build  ## every test: lint, unit, and against the real lo
 	$(BIN)/lint-imports
 	$(BIN)/trialforge crds --check
 	$(BIN)/trialforge crds --check -o charts/trialforge/crds
+	$(MAKE) --no-print-directory entrypoint-test
 	$(BIN)/pytest
 
 unit: $(STAMP)  ## the fast tests only (no cluster)
@@ -42,6 +43,10 @@ lint: $(STAMP)  ## ruff, and the import layers of DESIGN.md section 1 (import-li
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+
+entrypoint-test:  ## gofmt, go vet and the Go tests of the trainer's entrypoint (entrypoint/)
+	@test -z "$$(cd entrypoint && gofmt -l .)" || { echo "gofmt: entrypoint/ is not formatted" >&2; exit 1; }
+	cd entrypoint && GOTOOLCHAIN=local go vet ./... && GOTOOLCHAIN=local go test -count=1 ./...
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -187,6 +187,26 @@ def test_operator_image_also_runs_the_collector() -> None:
     assert parsed.func is cli._cmd_collector
 
 
+def test_the_operator_image_has_the_entrypoint_the_installer_runs() -> None:
+    from tests.factories import experiment_doc
+    from trialforge.api import load_experiment
+    from trialforge.kube.jobs import ENTRYPOINT_INSTALLER_NAME, add_collector
+
+    pod_spec: dict[str, Any] = {
+        "containers": [{"name": "t", "image": "i", "command": ["python", "t.py"], "env": []}]
+    }
+    xp = load_experiment(experiment_doc())
+    add_collector(xp, pod_spec, "http://op:8080", "operator:1", False, {"name": "s", "key": "k"})
+    [installer] = [c for c in pod_spec["initContainers"] if c["name"] == ENTRYPOINT_INSTALLER_NAME]
+    program = installer["command"][0]
+    _, st = stages(IMAGES / "operator" / "Dockerfile")
+    copied = [c.split() for c in st[-1].of("COPY") if c.startswith("--from=entrypoint ")]
+    assert any(dest == f"/usr/local/bin/{program}" for *_, dest in copied), copied
+    # The entrypoint's stage builds from the folder the Go tests cover.
+    entry = next(s for s in st if s.name == "entrypoint")
+    assert any(c.split()[0] == "entrypoint/" for c in entry.of("COPY"))
+
+
 def test_images_copy_only_what_exists_and_ignore_the_venv() -> None:
     for path in DOCKERFILES:
         _, st = stages(path)

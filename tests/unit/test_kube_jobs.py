@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from trialforge.api.validation import load_experiment
-from trialforge.kube.jobs import build_job
+from trialforge.kube.jobs import COLLECTOR_NAME, ENTRYPOINT_INSTALLER_NAME, build_job
 from trialforge.kube.observe import trial_status_from
 from trialforge.metrics import contract
 from trialforge.metrics import contract as c
@@ -468,10 +468,16 @@ def pod(experiment: Any = None, **kw: Any) -> dict[str, Any]:
     return job["spec"]["template"]["spec"]
 
 
+def collector_of(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """The collector sidecar: the last init container, after the entrypoint's installer."""
+    *_, sidecar = pod_spec["initContainers"]
+    assert sidecar["name"] == COLLECTOR_NAME
+    return sidecar
+
+
 def test_the_collector_is_a_native_sidecar_with_the_token_from_the_secret() -> None:
     spec = pod()
-    (sidecar,) = spec["initContainers"]
-    assert sidecar["name"] == "trialforge-collector"
+    sidecar = collector_of(spec)
     assert sidecar["restartPolicy"] == "Always"  # native sidecar (Kubernetes >= 1.29)
     assert sidecar["image"] == IMAGE and sidecar["command"] == list(c.COLLECTOR_COMMAND)
     env = env_of(sidecar)
@@ -491,29 +497,56 @@ def test_the_collector_is_a_native_sidecar_with_the_token_from_the_secret() -> N
     assert sidecar["volumeMounts"] == [{"name": "trialforge-shared", "mountPath": c.SHARED_DIR}]
 
 
-def test_the_trainer_command_is_wrapped_so_output_and_exit_code_reach_the_collector() -> None:
+def test_a_stdout_trainer_runs_under_the_entrypoint_the_installer_puts_in_the_shared_volume() -> (
+    None
+):
     spec = pod()
     (trainer,) = spec["containers"]
     assert trainer["command"] == [
-        "/bin/sh",
-        "-c",
-        c.WRAPPER,
-        c.WRAPPER_NAME,
+        f"{c.SHARED_DIR}/bin/trialforge-entrypoint",
+        "--",
         "python",
         "train.py",
         "--lr=0.01",
-        "--opt=adam",  # args are folded into the wrapped command
+        "--opt=adam",  # args are folded into the command
     ]
     assert "args" not in trainer
     env = env_of(trainer)
     assert env[c.ENV_SHARED_DIR]["value"] == c.SHARED_DIR
     assert env["OPT"]["value"] == "adam"  # the user's env is kept
     assert {"name": "trialforge-shared", "mountPath": c.SHARED_DIR} in trainer["volumeMounts"]
+    # The installer is an ordinary init container: it has ended before the collector
+    # and the trainer start.
+    installer, sidecar = spec["initContainers"]
+    assert installer["name"] == ENTRYPOINT_INSTALLER_NAME and "restartPolicy" not in installer
+    assert installer["image"] == IMAGE
+    assert installer["command"] == ["trialforge-entrypoint", "install", f"{c.SHARED_DIR}/bin"]
+    assert installer["volumeMounts"] == [{"name": "trialforge-shared", "mountPath": c.SHARED_DIR}]
+    assert installer["resources"]["limits"]["memory"]
+    assert sidecar["name"] == COLLECTOR_NAME
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        {"source": "push"},
+        {"source": "file", "path": "m.log"},
+        {"source": "tensorboard", "path": "tb"},
+    ],
+)
+def test_other_sources_leave_the_trainer_command_as_the_user_wrote_it(
+    metrics: dict[str, Any],
+) -> None:
+    spec = pod(xp(trial={"metrics": metrics}))
+    (trainer,) = spec["containers"]
+    assert trainer["command"] == ["python", "train.py", "--lr=0.01"]
+    assert trainer["args"] == ["--opt=adam"]
+    assert [i["name"] for i in spec["initContainers"]] == [COLLECTOR_NAME]
 
 
 def test_push_source_gets_a_report_url_and_a_startup_probe() -> None:
     spec = pod(xp(trial={"metrics": {"source": "push"}}))
-    (sidecar,) = spec["initContainers"]
+    sidecar = collector_of(spec)
     assert sidecar["startupProbe"]["httpGet"]["port"] == c.PUSH_PORT
     env = env_of(spec["containers"][0])
     assert env[c.ENV_REPORT_URL]["value"] == f"http://127.0.0.1:{c.PUSH_PORT}/report"
@@ -523,7 +556,7 @@ def test_an_absolute_metrics_path_gets_a_shared_folder_and_regex_its_pattern() -
     metrics = {"source": "file", "path": "/logs/train.log", "format": "regex",
                "pattern": r"loss=(?P<loss>\S+)"}  # fmt: skip
     spec = pod(xp(trial={"metrics": metrics}))
-    (sidecar,) = spec["initContainers"]
+    sidecar = collector_of(spec)
     env = env_of(sidecar)
     assert env[c.ENV_METRICS_PATH]["value"] == "/logs/train.log"
     assert env[c.ENV_METRICS_PATTERN]["value"] == r"loss=(?P<loss>\S+)"
@@ -531,14 +564,14 @@ def test_an_absolute_metrics_path_gets_a_shared_folder_and_regex_its_pattern() -
     assert mount in sidecar["volumeMounts"] and mount in spec["containers"][0]["volumeMounts"]
     # A relative path lives on the shared volume.
     spec = pod(xp(trial={"metrics": {"source": "tensorboard", "path": "tb"}}))
-    env = env_of(spec["initContainers"][0])
+    env = env_of(collector_of(spec))
     assert env[c.ENV_METRICS_PATH]["value"] == f"{c.SHARED_DIR}/tb"
     assert len(spec["volumes"]) == 1
 
 
 def test_several_workers_each_have_a_collector_that_knows_its_rank() -> None:
     spec = pod(xp(trial={"workers": 2}))
-    env = env_of(spec["initContainers"][0])
+    env = env_of(collector_of(spec))
     assert "job-completion-index" in env[c.ENV_RANK]["valueFrom"]["fieldRef"]["fieldPath"]
 
 

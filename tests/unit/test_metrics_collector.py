@@ -526,39 +526,48 @@ def test_the_collector_imports_nothing_heavy() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-# -- the trainer's wrapper ----------------------------------------------------------------------
+# -- the trainer's entrypoint (entrypoint/, Go; its own behaviour is in main_test.go) ----------
 
 
-def test_the_wrapper_tees_output_keeps_the_exit_code_and_marks_the_end(tmp_path: Path) -> None:
-    env = dict(
-        os.environ,
-        **{contract.ENV_SHARED_DIR: str(tmp_path), contract.ENV_METRICS_SOURCE: "stdout"},
-    )
+@pytest.fixture(scope="module")
+def entrypoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The entrypoint program, built from entrypoint/ as the operator image builds it."""
+    out = tmp_path_factory.mktemp("entrypoint") / contract.ENTRYPOINT_NAME
+    source = Path(__file__).parents[2] / "entrypoint"
+    env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local")
+    subprocess.run(["go", "build", "-o", str(out), "."], cwd=source, env=env, check=True)
+    return out
+
+
+def test_what_the_entrypoint_writes_is_where_the_collector_reads_it(
+    entrypoint: Path, tmp_path: Path
+) -> None:
+    # The program installs itself where the Job's command points (the init container).
+    bin_dir = tmp_path / "bin"
+    subprocess.run([str(entrypoint), "install", str(bin_dir)], check=True, timeout=60)
+    installed = bin_dir / contract.ENTRYPOINT_NAME
+    assert contract.ENTRYPOINT.rsplit("/", 1)[1] == installed.name
     trainer = "import sys; print('{\"loss\": 1}'); print('oops', file=sys.stderr); sys.exit(3)"
+    command = contract.entrypoint_command([sys.executable, "-c", trainer])
+    env = dict(os.environ, **{contract.ENV_SHARED_DIR: str(tmp_path)})
     proc = subprocess.run(
-        ["/bin/sh", "-c", contract.WRAPPER, contract.WRAPPER_NAME, sys.executable, "-c", trainer],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [str(installed), *command[1:]], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 3
     assert proc.stdout == '{"loss": 1}\noops\n'  # what kubectl logs shows
-    assert (tmp_path / contract.STDOUT_FILE).read_text() == '{"loss": 1}\noops\n'
-    assert (tmp_path / contract.EXIT_FILE).read_text().strip() == "3"
-    # Another source: no copy of the output, the exit code all the same.
-    (tmp_path / contract.STDOUT_FILE).unlink()
-    env[contract.ENV_METRICS_SOURCE] = "push"
-    proc = subprocess.run(
-        ["/bin/sh", "-c", contract.WRAPPER, "x", sys.executable, "-c", "print(1)"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    cfg = col.Config.from_env(
+        {
+            contract.ENV_INGEST_URL: "http://127.0.0.1:1/v1/observations",
+            contract.ENV_TOKEN: "t",
+            contract.ENV_NAMESPACE: "ns",
+            contract.ENV_TRIAL: "xp-0",
+            contract.ENV_SHARED_DIR: str(tmp_path),
+        }
     )
-    assert proc.returncode == 0 and proc.stdout == "1\n"
-    assert not (tmp_path / contract.STDOUT_FILE).exists()
-    assert (tmp_path / contract.EXIT_FILE).read_text().strip() == "0"
+    assert cfg.exit_marker.read_text().strip() == "3"
+    path = col.StdoutTail.path_of(cfg)
+    assert path == tmp_path / contract.STDOUT_FILE
+    assert path.read_text() == '{"loss": 1}\noops\n'
 
 
 # -- TensorBoard ---------------------------------------------------------------------------------

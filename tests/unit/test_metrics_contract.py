@@ -1,4 +1,4 @@
-"""The sidecar contract (metrics/contract.py): the Job builder, the collector, the wrapper
+"""The sidecar contract (metrics/contract.py): the Job builder, the collector, the entrypoint
 and the ingest each hold up their side of it, checked from their code, not from a list
 copied here."""
 
@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 import pytest
 
-from tests.unit.test_kube_jobs import env_of, trial, xp
+from tests.unit.test_kube_jobs import collector_of, env_of, trial, xp
 from trialforge.api.experiment import MetricsSpec
 from trialforge.engine.template import trial_environment
 from trialforge.kube import ingest
@@ -78,7 +78,7 @@ class Recording(dict[str, str]):
 def test_every_variable_the_job_gives_the_sidecar_is_one_the_collector_reads(
     trial_spec: dict[str, Any],
 ) -> None:
-    (sidecar,) = pod_spec(trial_spec)["initContainers"]
+    sidecar = collector_of(pod_spec(trial_spec))
     env = Recording(resolved(sidecar["env"]))
     cfg = Config.from_env(env)  # raises if a variable it needs is missing
     assert set(env) - env.read == set()
@@ -93,25 +93,47 @@ def test_every_variable_the_job_gives_the_sidecar_is_one_the_collector_reads(
     assert {m["mountPath"] for m in sidecar["volumeMounts"]} >= {str(cfg.shared_dir)}
 
 
+# The entrypoint (entrypoint/main.go) spells the contract's names in Go.
+ENTRYPOINT_GO = (Path(__file__).parents[2] / "entrypoint" / "main.go").read_text()
+
+
+def go_constant(name: str) -> str:
+    match = re.search(rf'^\s*{name}\s*=\s*"([^"]*)"', ENTRYPOINT_GO, re.M)
+    assert match, f"entrypoint/main.go has no constant {name}"
+    return match.group(1)
+
+
+def test_the_entrypoint_spells_the_contract_as_the_contract_does() -> None:
+    assert go_constant("name") == contract.ENTRYPOINT_NAME
+    assert go_constant("envSharedDir") == contract.ENV_SHARED_DIR
+    assert go_constant("defaultShared") == contract.SHARED_DIR
+    assert go_constant("stdoutFile") == contract.STDOUT_FILE
+    assert go_constant("exitFile") == contract.EXIT_FILE
+
+
 @pytest.mark.parametrize("trial_spec", TRIALS.values(), ids=TRIALS.keys())
-def test_the_wrapper_finds_what_it_reads_in_the_trainer_container(
+def test_the_entrypoint_and_the_collector_share_the_directory_the_entrypoint_is_installed_in(
     trial_spec: dict[str, Any],
 ) -> None:
     spec = pod_spec(trial_spec)
-    trainer = spec["containers"][0]
-    (sidecar,) = spec["initContainers"]
-    assert trainer["command"][:4] == ["/bin/sh", "-c", contract.WRAPPER, contract.WRAPPER_NAME]
-    read = set(re.findall(r"\$\{(TRIALFORGE_\w+)", contract.WRAPPER))
-    assert read  # the wrapper is configured by the environment at all
+    trainer, sidecar = spec["containers"][0], collector_of(spec)
     trainer_env, sidecar_env = resolved(trainer["env"]), resolved(sidecar["env"])
-    assert read <= set(trainer_env)
-    # Both containers see the same shared directory and source.
-    assert {k: trainer_env[k] for k in read} == {k: sidecar_env[k] for k in read}
+    assert trainer_env[contract.ENV_SHARED_DIR] == sidecar_env[contract.ENV_SHARED_DIR]
+    if xp(trial=trial_spec).spec.trial.metrics.source != "stdout":
+        assert trainer["command"][0] != contract.ENTRYPOINT
+        return
+    assert trainer["command"][:2] == [contract.ENTRYPOINT, "--"]
+    installer = spec["initContainers"][0]
+    shared = trainer_env[contract.ENV_SHARED_DIR]
+    assert contract.ENTRYPOINT.startswith(shared + "/")
+    assert installer["command"][-1] == contract.ENTRYPOINT.rsplit("/", 1)[0]
+    for container in (installer, trainer, sidecar):
+        assert shared in {m["mountPath"] for m in container["volumeMounts"]}
 
 
 def test_a_push_trainer_reports_to_the_port_its_collector_listens_on() -> None:
     spec = pod_spec({"metrics": {"source": "push"}})
-    (sidecar,) = spec["initContainers"]
+    sidecar = collector_of(spec)
     cfg = Config.from_env(resolved(sidecar["env"]))
     url = env_of(spec["containers"][0])[contract.ENV_REPORT_URL]["value"]
     assert url == contract.report_url(cfg.push_port)

@@ -220,6 +220,7 @@ def _headless_service(
 # -- the metrics collector sidecar ---------------------------------------------------------
 
 COLLECTOR_NAME = "trialforge-collector"
+ENTRYPOINT_INSTALLER_NAME = "trialforge-entrypoint"
 COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 SHARED_VOLUME = "trialforge-shared"
 METRICS_VOLUME = "trialforge-metrics"
@@ -238,16 +239,32 @@ def _metrics_mount(source: str, path: str | None) -> str | None:
 
 
 def wrap_command(container: dict[str, Any]) -> bool:
-    """Run the trainer under the collector's shell wrapper (tee + exit-code marker).
+    """Run the trainer under the entrypoint that copies its output for the ``stdout``
+    source (and forwards signals to it, and records its exit code).
 
-    Needs the container's ``command`` (an image's ENTRYPOINT cannot be known here)
-    and ``/bin/sh`` with ``tee`` in the trainer image; False when it cannot wrap.
+    Needs the container's ``command`` (an image's ENTRYPOINT cannot be known here);
+    False when it cannot wrap.
     """
     command = container.get("command")
     if not command:
         return False
-    container["command"] = c.wrapped_command([*command, *(container.pop("args", None) or [])])
+    args = container.pop("args", None) or []
+    container["command"] = c.entrypoint_command([*command, *args])
     return True
+
+
+def _entrypoint_installer(image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The init container that puts the entrypoint into the shared volume, before the
+    collector and the trainer start."""
+    return {
+        "name": ENTRYPOINT_INSTALLER_NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(c.ENTRYPOINT_INSTALL_COMMAND),
+        "volumeMounts": copy.deepcopy(mounts),
+        "resources": copy.deepcopy(COLLECTOR_RESOURCES),
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
+    }
 
 
 def add_collector(
@@ -260,7 +277,8 @@ def add_collector(
 ) -> None:
     """The collector as a native sidecar (an init container with restartPolicy
     Always, Kubernetes >= 1.29), sharing an emptyDir with the trainer (the first
-    container), whose command is wrapped so its output and exit code reach it."""
+    container). For the ``stdout`` source the trainer runs under the entrypoint, so
+    its output and exit code reach the collector; other sources keep its command."""
     metrics = experiment.spec.trial.metrics
     mount = _metrics_mount(metrics.source, metrics.path)
     volumes = pod_spec.setdefault("volumes", [])
@@ -274,7 +292,9 @@ def add_collector(
         path = metrics.path if metrics.path.startswith("/") else f"{c.SHARED_DIR}/{metrics.path}"
         shared[c.ENV_METRICS_PATH] = path
     trainer = pod_spec["containers"][0]
-    wrap_command(trainer)
+    init_containers = pod_spec.setdefault("initContainers", [])
+    if metrics.source == "stdout" and wrap_command(trainer):
+        init_containers.append(_entrypoint_installer(image, mounts))
     trainer_env = dict(shared)
     if metrics.source == "push":
         trainer_env[c.ENV_REPORT_URL] = c.report_url(c.PUSH_PORT)
@@ -296,7 +316,7 @@ def add_collector(
         # The trainer starts once the push server answers.
         probe = {"host": c.PUSH_HOST, "path": c.HEALTH_PATH, "port": c.PUSH_PORT}
         sidecar["startupProbe"] = {"httpGet": probe, "periodSeconds": 1, "failureThreshold": 60}
-    pod_spec.setdefault("initContainers", []).append(sidecar)
+    init_containers.append(sidecar)
 
 
 def _collector_env(

@@ -64,7 +64,7 @@ DEFAULT_FORMAT = "json"
 PATH_SOURCES = ("file", "tensorboard")
 
 SHARED_DIR = "/trialforge"  # the emptyDir the trainer and the collector share
-STDOUT_FILE = "stdout.log"  # the trainer's output, tee'd, under the shared dir
+STDOUT_FILE = "stdout.log"  # the trainer's output, copied by its entrypoint, under the shared dir
 EXIT_FILE = "exit-code"  # written (atomically) once the trainer's output is complete
 
 PUSH_HOST = "127.0.0.1"  # the push server listens in the pod only
@@ -83,32 +83,29 @@ def report_url(port: int = PUSH_PORT) -> str:
     return f"http://{PUSH_HOST}:{port}{REPORT_PATH}"
 
 
-# -- the trainer's wrapper -------------------------------------------------------------------
+# -- the trainer's entrypoint ----------------------------------------------------------------
 
-# The trainer container's command becomes ``/bin/sh -c WRAPPER trialforge-trainer CMD...``.
-# It tees the output to the shared volume for the ``stdout`` source (``kubectl logs``
-# still shows it, stderr merged into stdout), and writes the exit code once the output
-# is complete, so the collector knows the trainer is done. The trainer's exit code is
-# the container's.
-WRAPPER_NAME = "trialforge-trainer"  # $0 of the wrapper, what ps shows
-WRAPPER = f"""\
-d="${{{ENV_SHARED_DIR}:-{SHARED_DIR}}}"
-rm -f "$d/{EXIT_FILE}"
-if [ "${{{ENV_METRICS_SOURCE}:-{DEFAULT_SOURCE}}}" = stdout ]; then
-  {{ "$@" 2>&1; echo $? > "$d/.trainer-exit"; }} | tee -a "$d/{STDOUT_FILE}"
-  code=$(cat "$d/.trainer-exit" 2>/dev/null || echo 1)
-else
-  "$@"
-  code=$?
-fi
-echo "$code" > "$d/.{EXIT_FILE}.tmp" && mv "$d/.{EXIT_FILE}.tmp" "$d/{EXIT_FILE}"
-exit "$code"
-"""
+# For the ``stdout`` source the trainer's command becomes
+# ``/trialforge/bin/trialforge-entrypoint -- CMD...``: a static program (entrypoint/,
+# built into the operator's image) that an init container copies into the shared
+# volume. It copies the trainer's output (stderr merged into stdout) to the container's
+# stdout, which ``kubectl logs`` shows, and to :data:`STDOUT_FILE`; forwards every
+# signal, SIGTERM above all, to the trainer at once; reaps orphans; and when the
+# trainer ends writes its exit code to :data:`EXIT_FILE` (atomically, once the output
+# is complete) and exits with it. The trainer image needs no shell and no tee.
+# Other sources leave the user's command as it is: the kubelet stops the collector
+# (a native sidecar) once the trainer has exited, and the exit code reaches the
+# operator in the pod's status.
+ENTRYPOINT_NAME = "trialforge-entrypoint"
+ENTRYPOINT_DIR = f"{SHARED_DIR}/bin"
+ENTRYPOINT = f"{ENTRYPOINT_DIR}/{ENTRYPOINT_NAME}"
+# The init container's command (the operator's image has the program on its PATH).
+ENTRYPOINT_INSTALL_COMMAND = (ENTRYPOINT_NAME, "install", ENTRYPOINT_DIR)
 
 
-def wrapped_command(command: Sequence[str]) -> list[str]:
-    """``command`` run under :data:`WRAPPER`."""
-    return ["/bin/sh", "-c", WRAPPER, WRAPPER_NAME, *command]
+def entrypoint_command(command: Sequence[str]) -> list[str]:
+    """``command`` run under the trainer's entrypoint."""
+    return [ENTRYPOINT, "--", *command]
 
 
 # -- authentication --------------------------------------------------------------------------

@@ -36,11 +36,12 @@ Sources (``TRIALFORGE_METRICS_SOURCE``):
     Scalars from the event files under ``TRIALFORGE_METRICS_PATH`` (a log
     directory); needs the ``tensorboard`` extra.
 
-The trainer's end: the wrapper writes the trainer's exit code to
-``$TRIALFORGE_SHARED_DIR/exit-code`` after its output is complete.  The
-collector then reads the source to its end, sends everything, and exits 0 (1 if
-something could not be delivered within ``TRIALFORGE_FLUSH_TIMEOUT``).  SIGTERM
-(the kubelet stops native sidecars once the trainer has exited) does the same.
+The trainer's end: SIGTERM (the kubelet stops native sidecars once the trainer
+has exited, and every container when the pod is deleted) makes the collector read
+the source to its end, send everything, and exit 0 (1 if something could not be
+delivered within ``TRIALFORGE_FLUSH_TIMEOUT``).  For the ``stdout`` source the
+trainer's entrypoint also writes its exit code to ``$TRIALFORGE_SHARED_DIR/exit-code``
+once its output is complete, which does the same without waiting for the kubelet.
 
 Environment (flags of ``trialforge collector`` override them):
 
@@ -86,7 +87,6 @@ from trialforge.metrics.collector.sources import (
     reader_state,
     restore_reader,
 )
-from trialforge.metrics.contract import WRAPPER
 
 __all__ = [
     "MAX_LINE",
@@ -94,7 +94,6 @@ __all__ = [
     "SEND_JITTER",
     "SOURCES",
     "STATE_DIR",
-    "WRAPPER",
     "Collector",
     "Config",
     "IngestClient",

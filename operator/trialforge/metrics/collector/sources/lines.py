@@ -177,7 +177,7 @@ class LineTail(MetricsSource):
 
 @register("stdout")
 class StdoutTail(LineTail):
-    """The trainer's output, which the wrapper tees onto the shared volume."""
+    """The trainer's output, which its entrypoint copies onto the shared volume."""
 
     @staticmethod
     def path_of(cfg: Config) -> Path:
