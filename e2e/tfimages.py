@@ -22,10 +22,10 @@ Progress goes to stderr, the tar paths to stdout. Standard library only.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,32 +89,49 @@ def read_dockerignore(root: Path) -> list[str]:
     return pats
 
 
+def _glob_re(pat: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as a regex: `*` and `?` stay inside one folder,
+    `**` crosses folders (Go's filepath.Match plus Docker's `**`)."""
+    out, i = [], 0
+    while i < len(pat):
+        c = pat[i]
+        if pat.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pat.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pat.find("]", i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pat[i + 1 : end]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))
+
+
 def _ignored(rel: str, patterns: list[str]) -> bool:
-    """Docker's rule, as far as our .dockerignore needs it: a pattern matches the
-    path or one of its parent folders; `**/` matches any number of folders;
-    `!pattern` takes a match back (the last matching pattern wins)."""
+    """Docker's rule: a pattern matches the path or one of its parent folders
+    (anchored at the context root); `!pattern` takes a match back (the last
+    matching pattern wins)."""
     parts = rel.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     ignored = False
     for pat in patterns:
         neg = pat.startswith("!")
-        p = pat[1:] if neg else pat
-        cands = [p]
-        if p.startswith("**/"):
-            cands.append(p[3:])
-        hit = False
-        for c in cands:
-            for pre in prefixes:
-                if c.startswith("**/"):
-                    # any leading folders: try every suffix of the prefix
-                    bits = pre.split("/")
-                    if any(
-                        fnmatch.fnmatchcase("/".join(bits[j:]), c[3:]) for j in range(len(bits))
-                    ):
-                        hit = True
-                elif fnmatch.fnmatchcase(pre, c):
-                    hit = True
-        if hit:
+        rx = _glob_re(pat[1:] if neg else pat)
+        if any(rx.fullmatch(pre) for pre in prefixes):
             ignored = not neg
     return ignored
 
@@ -122,6 +139,7 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
 def context_files(root: Path) -> list[str]:
     """The build context's files, relative and sorted: root minus .git and .dockerignore."""
     patterns = read_dockerignore(root)
+    negated = any(p.startswith("!") for p in patterns)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
@@ -129,7 +147,8 @@ def context_files(root: Path) -> list[str]:
         keep = []
         for d in dirnames:
             rel = rel_dir + d
-            if rel == ".git" or _ignored(rel, patterns):
+            # a folder is skipped whole unless a `!pattern` may take back a file in it
+            if rel == ".git" or (not negated and _ignored(rel, patterns)):
                 continue
             keep.append(d)
         dirnames[:] = sorted(keep)
