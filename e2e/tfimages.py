@@ -352,7 +352,11 @@ def build_image(name: str, force: bool = False, root: Path = REPO) -> Path:
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
         try:
-            buildah("push", "--quiet", img.ref, f"docker-archive:{tmp}:{img.ref}")
+            # by id: the tar then names only docker.io/<ref>, not buildah's localhost/<ref> too
+            built = image_id(img.ref)
+            if not built:
+                raise ClusterError(f"{img.ref} is not in {buildah_root()} after its build")
+            buildah("push", "--quiet", built, f"docker-archive:{tmp}:{img.ref}")
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
