@@ -232,7 +232,8 @@ def buildah(*args: str, driver: str | None = None, capture: bool = True) -> str:
     )
     if res.returncode != 0:
         tail = "\n".join(res.stderr.strip().splitlines()[-15:])
-        raise ClusterError(f"{' '.join(cmd[5:8])}... failed (exit {res.returncode}):\n{tail}")
+        what = "buildah " + " ".join(args[:2])
+        raise ClusterError(f"{what}... failed (exit {res.returncode}):\n{tail}")
     return (res.stdout or "").strip() if capture else ""
 
 
