@@ -1248,8 +1248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(
         dest="cmd",
         required=True,
-        metavar="{up,down,status,env,kubeconfig,build,nodes,gc,logs,deps}",
+        metavar="{up,down,status,env,kubeconfig,build,nodes,gc,logs,deps,images}",
     )
+    images = sub.add_parser(
+        "images",
+        add_help=False,
+        help="build trialforge/operator:dev and trialforge/trainer:dev from images/ with "
+        "buildah, no Docker (`e2e/cluster images --help`: e2e/tfimages.py)",
+    )
+    del images  # its arguments are tfimages.py's, handed over as they are
     build_p = sub.add_parser("build", help="build missing binaries; print the bin dir")
     add_real_node_cli(sub, build_p)
     up = sub.add_parser("up", help="build what is missing, start the cluster, print kubeconfig")
@@ -1279,13 +1286,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.add_argument("-n", type=int, default=30)
     wd = sub.add_parser("_watchdog")
     wd.add_argument("--owner-pid", type=int, required=True)
-    a = p.parse_args(argv)
+    a, rest = p.parse_known_args(argv)
+    if rest and a.cmd != "images":
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     name = a.name or os.environ.get("TRIALFORGE_CLUSTER_NAME")
     if not name and a.dir:
         name = Cluster(a.dir.expanduser().resolve()).read_state().get("name")
     name = name or DEFAULT_NAME
     state_dir = a.dir.expanduser().resolve() if a.dir else default_state_dir(name)
     c = Cluster(state_dir, name)
+    if a.cmd == "images":
+        import tfimages  # here: it imports this module
+
+        return tfimages.main(rest)
     try:
         if a.cmd in REAL_NODE_CMDS:
             return run_real_node_cmd(a)
