@@ -776,13 +776,37 @@ class Cluster:
         pids = st.get("pids", {})
         if not pids or not self.kubeconfig.is_file():
             return False
-        for info in pids.values():
+        for info in [*pids.values(), *st.get("node_pids", {}).values()]:
             if not (pid_alive(info["pid"]) and pid_start_time(info["pid"]) == info["start"]):
                 return False
         return self.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0
 
-    def write_kwokctl_config(self, bins: Path) -> Path:
+    def write_kwokctl_config(self, bins: Path, real_node: bool = False) -> Path:
         kv = TOOLSET[2].version()
+        # with a real node, the API server also listens where pods reach it (the
+        # bridge's gateway; tfnode fences the port to loopback and the bridge) and
+        # its certificate names that address and the `kubernetes` Service IP
+        extra_options = ""
+        apiserver_patch = ""
+        if real_node:
+            import tfnode  # here: it imports this module
+
+            port = self.read_state()["apiserver_port"]
+            extra_options = (
+                f"  kubeApiserverPort: {port}\n"
+                f"  kubeApiserverCertSANs: [{tfnode.GATEWAY}, {tfnode.SERVICE_IP}]\n"
+            )
+            apiserver_patch = f"""\
+- name: kube-apiserver
+  extraArgs:
+  - key: bind-address
+    value: 0.0.0.0
+    override: true
+  - key: advertise-address
+    value: {tfnode.GATEWAY}
+  - key: kubelet-preferred-address-types
+    value: InternalIP,Hostname
+"""
         cfg = f"""\
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
@@ -793,7 +817,7 @@ options:
   kubeAuthorization: true
   kubeAdmission: true
   bindAddress: 127.0.0.1
-  quietPull: true
+{extra_options}  quietPull: true
   cacheDir: {self.kwok_workdir / "cache"}
   etcdBinary: {bins / "etcd"}
   kubeApiserverBinary: {bins / "kube-apiserver"}
@@ -817,17 +841,17 @@ componentsPatches:
     override: true
   - key: manage-nodes-with-annotation-selector
     value: kwok.x-k8s.io/node=fake
-"""
+{apiserver_patch}"""
         path = self.state_dir / "kwokctl.yaml"
         path.write_text(cfg)
         return path
 
-    def up(self, owner_pid: int | None = None, wait: float = 120) -> float:
+    def up(self, owner_pid: int | None = None, wait: float = 120, real_node: bool = False) -> float:
         t0 = time.monotonic()
-        bins = ensure_built()
+        bins = ensure_built(REAL_NODE_TOOLS if real_node else CLUSTER_TOOLS)
         gc_stale(exclude=self.state_dir)
         if self.state_dir.exists():
-            if self.running():
+            if self.running() and (not real_node or self.read_state().get("node")):
                 log(f"cluster {self.name} already running ({self.kubeconfig})")
                 if owner_pid:
                     self._start_watchdog(owner_pid)
@@ -842,9 +866,19 @@ componentsPatches:
                 "phase": "starting",
                 "owner_pid": owner_pid,
                 "creator_pid": os.getpid(),
+                "real_node": real_node,
             }
         )
-        cfg = self.write_kwokctl_config(bins)
+        if real_node:
+            import tfnode
+
+            install_deps()
+            tfnode.RealNode.create_bridge()
+            st = self.read_state()
+            st["apiserver_port"] = tfnode.free_port("0.0.0.0")
+            self.write_state(st)
+            tfnode.RealNode.fence_apiserver(st["apiserver_port"])
+        cfg = self.write_kwokctl_config(bins, real_node=real_node)
         cmd = [
             str(bins / "kwokctl"),
             "create",
@@ -882,6 +916,15 @@ componentsPatches:
             logs = self.tail_logs()
             self.down(quiet=True)
             raise ClusterError(f"cluster did not become ready:\n{logs}") from None
+        if real_node:
+            import tfnode
+
+            try:
+                tfnode.RealNode(self).up(wait=max(wait, 180))
+            except (ClusterError, subprocess.TimeoutExpired) as e:
+                logs = self.tail_logs()
+                self.down(quiet=True)
+                raise ClusterError(f"the real node did not start: {e}\n{logs}") from None
         st = self.read_state()
         st.update(
             phase="running",
@@ -967,6 +1010,11 @@ componentsPatches:
         """Stop everything this cluster started and remove its state dir."""
         t0 = time.monotonic()
         st = self.read_state()
+        left: list[str] = []
+        if st.get("real_node") or st.get("node_pids"):
+            import tfnode  # here: it imports this module
+
+            left = tfnode.RealNode(self).down()
         procs: dict[int, str] = {i["pid"]: i["start"] for i in st.get("pids", {}).values()}
         # pids kwokctl wrote that we may not have recorded yet (crash during up)
         for pid in self.component_pids().values():
@@ -1000,6 +1048,8 @@ componentsPatches:
             raise ClusterError(f"processes would not die: {survivors}")
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        if left:
+            raise ClusterError("the real node left behind: " + "; ".join(left))
         secs = time.monotonic() - t0
         if not quiet:
             log(f"cluster {self.name} down in {secs:.1f}s")
@@ -1028,7 +1078,10 @@ componentsPatches:
 
     def tail_logs(self, lines: int = 15) -> str:
         out = []
-        for f in sorted((self.cluster_dir / "logs").glob("*.log")):
+        for f in [
+            *sorted((self.cluster_dir / "logs").glob("*.log")),
+            *sorted((self.state_dir / "node" / "logs").glob("*.log")),
+        ]:
             text = f.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"--- {f.name} (last {len(text)} lines)\n" + "\n".join(text))
         return "\n".join(out)
@@ -1266,6 +1319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="stop the cluster automatically when this process exits",
     )
+    up.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also start the real node real-0 (containerd, kubelet, CNI, CoreDNS, kube-proxy); "
+        "needs root",
+    )
     up.add_argument("--nodes", type=int, default=0, help="create this many GPU nodes")
     up.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
     up.add_argument("--timeout", type=float, default=120, help="seconds to wait (default 120)")
@@ -1307,7 +1366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 install_deps()
             print(build())
         elif a.cmd == "up":
-            secs = c.up(owner_pid=a.owner_pid, wait=a.timeout)
+            secs = c.up(owner_pid=a.owner_pid, wait=a.timeout, real_node=a.real_node)
             if a.nodes:
                 c.create_gpu_nodes(a.nodes, gpus=a.gpus)
             log(f"cluster {c.name} up in {secs:.1f}s; try: eval $({sys.argv[0]} env)")

@@ -36,6 +36,7 @@ from clusterlib import (
 from operatorlib import Cluster, OperatorProcess, started
 
 _build_error: str | None = None
+_real_node = False  # a selected test needs real-0: the session's cluster gets it
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything
@@ -54,11 +55,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     pytest-timeout's budget for the first cluster test. A failure is remembered
     and reported by the fixtures (the tests fail, they are not skipped).
     """
-    global _build_error
+    global _build_error, _real_node
     if external_kubeconfig() or session.config.option.collectonly:
         return
     if not any(item.get_closest_marker("cluster") for item in session.items):
         return
+    _real_node = any(item.get_closest_marker("realnode") for item in session.items)
     try:
         if not all(tfcluster.tool_is_built(t) for t in tfcluster.TOOLSET):
             tr = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -68,6 +70,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                     "the first build takes 15-25 min on 2 cores ..."
                 )
         tfcluster.build()
+        if _real_node:
+            import tfimages
+
+            tfcluster.install_deps()
+            tfimages.image_tars()  # trialforge/operator:dev, trialforge/trainer:dev
     except Exception as e:
         _build_error = f"{type(e).__name__}: {e}"
 
@@ -122,6 +129,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
             "up",
             "--owner-pid",
             str(os.getpid()),
+            *(["--real-node"] if _real_node else []),
         ],
         capture_output=True,
         text=True,

@@ -63,6 +63,7 @@ class OperatorProcess:
     namespace: str
     log_path: Path
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"  # where it listens; the real node's pods reach its gateway address
     identity: str | None = None
     key: str = INGEST_KEY
     resync: float = 5.0
@@ -72,7 +73,7 @@ class OperatorProcess:
 
     @property
     def ingest_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/observations"
+        return f"http://{self.host}:{self.port}/v1/observations"
 
     def command(self) -> list[str]:
         cmd = [
@@ -80,7 +81,7 @@ class OperatorProcess:
             "--kubeconfig", str(self.kubeconfig),
             "--namespace", self.namespace,
             "--port", str(self.port),
-            "--listen", "127.0.0.1",
+            "--listen", self.host,
             "--ingest-url", self.ingest_url,
             "--lease-namespace", self.namespace,
             "--resync", str(self.resync),
@@ -107,7 +108,7 @@ class OperatorProcess:
 
     def healthz(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self.host}:{self.port}/healthz", timeout=2) as r:
                 return json.loads(r.read())
         except (OSError, ValueError):
             return None
@@ -132,7 +133,7 @@ class OperatorProcess:
 
     def reconciles(self) -> int:
         """How many reconciles this operator has finished (the count its /metrics serves)."""
-        url = f"http://127.0.0.1:{self.port}/metrics"
+        url = f"http://{self.host}:{self.port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
             text = r.read().decode()
         for line in text.splitlines():

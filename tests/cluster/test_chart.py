@@ -357,6 +357,7 @@ def test_template_default_values(cluster: KubeCluster) -> None:
             "Deployment",
             "PodDisruptionBudget",
             "NetworkPolicy",
+            "Pod",  # the `helm test` hook (templates/tests/)
         ]
     ), kinds
 

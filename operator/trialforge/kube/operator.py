@@ -226,4 +226,7 @@ def run(cfg: OperatorConfig, kubeconfig: str | None = None) -> None:
         clusterwide=not cfg.namespaces,
         namespaces=cfg.namespaces,
         memo=memo,
+        # kopf's own default calls getpass.getuser(), which fails in a pod whose
+        # UID has no passwd entry (the chart's restricted securityContext)
+        identity=cfg.identity,
     )
