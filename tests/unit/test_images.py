@@ -207,7 +207,16 @@ def test_the_operator_image_has_the_entrypoint_the_installer_runs() -> None:
     assert any(c.split()[0] == "entrypoint/" for c in entry.of("COPY"))
 
 
-def test_images_copy_only_what_exists_and_ignore_the_venv() -> None:
+def test_images_copy_only_what_is_in_the_context_and_the_context_is_only_that() -> None:
+    """.dockerignore keeps the context (and so e2e/tfimages.py's cache key) to what
+    the Dockerfiles COPY: a change to the tests or docs does not rebuild the images."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "e2e"))
+    import tfimages
+
+    context = tfimages.context_files(REPO)
+    copied: set[str] = set()
     for path in DOCKERFILES:
         _, st = stages(path)
         for s in st:
@@ -216,9 +225,14 @@ def test_images_copy_only_what_exists_and_ignore_the_venv() -> None:
                     continue
                 *sources, _dest = value.split()
                 for src in sources:
-                    assert (REPO / src).exists(), f"{path}: COPY {src}: not in the build context"
-    ignored = (REPO / ".dockerignore").read_text().split()
-    assert ".venv" in ignored and ".git" in ignored
+                    src = src.rstrip("/")
+                    copied.add(src)
+                    assert any(f == src or f.startswith(src + "/") for f in context), (
+                        f"{path}: COPY {src}: not in the build context"
+                    )
+    outside = [f for f in context if not any(f == c or f.startswith(c + "/") for c in copied)]
+    assert outside == [], f"in the context but never copied: {outside[:10]}"
+    assert not any(f.startswith((".venv/", ".git/", "tests/", "e2e/")) for f in context)
 
 
 def test_trainer_image_runs_a_script_that_reports() -> None:
