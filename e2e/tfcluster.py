@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -673,6 +674,14 @@ def listening_ports(pids: set[int]) -> dict[int, list[int]]:
     return out
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free now (its ephemeral range: kwokctl's own pick
+    counts down from 32767 and races with other clusters started at the same time)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def port_listening(port: int) -> bool:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
@@ -786,16 +795,21 @@ class Cluster:
         # with a real node, the API server also listens where pods reach it (the
         # bridge's gateway; tfnode fences the port to loopback and the bridge) and
         # its certificate names that address and the `kubernetes` Service IP
-        extra_options = ""
+        port = self.read_state().get("apiserver_port") or free_port()
+        ports = {
+            "kubeApiserverPort": port,
+            "etcdPort": free_port(),
+            "etcdPeerPort": free_port(),
+            "kubeControllerManagerPort": free_port(),
+            "kubeSchedulerPort": free_port(),
+            "kwokControllerPort": free_port(),
+        }
+        extra_options = "".join(f"  {k}: {v}\n" for k, v in ports.items())
         apiserver_patch = ""
         if real_node:
             import tfnode  # here: it imports this module
 
-            port = self.read_state()["apiserver_port"]
-            extra_options = (
-                f"  kubeApiserverPort: {port}\n"
-                f"  kubeApiserverCertSANs: [{tfnode.GATEWAY}, {tfnode.SERVICE_IP}]\n"
-            )
+            extra_options += f"  kubeApiserverCertSANs: [{tfnode.GATEWAY}, {tfnode.SERVICE_IP}]\n"
             apiserver_patch = f"""\
 - name: kube-apiserver
   extraArgs:
@@ -875,7 +889,7 @@ componentsPatches:
             install_deps()
             tfnode.RealNode.create_bridge()
             st = self.read_state()
-            st["apiserver_port"] = tfnode.free_port("0.0.0.0")
+            st["apiserver_port"] = free_port("0.0.0.0")
             self.write_state(st)
             tfnode.RealNode.fence_apiserver(st["apiserver_port"])
         cfg = self.write_kwokctl_config(bins, real_node=real_node)

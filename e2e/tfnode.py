@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -61,12 +60,6 @@ def run(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.Comple
     if check and proc.returncode != 0:
         raise tc.ClusterError(f"{' '.join(cmd[:4])} failed: {proc.stderr.strip()[-800:]}")
     return proc
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def containerd_root() -> Path:
@@ -357,7 +350,7 @@ nodePortAddresses: [{GATEWAY}/32]
         st["node_netns_before"] = sorted(netns_names())
         self.cluster.write_state(st)
         ports = {
-            k: free_port()
+            k: tc.free_port()
             for k in (
                 "kubelet-healthz",
                 "kube-proxy-healthz",
@@ -365,7 +358,7 @@ nodePortAddresses: [{GATEWAY}/32]
                 "coredns-ready",
             )
         }
-        ports["kubelet"] = free_port(GATEWAY)
+        ports["kubelet"] = tc.free_port(GATEWAY)
         self._write_configs(ports)
         containerd_root().mkdir(parents=True, exist_ok=True)
         write_sysctl("net/ipv4/ip_forward", "1")  # a pod reaching a pod through a Service
