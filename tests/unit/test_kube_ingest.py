@@ -4,6 +4,7 @@ request may be (issue 18: every bad request refused by its reason, never raised)
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from trialforge.kube.ingest import (
     Ingest,
     Pace,
     WouldBlock,
+    _TrialBuffer,
 )
 from trialforge.metrics.contract import (
     HTTP_STATUS,
@@ -80,10 +82,16 @@ def test_writes_never_exceed_burst_plus_rate_times_time(
 KEY = b"unit-key"
 
 
-def _ingest() -> Any:
-    # No cluster: a request that passes every check needs the Trial, which may_block=False
-    # turns into WouldBlock, so only refusals come back as answers.
-    return Ingest(None, KEY, lambda ns, xp: {}, lambda ns, xp: None)  # type: ignore[arg-type]
+def _ingest(**kwargs: Any) -> Ingest:
+    """An ingest that holds trial ns/t-0 as read from a cluster (nothing stored yet) and
+    writes nothing within the test (no cluster here); any other trial would need a read,
+    which may_block=False turns into WouldBlock."""
+    ingest = Ingest(None, KEY, lambda ns, xp: {}, lambda ns, xp: None,  # type: ignore[arg-type]
+                    write_interval=3600, **kwargs)  # fmt: skip
+    buffer = _TrialBuffer("xp", {"metadata": {}, "status": {}}, 0, 0)
+    buffer.last_write = time.monotonic()  # its first write is an interval away
+    ingest._trials[("ns", "t-0")] = buffer
+    return ingest
 
 
 def _body(**fields: Any) -> dict[str, Any]:
@@ -173,25 +181,32 @@ def test_what_the_collector_sends_passes_every_check() -> None:
         observation_json(1, 0, 10.0, {"loss": 0.5}),
         observation_json(2, 1, 11.0, {"loss": float("nan"), "g": float("-inf")}),
     ]
-    with pytest.raises(WouldBlock):  # it goes on to read the Trial
-        _ingest().handle_bytes(batch_bytes(head, encoded, wait=2.0), may_block=False)
+    answer = _ingest().handle_bytes(batch_bytes(head, encoded, wait=2.0), may_block=False)
+    assert (answer.status, answer.reason) == (200, None)
+    assert answer.body == {"reason": "Accepted", "stored": 0, "received": 2, "accepted": 2}
+    # Sent again (a lost answer, or a replay): taken once.
+    ingest = _ingest()
+    for accepted in (2, 0):
+        again = ingest.handle_bytes(batch_bytes(head, encoded), may_block=False)
+        assert (again.body["accepted"], again.body["received"]) == (accepted, 2)
 
 
 def test_a_trial_is_admitted_at_most_its_request_rate() -> None:
-    ingest = Ingest(None, KEY, lambda ns, xp: {}, lambda ns, xp: None,  # type: ignore[arg-type]
-                    requests_per_second=1.0, request_burst=3)  # fmt: skip
-    raw = json.dumps(_body()).encode()
-    answers = []
-    for _ in range(5):
-        try:
-            answers.append(ingest.handle_bytes(raw, may_block=False).body["reason"])
-        except WouldBlock:
-            answers.append("admitted")
-    assert answers == ["admitted"] * 3 + [Reason.RATE_LIMITED.value] * 2
-    # Another trial has its own budget; a forged token is refused before it costs any.
+    ingest = _ingest(requests_per_second=1.0, request_burst=3)
+    forged = json.dumps(_body(token="f" * 64)).encode()
+    # A forged token is refused before it costs the trial any of its budget.
+    assert ingest.handle_bytes(forged, may_block=False).body["reason"] == "Unauthorized"
+    raw = json.dumps(_body(observations=[])).encode()
+    answers = [ingest.handle_bytes(raw, may_block=False).body["reason"] for _ in range(5)]
+    assert answers == [Reason.ACCEPTED.value] * 3 + [Reason.RATE_LIMITED.value] * 2
+    # Another trial has its own budget (it goes on to be read: WouldBlock here).
     other = json.dumps(_body(trial="t-1", token=ingest_token(KEY, "ns", "t-1"))).encode()
     with pytest.raises(WouldBlock):
         ingest.handle_bytes(other, may_block=False)
+    assert (
+        ingest.handle_bytes(other.replace(b'"t-1"', b'"t-0"'), may_block=False).body["reason"]
+        == "Unauthorized"
+    )  # t-1's token is not t-0's
 
 
 @given(st.recursive(
@@ -205,8 +220,7 @@ def test_any_json_in_any_field_is_answered_never_raised(value: Any) -> None:
     for body in (value, _body(observations=value), _body(observations=[value]),
                  _body(observations=[_obs(metrics=value)]), _body(observations=[_obs(seq=value)]),
                  _body(wait=value), _body(token=value)):  # fmt: skip
-        try:
-            answer = ingest.handle(body, may_block=False)
-        except WouldBlock:
-            continue  # valid as far as it goes
-        assert answer.status == 200 or answer.reason in REJECTED_LABEL.values(), answer
+        answer = ingest.handle(body, may_block=False)
+        assert (answer.status, answer.reason) == (200, None) or (
+            400 <= answer.status < 500 and answer.reason in REJECTED_LABEL.values()
+        ), answer

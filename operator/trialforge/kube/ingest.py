@@ -415,6 +415,8 @@ class Ingest:
             token.encode(errors="replace"), ingest_token(self.key, namespace, trial).encode()
         ):
             return _bad(Reason.UNAUTHORIZED, "the token is not this trial's")
+        if not may_block and self._held(namespace, trial) is None:
+            raise WouldBlock  # before its admission is counted: the thread counts it
         if not self._admission.admit((namespace, trial)):
             return _bad(
                 Reason.RATE_LIMITED,
