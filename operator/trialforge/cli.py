@@ -156,7 +156,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 result = runner.run()
         else:
             result = runner.run()
-    except LocalRunError as exc:
+    except (LocalRunError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _finish_run(args, console, runner, result, time.monotonic() - started, show_live)

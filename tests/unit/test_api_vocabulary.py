@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import tomllib
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -71,7 +73,10 @@ def test_several_objectives_are_refused_exactly_for_the_single_objective_sampler
 ) -> None:
     doc = _two_objectives(algorithm)
     if algorithm in vocabulary.MULTI_OBJECTIVE_ALGORITHMS:
-        assert trialforge.load_experiment(doc).spec.multi_objective
+        # One this Python cannot run (gp without torch) is refused for that alone.
+        unavailable = plugins.unavailable(algorithm)  # type: ignore[arg-type]
+        load = api_validation.load_experiment if unavailable else trialforge.load_experiment
+        assert load(doc).spec.multi_objective
         return
     with pytest.raises(trialforge.ExperimentInvalid) as info:
         trialforge.load_experiment(doc)
@@ -102,3 +107,51 @@ def test_the_placeholder_validation_checks_is_the_one_that_is_filled_in() -> Non
         trialforge.load_experiment(doc)
     with pytest.raises(KeyError, match="names no parameter"):
         template.substitute_text("--d=${params.drop-out}", {"dropout": 0.1})
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def names(requirements: list[str]) -> set[str]:
+    """The distributions a list of requirements names (torch>=2.0 -> torch)."""
+    return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def _installed_by_default() -> tuple[set[str], set[str]]:
+    """The distributions `pip install trialforge` installs, and those the operator image
+    installs (the same, with the extras its Dockerfile names)."""
+    project = PROJECT
+    default = names(project["dependencies"])
+    dockerfile = (ROOT / "images" / "operator" / "Dockerfile").read_text()
+    extras = re.findall(r"trialforge-\*\.whl\)\[([a-z,-]+)\]", dockerfile)
+    assert extras, "the operator Dockerfile installs the trialforge wheel (with extras)"
+    image = set(default)
+    for extra in ",".join(extras).split(","):
+        image |= names(project["optional-dependencies"][extra])
+    return default, image
+
+
+def test_the_algorithms_said_to_need_an_optional_package_are_exactly_those_it_lacks() -> None:
+    default, image = _installed_by_default()
+    needs = {a: p.requires for a, p in plugins.SAMPLERS.items() if p.requires}
+    assert needs, "some sampler imports an optional module (gp: torch, cmaes: cmaes)"
+    for algorithm, module in needs.items():
+        missing = module not in default or module not in image
+        assert (algorithm in vocabulary.NEEDS_OPTIONAL_PACKAGE) == missing, (algorithm, module)
+    for algorithm, (module, _, extra) in vocabulary.NEEDS_OPTIONAL_PACKAGE.items():
+        assert needs[algorithm] == module
+        # The extra the message tells the user to install does install the module.
+        assert module in names(PROJECT["optional-dependencies"][extra])
+
+
+def test_the_crd_refuses_the_algorithms_the_operator_image_cannot_run() -> None:
+    rules = crd.experiment_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec_rules = rules["properties"]["spec"]["x-kubernetes-validations"]
+    for algorithm in vocabulary.NEEDS_OPTIONAL_PACKAGE:
+        [rule] = [r for r in spec_rules if f"!= '{algorithm}'" in r["rule"]]
+        assert rule["fieldPath"] == ".search.algorithm"
+        assert rule["message"] == vocabulary.missing_package_reason(algorithm, on_cluster=True)
+        assert "operator image" in rule["message"] and algorithm not in rule["message"].split(
+            "use one of "
+        )[1].split(", ")

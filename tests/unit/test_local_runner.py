@@ -290,8 +290,14 @@ def test_non_finite_objective_fails_the_trial_without_retry(
     [
         {"algorithm": "median", "settings": {"nStartupTrials": 2, "nWarmupSteps": 0}},
         {"algorithm": "asha", "settings": {"minResource": 1, "reductionFactor": 2}},
+        # Two brackets (rungs from step 1 and from step 2); for the study "tiny", Optuna's
+        # crc32 of the name and number puts trials 0 and 2 in the same one.
+        {
+            "algorithm": "hyperband",
+            "settings": {"minResource": 1, "maxResource": 3, "reductionFactor": 2},
+        },
     ],
-    ids=["median", "asha"],
+    ids=["median", "asha", "hyperband"],
 )
 def test_pruner_stops_a_hopeless_trial_and_kills_it(
     tmp_path: Path, early_stopping: dict[str, Any]
@@ -742,3 +748,28 @@ def test_a_search_with_a_baseline_and_a_confirmation_runs_locally(tmp_path: Path
     out = tmp_path / "r.html"
     assert main(["report", str(tmp_path / "run"), "-o", str(out)]) == 0
     assert "Parameter importances" in out.read_text()
+
+
+def test_a_sampler_that_fails_once_it_samples_ends_the_run_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # TPE checks priorWeight only when it first models the trials (after nStartupTrials):
+    # validation builds the sampler and accepts it, the second suggestion fails.
+    out = tmp_path / "out"
+    doc = experiment(
+        out, "--steps", "2", max_trials=3,
+        search={"algorithm": "tpe", "seed": 1,
+                "settings": {"nStartupTrials": 1, "priorWeight": -1.0}},
+    )  # fmt: skip
+    spec_file = tmp_path / "xp.yaml"
+    spec_file.write_text(yaml.safe_dump(doc))
+    code = main(["run", str(spec_file), "--dir", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "error: spec.search: the tpe sampler cannot suggest trial 1" in err
+    assert "prior_weight" in err and "Traceback" not in err
+    rd = RunDirectory(tmp_path / "run")
+    [event] = [e for e in rd.events() if e["event"] == "CannotPlan"]
+    assert "prior_weight" in event["message"]
+    # What ran before is kept: the first trial, succeeded; no other was started.
+    assert [e[1] for e in trainer_events(out) if e[0] == "start"] == ["tiny-0"]

@@ -19,8 +19,10 @@ from trialforge.api.base import DURATION_PATTERN, WireModel, parse_duration
 from trialforge.api.status import ExperimentStatus
 from trialforge.api.vocabulary import (
     MULTI_OBJECTIVE_ALGORITHMS,
+    NEEDS_OPTIONAL_PACKAGE,
     EarlyStoppingAlgorithm,
     SearchAlgorithm,
+    missing_package_reason,
 )
 
 GROUP = "trialforge.io"
@@ -461,6 +463,17 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             "use tpe, nsga2, random, grid, qmc or gp",
             fieldPath=".search.algorithm",
             reason="FieldValueInvalid",
+        ),
+        # The operator image cannot run these samplers (vocabulary.NEEDS_OPTIONAL_PACKAGE).
+        *(
+            _cel(
+                f"!has(self.search) || !has(self.search.algorithm) || "
+                f"self.search.algorithm != '{algorithm}'",
+                missing_package_reason(algorithm, on_cluster=True),
+                fieldPath=".search.algorithm",
+                reason="FieldValueForbidden",
+            )
+            for algorithm in NEEDS_OPTIONAL_PACKAGE
         ),
         _cel(
             "!has(self.objectives) || size(self.objectives) < 2 || !has(self.earlyStopping) "

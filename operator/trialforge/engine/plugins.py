@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,9 +20,13 @@ from typing import Any
 
 import optuna
 from optuna.samplers._lazy_random_state import LazyRandomState
-from pydantic.alias_generators import to_snake
 
-from trialforge.api.vocabulary import EarlyStoppingAlgorithm, SearchAlgorithm
+from trialforge.api.vocabulary import (
+    NEEDS_OPTIONAL_PACKAGE,
+    EarlyStoppingAlgorithm,
+    SearchAlgorithm,
+    missing_package_reason,
+)
 from trialforge.engine.errors import EngineError
 
 
@@ -139,8 +144,30 @@ def pruner_settings(algorithm: EarlyStoppingAlgorithm) -> set[str]:
     return plugin.settings() if plugin else set()
 
 
+def snake(key: str) -> str:
+    """A camelCase setting as Optuna's keyword: nStartupTrials -> n_startup_trials.
+
+    A digit starts no new word (CMA-ES's x0 and sigma0 stay as they are; pydantic's
+    to_snake would make them x_0 and sigma_0, which no constructor takes).
+    """
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
 def _kwargs(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {to_snake(k): v for k, v in (settings or {}).items()}
+    return {snake(k): v for k, v in (settings or {}).items()}
+
+
+def unavailable(algorithm: SearchAlgorithm) -> str | None:
+    """Why this Python cannot build the algorithm's sampler (a package missing), or None."""
+    module = SAMPLERS[algorithm].requires
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    if algorithm in NEEDS_OPTIONAL_PACKAGE:
+        return missing_package_reason(algorithm, on_cluster=False)
+    return (
+        f"search algorithm {algorithm!r} needs the Python package {module!r}, which is not "
+        "installed here (a dependency of trialforge: reinstall trialforge)"
+    )
 
 
 def make_sampler(
@@ -151,11 +178,9 @@ def make_sampler(
     grid: Mapping[str, list[Any]] | None = None,
 ) -> optuna.samplers.BaseSampler:
     plugin = SAMPLERS[algorithm]
-    if plugin.requires and importlib.util.find_spec(plugin.requires) is None:
-        raise EngineError(
-            f"search algorithm {algorithm!r} needs the Python package {plugin.requires!r}; "
-            f"install it (pip install {plugin.requires}) or choose another algorithm"
-        )
+    why = unavailable(algorithm)
+    if why is not None:
+        raise EngineError(why)
     kwargs = plugin.defaults(parallelism) if plugin.defaults else {}
     kwargs.update(_kwargs(settings))
     try:

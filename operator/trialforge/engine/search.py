@@ -28,6 +28,7 @@ from optuna.trial import TrialState, create_trial
 
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.engine import plugins, space
+from trialforge.engine.errors import EngineError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
@@ -213,7 +214,15 @@ class Search:
         if index != self.size:
             raise ValueError(f"can only suggest index {self.size} next, not {index}")
         self._sampler = self._study.sampler = self._sampler_for(index)
-        trial = self._study.ask(fixed_distributions=self._distributions)
+        try:
+            trial = self._study.ask(fixed_distributions=self._distributions)
+        except Exception as exc:
+            # Settings Optuna checks only once it samples (TPE's priorWeight: -1):
+            # the spec's fault, said as such, never a traceback or a silent retry.
+            raise EngineError(
+                f"spec.search: the {self.spec.search.algorithm} sampler cannot suggest "
+                f"trial {index}: Optuna says {type(exc).__name__}: {exc}"
+            ) from exc
         params = trial.params  # a copy each time it is read
         parameters = {name: params[name] for name in self._distributions}
         suggestion = Suggestion(
@@ -249,7 +258,13 @@ class Search:
         if self.spec.multi_objective:
             return False
         trial = self._study._storage.get_trial(trial_id)
-        return bool(self._study.pruner.prune(self._study, trial))
+        try:
+            return bool(self._study.pruner.prune(self._study, trial))
+        except Exception as exc:
+            raise EngineError(
+                f"spec.earlyStopping: the {self.spec.early_stopping.algorithm} pruner cannot "
+                f"judge trial {trial.number}: Optuna says {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _state(self, trial_id: int) -> dict[str, Any]:
         storage = self._study._storage

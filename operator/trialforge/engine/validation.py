@@ -8,7 +8,6 @@ loader, which lists its errors with all the others.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import sys
 import typing
@@ -16,7 +15,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
-from pydantic.alias_generators import to_snake
 
 from trialforge.api.experiment import Experiment, ExperimentSpec
 from trialforge.api.validation import ExperimentInvalid, FieldError
@@ -30,6 +28,8 @@ from trialforge.engine.plugins import (
     make_sampler,
     pruner_settings,
     sampler_settings,
+    snake,
+    unavailable,
 )
 
 __all__ = [
@@ -44,7 +44,10 @@ __all__ = [
 def check_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
     """Every search and early-stopping setting is a keyword its Optuna class accepts,
     of the type it is annotated with, and the sampler and pruner can be built with
-    them: Optuna's own checks run now, not when the first trial is suggested."""
+    them: Optuna's own checks run now, not when the first trial is suggested.
+    An algorithm whose sampler needs a package this Python lacks is refused here
+    (the CRD refuses it on a cluster): offered only where it works."""
+    yield from _missing_package(spec)
     unknown = list(_unknown_settings(spec))
     yield from unknown
     if unknown:
@@ -57,9 +60,8 @@ def check_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
     yield from typed
     if typed:
         return
-    # A sampler that needs an optional package is not built here: whether that
-    # package is installed is the runtime's concern, not the spec's.
-    if search.settings and (sampler.requires is None or importlib.util.find_spec(sampler.requires)):
+    # A sampler whose package is missing cannot be built; _missing_package said so.
+    if search.settings and unavailable(search.algorithm) is None:
         try:
             # The grid's values do not change which settings are valid: one point.
             make_sampler(search.algorithm, 0, search.settings, spec.budget.parallelism, {"x": [0]})
@@ -70,6 +72,12 @@ def check_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
             make_pruner(stopping.algorithm, stopping.settings)
         except EngineError as exc:
             yield _blame("spec.earlyStopping.settings", stopping.settings, str(exc))
+
+
+def _missing_package(spec: ExperimentSpec) -> Iterator[FieldError]:
+    why = unavailable(spec.search.algorithm)
+    if why is not None:
+        yield FieldError("spec.search.algorithm", why)
 
 
 _STRICT = ConfigDict(strict=True, arbitrary_types_allowed=True)
@@ -93,7 +101,7 @@ def _typed(path: str, cls: type, settings: Mapping[str, Any] | None) -> Iterator
     """Each setting against its annotation (``nStartupTrials: ten`` is no int)."""
     hints = _hints(cls) if settings else {}
     for key, value in (settings or {}).items():
-        hint = hints.get(to_snake(key))
+        hint = hints.get(snake(key))
         if hint is None or hint is inspect.Parameter.empty:
             continue
         try:
@@ -112,7 +120,7 @@ def _blame(path: str, settings: Mapping[str, Any], message: str) -> FieldError:
     """Optuna's message, against the setting it names (it says reduction_factor)."""
     message = message.removeprefix(f"{path}: ")
     for key in settings:
-        if to_snake(key) in message:
+        if snake(key) in message:
             return FieldError(f"{path}.{key}", f"Optuna refuses it: {message}")
     return FieldError(path, f"Optuna refuses them: {message}")
 
@@ -127,7 +135,7 @@ def _unknown_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
         ),
     ):
         for key in settings or {}:
-            if to_snake(key) not in accepted:
+            if snake(key) not in accepted:
                 allowed = ", ".join(sorted(accepted)) or "none"
                 yield FieldError(
                     f"{path}.{key}", f"unknown setting; this algorithm accepts: {allowed}"

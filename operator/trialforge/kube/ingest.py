@@ -62,7 +62,18 @@ from trialforge.metrics.exporter import (
 )
 
 log = logging.getLogger("trialforge.ingest")
-MAX_BATCH = 5000
+# -- the limits on what a request may be (README "Metrics from trial pods"; each refusal
+# names its reason, metrics.contract.Reason, and is counted in
+# trialforge_observations_rejected_total{reason}) --
+MAX_REQUEST_BYTES = 8 * 1024 * 1024  # a request's body: TooLarge (413) beyond it
+BODY_SECONDS = 10.0  # to receive a body once its headers are in: TooSlow (408) after it
+MAX_BATCH = 5000  # observations in one request: BadRequest beyond
+MAX_METRICS = 100  # metrics in one observation
+MAX_METRIC_NAME = 200  # characters of a metric's name
+MAX_NUMBER = 2**53  # seq and step (JSON clients read numbers as doubles)
+NON_FINITE = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-infinity"})
+REQUESTS_PER_SECOND = 20.0  # per trial (a collector sends about 2): RateLimited (429) beyond
+REQUEST_BURST = 40.0
 MAX_PENDING = 20_000  # received, not yet stored, per trial: beyond it, 503 (back off)
 MAX_WAIT = 10.0
 INLINE_BYTES = 64 * 1024  # smaller requests are answered on the event loop, no thread hop
@@ -100,6 +111,9 @@ REJECTED_LABEL: dict[Reason, str] = {
     Reason.SEQUENCE_GAP: "gap",
     Reason.BUSY: "busy",
     Reason.INGEST_DISABLED: "disabled",
+    Reason.TOO_LARGE: "too_large",
+    Reason.RATE_LIMITED: "rate_limited",
+    Reason.TOO_SLOW: "too_slow",
 }
 
 
@@ -111,6 +125,38 @@ def _bad(reason: Reason, message: str, trial: _TrialBuffer | None = None) -> Ans
 
 # The answer of an operator that runs without an ingest key (not counted: no ingest).
 DISABLED = _bad(Reason.INGEST_DISABLED, "ingest is disabled")
+# Refused by the HTTP server before the body is read (or while it is).
+TOO_LARGE = _bad(
+    Reason.TOO_LARGE, f"the request is over {MAX_REQUEST_BYTES} bytes; send fewer observations"
+)
+TOO_SLOW = _bad(Reason.TOO_SLOW, f"the body did not arrive within {BODY_SECONDS:g} s")
+
+
+class _Admission:
+    """A token bucket per trial: at most ``rate`` requests a second, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float, limit: int = 4 * 2000) -> None:
+        self.rate, self.burst, self.limit = rate, max(1.0, burst), limit
+        self._buckets: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def admit(self, key: tuple[str, str]) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = [self.burst, now]
+                if len(self._buckets) > self.limit:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(key)
+            tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+            if tokens < 1.0:
+                bucket[0] = tokens
+                return False
+            bucket[0] = tokens - 1.0
+            return True
 
 
 @dataclass
@@ -188,9 +234,14 @@ class Ingest:
         workers: int = FLUSH_WORKERS,
         write_interval: float = WRITE_INTERVAL,
         writes_per_second: float = WRITES_PER_SECOND,
+        requests_per_second: float = REQUESTS_PER_SECOND,
+        request_burst: float = REQUEST_BURST,
     ) -> None:
-        if write_interval < 0 or writes_per_second <= 0:
-            raise ValueError("write_interval must be >= 0 and writes_per_second > 0")
+        if write_interval < 0 or writes_per_second <= 0 or requests_per_second <= 0:
+            raise ValueError(
+                "write_interval must be >= 0, writes_per_second and requests_per_second > 0"
+            )
+        self._admission = _Admission(requests_per_second, request_burst)
         self.kube = kube
         self.key = key
         self.directions_for = directions_for  # (namespace, experiment) -> metric directions
@@ -326,10 +377,14 @@ class Ingest:
     def handle_bytes(self, raw: bytes, may_block: bool = True) -> Answer:
         """The answer to one request. ``may_block=False`` (on the event loop): raise
         :class:`WouldBlock` instead of reading the Trial from the cluster."""
+        if len(raw) > MAX_REQUEST_BYTES:
+            return TOO_LARGE
         try:
-            payload = json.loads(raw)
-        except ValueError:
-            return _bad(Reason.BAD_REQUEST, "the body is not JSON")
+            payload = json.loads(raw, parse_constant=_no_constant)
+        except ValueError as exc:
+            return _bad(Reason.BAD_REQUEST, f"the body is not JSON: {str(exc)[:200]}")
+        except RecursionError:
+            return _bad(Reason.BAD_REQUEST, "the body is not JSON: nested too deep")
         return self.handle(payload, may_block)
 
     def handle(self, payload: Any, may_block: bool = True) -> Answer:
@@ -341,8 +396,11 @@ class Ingest:
             payload.get("token"),
         )
         batch = payload.get("observations")
-        if not all(isinstance(v, str) and v for v in (namespace, trial, token)):
-            return _bad(Reason.BAD_REQUEST, "namespace, trial and token are required strings")
+        if not all(isinstance(v, str) and 0 < len(v) <= 253 for v in (namespace, trial, token)):
+            return _bad(
+                Reason.BAD_REQUEST,
+                "namespace, trial and token are required strings of at most 253 characters",
+            )
         if not isinstance(batch, list) or len(batch) > MAX_BATCH:
             return _bad(Reason.BAD_REQUEST, f"observations must be a list of at most {MAX_BATCH}")
         wait = payload.get("wait", 0)
@@ -353,12 +411,27 @@ class Ingest:
             or wait < 0
         ):
             return _bad(Reason.BAD_REQUEST, "wait must be a number of seconds >= 0")
-        if not hmac.compare_digest(str(token), ingest_token(self.key, namespace, trial)):
+        if not hmac.compare_digest(
+            token.encode(errors="replace"), ingest_token(self.key, namespace, trial).encode()
+        ):
             return _bad(Reason.UNAUTHORIZED, "the token is not this trial's")
+        if not may_block and self._held(namespace, trial) is None:
+            raise WouldBlock  # before its admission is counted: the thread counts it
+        if not self._admission.admit((namespace, trial)):
+            return _bad(
+                Reason.RATE_LIMITED,
+                f"more than {self._admission.rate:g} requests a second for trial {trial}; "
+                "back off and send again",
+            )
         try:
             parsed = sorted(map(_received, batch), key=lambda x: x[0])
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
+            return _bad(Reason.BAD_REQUEST, f"bad observation: {exc} is missing")
+        except (TypeError, ValueError, OverflowError) as exc:
             return _bad(Reason.BAD_REQUEST, f"bad observation: {exc}")
+        for before, after in itertools.pairwise(parsed):
+            if before[0] == after[0]:
+                return _bad(Reason.BAD_REQUEST, f"bad observation: seq {after[0]} is given twice")
         buffer = self._buffer(namespace, trial, may_block)
         if buffer is None:
             return _bad(Reason.UNKNOWN_TRIAL, f"no trial {namespace}/{trial}")
@@ -615,27 +688,56 @@ class Ingest:
                     del self._trials[key]
 
 
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity (Python's reader takes them): non-finite values travel
+    as the strings "nan", "inf", "-inf"."""
+    raise ValueError(f"{name} is not JSON (send non-finite values as strings)")
+
+
+def _integer(raw: dict[str, Any], field: str, low: int) -> int:
+    value = raw[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be an integer, not {_shown(value)}")
+    if not low <= value <= MAX_NUMBER:
+        raise ValueError(f"{field} {value} is out of range ({low} to {MAX_NUMBER})")
+    return value
+
+
+def _shown(value: Any) -> str:
+    return f"{type(value).__name__} {json.dumps(value)[:40]}"
+
+
 def _received(raw: Any) -> Received:
     """One observation of a request, checked, as a flat tuple (see ``Received``)."""
     if not isinstance(raw, dict):
         raise TypeError("an observation must be an object")
+    seq = _integer(raw, "seq", 1)
+    step = _integer(raw, "step", 0)
     metrics = raw.get("metrics")
     if not isinstance(metrics, dict):
-        raise ValueError("metrics must be an object")
+        raise TypeError(f"seq {seq}: metrics must be an object")
+    if len(metrics) > MAX_METRICS:
+        raise ValueError(f"seq {seq}: {len(metrics)} metrics; at most {MAX_METRICS}")
     values = {}
     for name, value in metrics.items():
-        if isinstance(value, bool):
-            raise ValueError(f"metric {name!r} is not a number")
-        values[str(name)] = float(value)  # "nan" and "inf" strings too
+        if not 0 < len(name) <= MAX_METRIC_NAME or not name.isprintable():
+            raise ValueError(
+                f"seq {seq}: a metric name must be 1 to {MAX_METRIC_NAME} printable characters"
+            )
+        if isinstance(value, str) and value.lower() in NON_FINITE:
+            values[name] = float(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            values[name] = float(value)  # an int beyond a double's range: OverflowError
+        else:
+            raise TypeError(f"seq {seq}: metric {name!r} is not a number: {_shown(value)}")
     t = raw.get("time")
-    step = int(raw["step"])
-    if step < 0:
-        raise ValueError("step must be >= 0")
     if t is not None:
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            raise TypeError(f"seq {seq}: time must be Unix seconds or null, not {_shown(t)}")
         t = float(t)
         if not math.isfinite(t):
             t = None
-    return (int(raw["seq"]), step, t, *itertools.chain.from_iterable(values.items()))
+    return (seq, step, t, *itertools.chain.from_iterable(values.items()))
 
 
 def objective_tails(reconciler: Any, namespace: str, name: str) -> dict[str, int] | None:

@@ -21,6 +21,7 @@ from kubernetes.client.rest import ApiException
 from trialforge.api.experiment import Experiment
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.engine.changes import search_fingerprint
+from trialforge.engine.errors import EngineError
 from trialforge.engine.history import rules
 from trialforge.engine.planner import Plan, Planner, StartTrial, StopTrial
 from trialforge.engine.record import TrialRecord, timestamp, trial_spec
@@ -97,7 +98,10 @@ class Reconciler:
             # below and may resume the experiment.
             return None
 
-        planner = self._planner(obj, experiment)
+        try:
+            planner = self._planner(obj, experiment)
+        except EngineError as exc:
+            return self._cannot_plan(obj, exc)
         trials = self.kube.list_trials(namespace, name)
         jobs = {j["metadata"]["name"]: j for j in self.kube.list_jobs(namespace, name)}
         pods: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -125,12 +129,15 @@ class Reconciler:
 
         now = time.time()
         started_at = timestamp(status.get("startTime")) or now
-        plan = planner.plan(
-            [trial_view(experiment.spec, t) for t in trials],
-            now=now,
-            started_at=started_at,
-            suspended=experiment.spec.suspend,
-        )
+        try:
+            plan = planner.plan(
+                [trial_view(experiment.spec, t) for t in trials],
+                now=now,
+                started_at=started_at,
+                suspended=experiment.spec.suspend,
+            )
+        except EngineError as exc:
+            return self._cannot_plan(obj, exc)
         by_name = {t["metadata"]["name"]: t for t in trials}
         for action in plan.actions:
             if isinstance(action, StopTrial):
@@ -151,6 +158,18 @@ class Reconciler:
         return None if plan.finished else self.resync
 
     # -- pieces -------------------------------------------------------------------------
+
+    def _cannot_plan(self, obj: Mapping[str, Any], exc: EngineError) -> float:
+        """The engine cannot plan this spec (a sampler that fails once it samples): say so
+        on the Experiment (a condition and an Event, once per message), start and stop
+        nothing. The planner, perhaps half way through a suggestion, is dropped; the
+        trials already running are still observed (before the plan) and it is tried again
+        at the next resync."""
+        meta = obj["metadata"]
+        self._cache.pop((meta["namespace"], meta["name"]), None)
+        log.warning("cannot plan %s/%s", meta["namespace"], meta["name"], exc_info=exc)
+        self.status.refuse(obj, "CannotPlan", str(exc))
+        return self.resync
 
     def _planner(self, obj: Mapping[str, Any], experiment: Experiment) -> Planner:
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])

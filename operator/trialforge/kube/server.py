@@ -11,7 +11,17 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from trialforge.kube.ingest import DISABLED, INLINE_BYTES, Ingest, WouldBlock
+from trialforge.kube.ingest import (
+    BODY_SECONDS,
+    DISABLED,
+    INLINE_BYTES,
+    MAX_REQUEST_BYTES,
+    TOO_LARGE,
+    TOO_SLOW,
+    Answer,
+    Ingest,
+    WouldBlock,
+)
 from trialforge.metrics import exporter
 from trialforge.metrics.contract import INGEST_PATH
 from trialforge.metrics.exporter import (
@@ -22,8 +32,6 @@ from trialforge.metrics.exporter import (
 
 # The operator's logger, as before the split: its lines keep their name.
 log = logging.getLogger("trialforge.operator")
-
-MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 def build_app(ingest: Ingest | None, is_leader: Callable[[], bool]) -> web.Application:
@@ -40,7 +48,15 @@ def build_app(ingest: Ingest | None, is_leader: Callable[[], bool]) -> web.Appli
         if ingest is None:
             return web.json_response(DISABLED.body, status=DISABLED.status)
         started = time.perf_counter()
-        raw = await request.read()
+        refused = await _refused_body(request)
+        if isinstance(refused, Answer):
+            # Over the size limit, or a body that trickles in (slowloris): refused with
+            # its reason and counted; the connection is closed, not kept alive.
+            OBSERVATIONS_REJECTED.labels(refused.reason).inc()
+            response = web.json_response(refused.body, status=refused.status)
+            response.force_close()
+            return response
+        raw = refused
         answer = None
         if len(raw) <= INLINE_BYTES:
             # A small batch costs less than the hop to a thread and back: answer it here,
@@ -71,6 +87,18 @@ def build_app(ingest: Ingest | None, is_leader: Callable[[], bool]) -> web.Appli
     app.router.add_get("/metrics", metrics)
     app.router.add_post(INGEST_PATH, observations)
     return app
+
+
+async def _refused_body(request: web.Request) -> Answer | bytes:
+    """The request's body, or the answer that refuses it (too large, too slow)."""
+    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+        return TOO_LARGE
+    try:
+        return await asyncio.wait_for(request.read(), BODY_SECONDS)
+    except web.HTTPRequestEntityTooLarge:  # no Content-Length (chunked), and too much
+        return TOO_LARGE
+    except TimeoutError:
+        return TOO_SLOW
 
 
 async def serve(app: web.Application, listen: str, port: int) -> web.AppRunner:

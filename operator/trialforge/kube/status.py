@@ -81,8 +81,13 @@ class StatusWriter:
 
     def invalid(self, obj: Mapping[str, Any], exc: ExperimentInvalid) -> None:
         """Refuse a spec the API server let through; touch no running trial."""
+        self.refuse(obj, "InvalidSpec", "; ".join(str(e) for e in exc.errors))
+
+    def refuse(self, obj: Mapping[str, Any], reason: str, message: str) -> None:
+        """SpecValid=False with ``reason`` (InvalidSpec, CannotPlan) and a Warning Event of
+        that reason, once per message; touch no running trial."""
         old = obj.get("status") or {}
-        message = "; ".join(str(e) for e in exc.errors)[:2000]
+        message = message[:2000]
         conditions = [c for c in old.get("conditions") or [] if c.get("type") != "SpecValid"]
         previous = next(
             (c for c in old.get("conditions") or [] if c.get("type") == "SpecValid"), None
@@ -90,14 +95,13 @@ class StatusWriter:
         if previous and previous.get("status") == "False" and previous.get("message") == message:
             return
         generation = obj["metadata"].get("generation")
-        refused = condition(
-            "SpecValid", "False", "InvalidSpec", message, previous, generation, time.time()
-        )
+        now = time.time()
+        refused = condition("SpecValid", "False", reason, message, previous, generation, now)
         conditions.append(refused.to_wire())
         status: dict[str, Any] = {"conditions": conditions, "observedGeneration": generation}
         if not old.get("phase"):
-            status.update(phase="Pending", reason="InvalidSpec", message=message)
+            status.update(phase="Pending", reason=reason, message=message)
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         self.kube.patch_status(names.EXPERIMENTS, namespace, name, status)
-        self.kube.event(obj, "Warning", "InvalidSpec", message)
-        log.warning("experiment %s/%s is invalid: %s", namespace, name, message)
+        self.kube.event(obj, "Warning", reason, message)
+        log.warning("experiment %s/%s: %s: %s", namespace, name, reason, message)

@@ -26,6 +26,7 @@ from trialforge.api.observation import Observation
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
 from trialforge.engine.changes import changed_fields, refused_changes
+from trialforge.engine.errors import EngineError
 from trialforge.engine.history import by_step, merge_metric, rules
 from trialforge.engine.objective import conclude
 from trialforge.engine.planner import (
@@ -270,6 +271,14 @@ class LocalRunner:
                 self.sorted_records(),
                 True,
             )
+        except EngineError as exc:
+            # The search cannot go on (a setting Optuna refuses only once it samples):
+            # the running trials stop, what was recorded stays, and the user is told.
+            self._stop_all("CannotPlan")
+            self._persist()
+            self.writer.close()
+            self.dir.event("CannotPlan", str(exc))
+            raise
         except BaseException:
             # Whatever stopped the run, what it recorded reaches the disk.
             with contextlib.suppress(Exception):

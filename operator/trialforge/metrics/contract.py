@@ -174,6 +174,9 @@ class Reason(StrEnum):
     SEQUENCE_GAP = "SequenceGap"  # the first new seq is not received + 1: send after it
     BUSY = "Busy"  # too much waits to be stored: back off, send again
     INGEST_DISABLED = "IngestDisabled"  # the operator runs without an ingest key
+    TOO_LARGE = "TooLarge"  # the request is over the ingest's size limit: send less at once
+    RATE_LIMITED = "RateLimited"  # too many requests for this trial: back off, send again
+    TOO_SLOW = "TooSlow"  # the body did not arrive in time (a stalled or slowloris client)
 
 
 # The HTTP status that goes with each reason (the reason says more).
@@ -186,6 +189,9 @@ HTTP_STATUS: dict[Reason, int] = {
     Reason.SEQUENCE_GAP: 409,
     Reason.BUSY: 503,
     Reason.INGEST_DISABLED: 404,
+    Reason.TOO_LARGE: 413,
+    Reason.RATE_LIMITED: 429,
+    Reason.TOO_SLOW: 408,
 }
 
 

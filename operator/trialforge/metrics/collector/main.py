@@ -266,6 +266,9 @@ ON_REASON: dict[Reason | None, Callable[[Collector, IngestAnswer, bool, int], st
     Reason.UNAUTHORIZED: Collector._on_other,
     Reason.UNKNOWN_TRIAL: Collector._on_other,
     Reason.INGEST_DISABLED: Collector._on_other,
+    Reason.TOO_LARGE: Collector._on_other,
+    Reason.RATE_LIMITED: Collector._on_other,
+    Reason.TOO_SLOW: Collector._on_other,
     None: Collector._on_other,
 }
 
