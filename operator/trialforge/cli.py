@@ -19,6 +19,9 @@ EPILOG = """examples:
   trialforge run examples/digits-tpe-asha.yaml      run an experiment on this machine
   trialforge validate examples/*.yaml               check specs, print every error
   trialforge crds --check                           are crds/ in sync with the models?
+  trialforge list                                   local runs (-n NS / -A: the cluster's)
+  trialforge status NAME                            one experiment, and what holds it back
+  trialforge logs TRIAL -f                          a trial's output, followed
 
 The same YAML is a cluster Experiment: kubectl apply -f examples/digits-tpe-asha.yaml
 """
@@ -305,7 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     from trialforge.reporting.commands import register  # report, reproduce, export
 
     register(sub)
+    _add_inspect(sub)
     return parser
+
+
+def _add_inspect(sub: Any) -> None:
+    """trialforge list, status, logs (reporting/inspect_commands.py)"""
+    from trialforge.reporting.inspect_commands import register
+
+    register(sub)
 
 
 def _add_run(sub: Any) -> None:

@@ -48,6 +48,8 @@ ACTIVE_PHASES: frozenset[TrialPhase] = frozenset({TrialPhase.PENDING, TrialPhase
 # History kept per metric in a Trial's status: enough to plot, bounded so a
 # long training cannot push the object past etcd's size limit.
 MAX_HISTORY_POINTS = 100
+# Output lines kept in a Trial's status when it ends (kube.logtail bounds them).
+MAX_LOG_TAIL_LINES = 50
 
 
 class MetricSummary(WireModel):
@@ -97,6 +99,12 @@ class TrialStatus(WireModel):
     )
     last_sequence: int | None = Field(
         default=None, description="The last observation sequence number stored."
+    )
+    log_tail: list[str] | None = Field(
+        default=None,
+        max_length=MAX_LOG_TAIL_LINES,
+        description="The trainer's last output lines, kept when the trial ended "
+        "(trialforge logs reads them once its pod is gone).",
     )
     observed_generation: int | None = None
 
