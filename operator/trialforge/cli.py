@@ -22,6 +22,7 @@ EPILOG = """examples:
   trialforge list                                   local runs (-n NS / -A: the cluster's)
   trialforge status NAME                            one experiment, and what holds it back
   trialforge logs TRIAL -f                          a trial's output, followed
+  trialforge import katib katib.yaml > xp.yaml      a Katib Experiment as a Trialforge one
 
 The same YAML is a cluster Experiment: kubectl apply -f examples/digits-tpe-asha.yaml
 """
@@ -309,7 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     register(sub)
     _add_inspect(sub)
+    _add_import(sub)
     return parser
+
+
+def _add_import(sub: Any) -> None:
+    """trialforge import katib (reporting/import_commands.py)"""
+    from trialforge.reporting.import_commands import register
+
+    register(sub)
 
 
 def _add_inspect(sub: Any) -> None:

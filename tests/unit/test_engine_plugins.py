@@ -42,3 +42,13 @@ def test_qmc_walks_one_low_discrepancy_sequence() -> None:
     # then walks the scrambled Sobol sequence: 7 points, 7 distinct eighths.
     bins = [int(p["lr"] * 8) for _, _, p in world.suggested[1:]]
     assert len(set(bins)) == 7, bins
+
+
+def test_a_setting_without_capitals_is_the_keyword_as_written() -> None:
+    from trialforge.engine.plugins import keyword, make_sampler
+
+    assert keyword("nStartupTrials") == "n_startup_trials"
+    assert keyword("n_startup_trials") == "n_startup_trials"
+    assert keyword("sigma0") == "sigma0"  # to_snake alone made it sigma_0, which CMA-ES refuses
+    sampler = make_sampler("cmaes", 1, {"sigma0": 0.2}, 1)
+    assert sampler._sigma0 == 0.2

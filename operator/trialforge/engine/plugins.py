@@ -139,8 +139,15 @@ def pruner_settings(algorithm: EarlyStoppingAlgorithm) -> set[str]:
     return plugin.settings() if plugin else set()
 
 
+def keyword(key: str) -> str:
+    """A setting's key as the Optuna keyword: camelCase becomes snake_case; a key
+    without capitals is the keyword as written (``sigma0``, which to_snake would
+    make ``sigma_0``; ``n_startup_trials``)."""
+    return to_snake(key) if any(c.isupper() for c in key) else key
+
+
 def _kwargs(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {to_snake(k): v for k, v in (settings or {}).items()}
+    return {keyword(k): v for k, v in (settings or {}).items()}
 
 
 def make_sampler(

@@ -16,7 +16,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
-from pydantic.alias_generators import to_snake
 
 from trialforge.api.experiment import Experiment, ExperimentSpec
 from trialforge.api.validation import ExperimentInvalid, FieldError
@@ -26,6 +25,7 @@ from trialforge.engine.errors import EngineError
 from trialforge.engine.plugins import (
     PRUNERS,
     SAMPLERS,
+    keyword,
     make_pruner,
     make_sampler,
     pruner_settings,
@@ -93,7 +93,7 @@ def _typed(path: str, cls: type, settings: Mapping[str, Any] | None) -> Iterator
     """Each setting against its annotation (``nStartupTrials: ten`` is no int)."""
     hints = _hints(cls) if settings else {}
     for key, value in (settings or {}).items():
-        hint = hints.get(to_snake(key))
+        hint = hints.get(keyword(key))
         if hint is None or hint is inspect.Parameter.empty:
             continue
         try:
@@ -112,7 +112,7 @@ def _blame(path: str, settings: Mapping[str, Any], message: str) -> FieldError:
     """Optuna's message, against the setting it names (it says reduction_factor)."""
     message = message.removeprefix(f"{path}: ")
     for key in settings:
-        if to_snake(key) in message:
+        if keyword(key) in message:
             return FieldError(f"{path}.{key}", f"Optuna refuses it: {message}")
     return FieldError(path, f"Optuna refuses them: {message}")
 
@@ -127,7 +127,7 @@ def _unknown_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
         ),
     ):
         for key in settings or {}:
-            if to_snake(key) not in accepted:
+            if keyword(key) not in accepted:
                 allowed = ", ".join(sorted(accepted)) or "none"
                 yield FieldError(
                     f"{path}.{key}", f"unknown setting; this algorithm accepts: {allowed}"

@@ -30,8 +30,9 @@ LIMIT_BYTES = MAX_LINES * (MAX_LINE_CHARS + 1) * 4
 def bounded(text: str) -> list[str]:
     """The last MAX_LINES lines of ``text``, each cut to MAX_LINE_CHARS."""
     lines = text.splitlines()[-MAX_LINES:]
-    return [line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…"
-            for line in lines]  # fmt: skip
+    return [
+        line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…" for line in lines
+    ]
 
 
 def trainer_name(template: Mapping[str, Any]) -> str | None:

@@ -168,12 +168,22 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not summaries:
         where = "on the cluster" if _cluster_wanted(args) else f"under {args.dir}"
-        print(f"no experiments {where}" + (" match" if args.selector or phases else ""),
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"no experiments {where}" + (" match" if args.selector or phases else ""),
+            file=sys.stderr,
+        )
         return EXIT_OK
     show_ns = bool(args.all_namespaces)
-    head = [*(["NAMESPACE"] if show_ns else []), "NAME", "PHASE", "PROGRESS", "BEST", "AGE",
-            "LABELS", "DESCRIPTION"]  # fmt: skip
+    head = [
+        *(["NAMESPACE"] if show_ns else []),
+        "NAME",
+        "PHASE",
+        "PROGRESS",
+        "BEST",
+        "AGE",
+        "LABELS",
+        "DESCRIPTION",
+    ]
     rows = [head]
     for s in summaries:
         labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
@@ -233,13 +243,18 @@ def render_status(detail: Any, now: float) -> str:
     if s.objective:
         out.append(f"  objective:   {s.objective}")
     age = _age(None if s.started is None else now - s.started)
-    out.append(f"  progress:    {s.done}/{s.max if s.max is not None else '?'} trials done, "
-               f"started {age} ago")  # fmt: skip
+    out.append(
+        f"  progress:    {s.done}/{s.max if s.max is not None else '?'} trials done, "
+        f"started {age} ago"
+    )
     c = detail.counts
-    out.append("  trials:      " + ", ".join(
-        f"{c.get(k, 0)} {k}" for k in ("pending", "running", "succeeded", "failed", "pruned",
-                                       "cancelled", "retried")
-    ))  # fmt: skip
+    out.append(
+        "  trials:      "
+        + ", ".join(
+            f"{c.get(k, 0)} {k}"
+            for k in ("pending", "running", "succeeded", "failed", "pruned", "cancelled", "retried")
+        )
+    )
     if detail.best:
         b = detail.best
         value = b.get("value", b.get("values"))
@@ -249,8 +264,14 @@ def render_status(detail: Any, now: float) -> str:
         out.append("conditions:")
         rows = [["TYPE", "STATUS", "REASON", "MESSAGE"]]
         for cond in detail.conditions:
-            rows.append([str(cond.get("type")), str(cond.get("status")),
-                         str(cond.get("reason")), str(cond.get("message") or "")])  # fmt: skip
+            rows.append(
+                [
+                    str(cond.get("type")),
+                    str(cond.get("status")),
+                    str(cond.get("reason")),
+                    str(cond.get("message") or ""),
+                ]
+            )
         out.extend("  " + line for line in columns(rows).splitlines())
     out.append("what holds trials back:")
     out.extend(f"  - {h}" for h in detail.holds) if detail.holds else out.append("  nothing")
@@ -282,8 +303,10 @@ def _cmd_logs(args: argparse.Namespace) -> int:
                 cluster_lines, kube, namespace, args.trial, args.follow, args.tail
             )
             if source.kept:
-                print(f"# {args.trial}: no pod log to read; the last lines kept in "
-                      f"{source.where}", file=sys.stderr)  # fmt: skip
+                print(
+                    f"# {args.trial}: no pod log to read; the last lines kept in {source.where}",
+                    file=sys.stderr,
+                )
         else:
             directory, log = find_local(args.trial, args.run_dir, Path(args.dir))
             if not log.exists() and not args.follow:
@@ -312,8 +335,11 @@ def _cluster_options(parser: argparse.ArgumentParser, all_namespaces: bool = Fal
     if all_namespaces:
         group.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
     group.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
-    group.add_argument("--cluster", action="store_true", help="the cluster, in the default "
-                       "namespace of the kubeconfig's context")  # fmt: skip
+    group.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the cluster, in the default namespace of the kubeconfig's context",
+    )
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -337,8 +363,12 @@ def register(sub: Any) -> None:
     )
     lst.add_argument("--dir", default="runs", help="folder of run directories (default: runs)")
     lst.add_argument("--selector", "-l", help="label selector, e.g. team=vision,env!=prod,gpu")
-    lst.add_argument("--phase", action="append", metavar="PHASE",
-                     help="only these phases (repeatable, or comma-separated)")  # fmt: skip
+    lst.add_argument(
+        "--phase",
+        action="append",
+        metavar="PHASE",
+        help="only these phases (repeatable, or comma-separated)",
+    )
     _output_options(lst)
     _cluster_options(lst, all_namespaces=True)
     lst.set_defaults(func=_cmd_list)

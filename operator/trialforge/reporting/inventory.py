@@ -114,8 +114,10 @@ def parse_selector(text: str) -> list[tuple[str, str, set[str]]]:
     for part in _split_selector(text):
         match = _SET.match(part)
         if not match:
-            raise ValueError(f"label selector: {part.strip()!r} is not key=value, key!=value, "
-                             "key, !key, key in (a,b) or key notin (a,b)")  # fmt: skip
+            raise ValueError(
+                f"label selector: {part.strip()!r} is not key=value, key!=value, "
+                "key, !key, key in (a,b) or key notin (a,b)"
+            )
         negated, key, set_op, members, op, value = match.groups()
         if negated:
             if set_op or op:
@@ -177,9 +179,13 @@ def _summary_from(
     done = sum(int(counts.get(k) or 0) for k in ("succeeded", "failed", "pruned", "cancelled"))
     try:
         experiment = Experiment.model_validate(
-            {"apiVersion": f"{GROUP}/v1alpha1", "kind": "Experiment",
-             "metadata": {"name": name}, "spec": dict(spec_doc)}
-        )  # fmt: skip
+            {
+                "apiVersion": f"{GROUP}/v1alpha1",
+                "kind": "Experiment",
+                "metadata": {"name": name},
+                "spec": dict(spec_doc),
+            }
+        )
         most: int | None = planned_trials(experiment.spec)
         objectives = experiment.spec.all_objectives
         objective = ", ".join(f"{o.direction[:3]} {o.metric}" for o in objectives)
@@ -281,9 +287,19 @@ def local_runs(root: Path) -> list[Summary]:
             out.append(local_summary(folder))
         except (ValueError, OSError, yaml.YAMLError) as exc:
             out.append(
-                Summary(folder.name, "Unknown", 0, None, None, None, None, None,
-                        run_dir=str(folder), reason=f"unreadable: {exc}")
-            )  # fmt: skip
+                Summary(
+                    folder.name,
+                    "Unknown",
+                    0,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    run_dir=str(folder),
+                    reason=f"unreadable: {exc}",
+                )
+            )
     return out
 
 
@@ -322,10 +338,15 @@ def local_detail(path: Path) -> Detail:
         if record.index not in latest or record.attempt >= latest[record.index].attempt:
             latest[record.index] = record
     trials = [
-        {"name": r.name, "phase": r.phase, "reason": r.reason, "message": r.message,
-         "values": list(r.values) if r.values else None}
+        {
+            "name": r.name,
+            "phase": r.phase,
+            "reason": r.reason,
+            "message": r.message,
+            "values": list(r.values) if r.values else None,
+        }
         for _, r in sorted(latest.items())
-    ]  # fmt: skip
+    ]
     return Detail(
         summary,
         dict(state.get("trials") or {}),
@@ -404,9 +425,14 @@ def cluster_detail(kube: Any, namespace: str, name: str) -> Detail:
         tstatus = t.get("status") or {}
         phase = tstatus.get("phase", "Pending")
         rows.append(
-            {"name": tname, "phase": phase, "reason": tstatus.get("reason"),
-             "message": tstatus.get("message"), "values": tstatus.get("values")}
-        )  # fmt: skip
+            {
+                "name": tname,
+                "phase": phase,
+                "reason": tstatus.get("reason"),
+                "message": tstatus.get("message"),
+                "values": tstatus.get("values"),
+            }
+        )
         if phase in TERMINAL_PHASES:
             continue
         job = jobs.get(tname)
