@@ -134,3 +134,30 @@ def test_an_unreadable_run_directory_is_listed_as_such(tmp_path: Path) -> None:
     rd.save_state({**state, "formatVersion": 9})
     [summary] = local_runs(tmp_path / "runs")
     assert summary.phase == "Unknown" and "formatVersion 9 is newer" in (summary.reason or "")
+
+
+def test_a_pending_pods_reasons_are_what_holds_its_trial_back() -> None:
+    from trialforge.reporting.inventory import _pod_holds
+
+    pod = {
+        "metadata": {"name": "xp-0-abcde"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}
+            ],
+            "containerStatuses": [
+                {"name": "trainer", "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                          "message": "Back-off pulling image"}}},
+                {"name": "other", "state": {"waiting": {"reason": "ContainerCreating"}}},
+            ],
+        },
+    }  # fmt: skip
+    assert _pod_holds("xp-0", [pod]) == [
+        "xp-0: pod xp-0-abcde Unschedulable: 0/4 nodes are available: "
+        "4 Insufficient nvidia.com/gpu.",
+        "xp-0: container trainer ImagePullBackOff: Back-off pulling image",
+    ]
+    running = {"metadata": {"name": "p"}, "status": {"phase": "Running"}}
+    assert _pod_holds("xp-0", [running]) == []

@@ -141,6 +141,12 @@ class ExperimentStatus(WireModel):
     trials: TrialCounts = Field(default_factory=TrialCounts)
     best: BestTrial | None = None
     best_value: float | None = Field(default=None, description="Copy of best.value for kubectl.")
+    progress: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Trials ended / trials the design plans at most (retries not counted), "
+        "e.g. 12/40: the Progress column of kubectl get xp.",
+    )
     pareto_front: list[BestTrial] | None = None
     conditions: list[Condition] | None = None
     observed_generation: int | None = None

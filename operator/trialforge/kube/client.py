@@ -87,6 +87,7 @@ class Kube:
         tail_lines: int | None = None,
         limit_bytes: int | None = None,
         follow: bool = False,
+        timeout: float | None = None,
     ) -> Any:
         """A container's log: the whole text, or (``follow``) the urllib3 response
         to read lines from while it runs."""
@@ -97,6 +98,8 @@ class Kube:
             extra["tail_lines"] = tail_lines
         if limit_bytes is not None:
             extra["limit_bytes"] = limit_bytes
+        if timeout is not None:
+            extra["_request_timeout"] = timeout
         resp = self.core.read_namespaced_pod_log(
             pod, namespace, follow=follow, _preload_content=False, **extra
         )

@@ -25,6 +25,8 @@ MAX_LINES = MAX_LOG_TAIL_LINES
 MAX_LINE_CHARS = 500
 # What is asked of the API server: enough for MAX_LINES long lines, no more.
 LIMIT_BYTES = MAX_LINES * (MAX_LINE_CHARS + 1) * 4
+# The reconcile waits this long at most for a log (the API server asks the node's kubelet).
+READ_TIMEOUT = 5.0
 
 
 def bounded(text: str) -> list[str]:
@@ -56,6 +58,7 @@ def read_tail(
             trainer_name(template),
             tail_lines=MAX_LINES,
             limit_bytes=LIMIT_BYTES,
+            timeout=READ_TIMEOUT,
         )
     except (ApiException, HTTPError, OSError) as exc:
         log.debug("no log tail for %s: %s", meta["name"], exc)

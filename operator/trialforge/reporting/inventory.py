@@ -22,10 +22,13 @@ import yaml
 
 from trialforge.api.experiment import GROUP, Experiment
 from trialforge.api.status import TERMINAL_PHASES
-from trialforge.engine.design import planned_trials
 from trialforge.engine.record import timestamp
+from trialforge.engine.status import ENDED_COUNTS, progress_of
 from trialforge.kube.names import ANNOTATION_PAUSED, LABEL_TRIAL
 from trialforge.local.rundir import RunDirectory
+
+# The reasons the operator writes on a Trial that something holds back.
+WRITTEN_HOLDS = frozenset({"Unschedulable", "WaitingForAdmission", "Paused"})
 
 # A person's words about an experiment, shown by `trialforge list` and `status`.
 DESCRIPTION_ANNOTATION = f"{GROUP}/description"
@@ -176,7 +179,7 @@ def _summary_from(
     started: float | None,
 ) -> Summary:
     counts = status.get("trials") or {}
-    done = sum(int(counts.get(k) or 0) for k in ("succeeded", "failed", "pruned", "cancelled"))
+    done = sum(int(counts.get(k) or 0) for k in ENDED_COUNTS)
     try:
         experiment = Experiment.model_validate(
             {
@@ -186,7 +189,7 @@ def _summary_from(
                 "spec": dict(spec_doc),
             }
         )
-        most: int | None = planned_trials(experiment.spec)
+        done, most = progress_of(experiment.spec, counts)
         objectives = experiment.spec.all_objectives
         objective = ", ".join(f"{o.direction[:3]} {o.metric}" for o in objectives)
     except ValueError:
@@ -434,6 +437,11 @@ def cluster_detail(kube: Any, namespace: str, name: str) -> Detail:
             }
         )
         if phase in TERMINAL_PHASES:
+            continue
+        reason = tstatus.get("reason")
+        if reason in WRITTEN_HOLDS:
+            # What the operator wrote holds it back (Unschedulable, WaitingForAdmission, Paused).
+            holds.append(f"{tname}: {reason}: {tstatus.get('message') or ''}".rstrip(": "))
             continue
         job = jobs.get(tname)
         if job is not None and (job.get("spec") or {}).get("suspend"):
