@@ -168,3 +168,22 @@ def test_logs_of_a_trial_whose_pod_is_gone_print_the_tail_kept_in_its_status(
     missing = tf(cluster, "logs", "gone-7", "-n", namespace, "-f")
     assert missing.returncode == 1 and f"no Trial {namespace}/gone-7" in missing.stderr
     assert "Traceback" not in missing.stderr + nothing.stderr
+
+
+def test_logs_of_a_kwok_pod_say_why_it_cannot_be_read(
+    cluster: KubeCluster, namespace: str, operator: OperatorProcess, kube: Cluster
+) -> None:
+    """A kwok node has no kubelet to serve logs: the API server's error is said, with the
+    pod's name, and exit 1; the operator, whose read of the tail fails the same way when
+    the trial ends, keeps no tail and goes on (the trial still concludes)."""
+    kube.create(experiment("kwoklog", max_trials=1, run_seconds="15"))
+    kube.until(
+        lambda: any(p.status.phase == "Running" for p in kube.pods("kwoklog")), 60, "a running pod"
+    )
+    done = tf(cluster, "logs", "kwoklog-0", "-n", namespace, "-f")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "the log of pod kwoklog-0-" in done.stderr and "cannot be read" in done.stderr
+    assert "Traceback" not in done.stderr
+    kube.until(lambda: kube.finished("kwoklog"), 90, "kwoklog to finish")
+    status = kube.trial("kwoklog-0")["status"]
+    assert status["phase"] in ("Succeeded", "Failed") and "logTail" not in status
