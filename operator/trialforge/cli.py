@@ -19,6 +19,10 @@ EPILOG = """examples:
   trialforge run examples/digits-tpe-asha.yaml      run an experiment on this machine
   trialforge validate examples/*.yaml               check specs, print every error
   trialforge crds --check                           are crds/ in sync with the models?
+  trialforge list                                   local runs (-n NS / -A: the cluster's)
+  trialforge status NAME                            one experiment, and what holds it back
+  trialforge logs TRIAL -f                          a trial's output, followed
+  trialforge import katib katib.yaml > xp.yaml      a Katib Experiment as a Trialforge one
 
 The same YAML is a cluster Experiment: kubectl apply -f examples/digits-tpe-asha.yaml
 """
@@ -305,7 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
     from trialforge.reporting.commands import register  # report, reproduce, export
 
     register(sub)
+    _add_inspect(sub)
+    _add_import(sub)
     return parser
+
+
+def _add_import(sub: Any) -> None:
+    """trialforge import katib (reporting/import_commands.py)"""
+    from trialforge.reporting.import_commands import register
+
+    register(sub)
+
+
+def _add_inspect(sub: Any) -> None:
+    """trialforge list, status, logs (reporting/inspect_commands.py)"""
+    from trialforge.reporting.inspect_commands import register
+
+    register(sub)
 
 
 def _add_run(sub: Any) -> None:

@@ -149,10 +149,11 @@ def test_trials_fill_parallelism_and_respect_the_budget(
     # kubectl's printer columns show phase and best at a glance
     out = cluster.kubectl("-n", namespace, "get", "xp", name).stdout
     header, row = out.splitlines()[:2]
-    for column in ("PHASE", "BEST", "RUNNING", "SUCCEEDED", "FAILED"):
+    for column in ("PHASE", "PROGRESS", "BEST", "RUNNING", "SUCCEEDED", "FAILED"):
         kube.check(column in header.split(), f"column {column} missing: {out}")
     kube.check(row.split()[1] == "Succeeded", f"row: {out}")
-    kube.check(float(row.split()[2]) == pytest.approx(loss_of(best)), f"best value: {out}")
+    kube.check(row.split()[2] == "5/5", f"progress (ended/planned): {out}")
+    kube.check(float(row.split()[3]) == pytest.approx(loss_of(best)), f"best value: {out}")
     out = cluster.kubectl("-n", namespace, "get", "xp", name, "-o", "wide").stdout
     header, row = out.splitlines()[:2]
     kube.check("BEST-TRIAL" in header and "REASON" in header, f"wide columns: {out}")

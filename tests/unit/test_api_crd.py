@@ -130,3 +130,10 @@ def test_crds_carry_the_new_fields_and_their_rules() -> None:
     tspec = trial["openAPIV3Schema"]["properties"]["spec"]["properties"]
     for field in ("role", "config", "repeat", "searchIndex", "codeVersion", "dataVersion"):
         assert field in tspec, field
+
+
+def test_kubectl_get_xp_shows_progress_after_the_phase() -> None:
+    crd = all_crds()["experiments.trialforge.io.yaml"]
+    columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [c["name"] for c in columns][:2] == ["Phase", "Progress"]
+    assert columns[1]["jsonPath"] == ".status.progress"

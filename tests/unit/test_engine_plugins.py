@@ -254,3 +254,13 @@ def test_cma_es_takes_its_x0_and_sigma0_settings() -> None:
     with pytest.raises(ExperimentInvalid, match=r"spec.search.settings.sigma0: .*float"):
         load_checked({**doc, "spec": {**doc["spec"], "search": {
             "algorithm": "cmaes", "settings": {"sigma0": "wide"}}}})  # fmt: skip
+
+
+def test_a_setting_without_capitals_is_the_keyword_as_written() -> None:
+    from trialforge.engine.plugins import make_sampler, snake
+
+    assert snake("nStartupTrials") == "n_startup_trials"
+    assert snake("n_startup_trials") == "n_startup_trials"
+    assert snake("sigma0") == "sigma0"  # to_snake alone made it sigma_0, which CMA-ES refuses
+    sampler = make_sampler("cmaes", 1, {"sigma0": 0.2}, 1)
+    assert sampler._sigma0 == 0.2

@@ -33,6 +33,7 @@ def test_a_finished_experiment_has_its_best_times_and_conditions() -> None:
     assert (status.phase, status.reason) == ("Succeeded", "BudgetExhausted")
     assert status.best is not None and status.best.value == status.best_value == plan.best.values[0]
     assert status.best.values == [status.best.value]
+    assert status.progress == "4/4"  # kubectl get xp's Progress column
     assert (status.best.config, status.best.runs) == (plan.best.config, 1)
     assert (status.start_time, status.completion_time) == (
         "2026-01-01T00:00:00Z",

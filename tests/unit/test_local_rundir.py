@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from trialforge.api.observation import Observation
-from trialforge.engine.record import TrialRecord
-from trialforge.local.rundir import RunDirectory
+from trialforge.engine.record import JOURNAL_KEYS, TrialRecord
+from trialforge.local.rundir import FORMAT_VERSION, RunDirectory, state_of
+
+OLD_LAYOUTS = Path(__file__).parents[1] / "data" / "run-directories"
+
+
+def snake(rec: TrialRecord) -> dict:
+    """A record as format 1 wrote it (snake_case keys)."""
+    line = rec.to_journal()
+    return {attr: line[key] for attr, key in JOURNAL_KEYS.items()}
 
 
 def record(name: str = "xp-0", phase: str = "Running") -> TrialRecord:
@@ -79,8 +87,13 @@ def test_a_journal_line_holds_every_field_and_reads_back_as_the_same_record() ->
     journaled = {f.name for f in dataclasses.fields(TrialRecord)} - {"intermediate"}
     assert {f for f in journaled if getattr(rec, f) == getattr(defaults, f)} == set()
     line = json.loads(json.dumps(rec.to_journal()))
-    assert set(line) == journaled
+    assert set(line) == {JOURNAL_KEYS[f] for f in journaled}
+    assert [k for k in line if "_" in k] == []  # camelCase, as state.json and the resources
     assert TrialRecord.from_journal(line) == rec
+    # Format 1 wrote the same line with snake_case keys: it reads as the same record.
+    snake = {attr: line[key] for attr, key in JOURNAL_KEYS.items()}
+    assert "search_state" in snake and "gpu_seconds" in snake
+    assert TrialRecord.from_journal(snake) == rec
     with pytest.raises(dataclasses.FrozenInstanceError):
         rec.phase = "Failed"  # type: ignore[misc]
 
@@ -162,9 +175,9 @@ def test_a_run_directory_from_before_the_journal_is_read_and_the_journal_comes_a
     rd = RunDirectory(tmp_path)
     rd.trials_dir.mkdir()
     old = dataclasses.replace(record("xp-0", phase="Succeeded"), values=(0.5,))
-    (rd.trials_dir / "xp-0.json").write_text(json.dumps(old.to_journal(), indent=1))
+    (rd.trials_dir / "xp-0.json").write_text(json.dumps(snake(old), indent=1))
     (rd.trials_dir / "xp-0.jsonl").write_text('{"step": 0, "metrics": {"loss": 0.5}}\n')
-    (rd.trials_dir / "xp-1.json").write_text(json.dumps(record("xp-1").to_journal()))
+    (rd.trials_dir / "xp-1.json").write_text(json.dumps(snake(record("xp-1"))))
     assert [(r.name, r.phase) for r in rd.load_trials()] == [
         ("xp-0", "Succeeded"),
         ("xp-1", "Running"),
@@ -182,3 +195,54 @@ def test_a_run_directory_from_before_the_journal_is_read_and_the_journal_comes_a
         ("xp-0", "Succeeded"),
         ("xp-1", "Pending"),
     ]
+
+
+# --- the format: versioned, camelCase, old ones read (docs/run-directory.md) --------
+
+
+def test_state_json_names_its_format_and_camel_cases_its_own_fields(tmp_path: Path) -> None:
+    state = state_of({"phase": "Running"}, "xp", tmp_path, pid=12, host="h")
+    assert state["formatVersion"] == FORMAT_VERSION == 2
+    rd = RunDirectory(tmp_path)
+    rd.save_state(state)
+    assert rd.format_version() == 2
+    assert rd.load_state()["pid"] == 12
+    assert [k for k in json.loads((tmp_path / "state.json").read_text()) if "_" in k] == []
+    rd.save_state({**state, "formatVersion": 3})  # a newer Trialforge wrote it
+    with pytest.raises(ValueError, match="formatVersion 3 is newer"):
+        rd.load_state()
+
+
+def test_a_format_1_directory_loads_as_it_was_recorded(tmp_path: Path) -> None:
+    rd = RunDirectory(OLD_LAYOUTS / "v1")
+    assert "formatVersion" not in json.loads((rd.root / "state.json").read_text())
+    assert rd.format_version() == 1
+    assert '"search_index"' in rd.journal_path.read_text()  # snake_case, as format 1 wrote it
+    records = rd.load_trials()
+    assert [(r.name, r.phase, r.role, r.search_index) for r in records] == [
+        (f"format-one-{i}", "Succeeded", "search", i) for i in range(3)
+    ]
+    assert all(r.values and r.start_time and r.completion_time for r in records)
+    assert [o.step for o in rd.load_observations("format-one-1")] == [0, 1, 2]
+    assert rd.load_state()["trials"]["succeeded"] == 3
+
+
+def test_upgrade_rewrites_a_format_1_journal_in_camel_case_and_keeps_every_record(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    shutil.copytree(OLD_LAYOUTS / "v1", tmp_path / "run")
+    rd = RunDirectory(tmp_path / "run")
+    before = rd.load_trials()
+    observed = {r.name: rd.load_observations(r.name) for r in before}
+    with open(rd.journal_path, "a") as handle:
+        handle.write('{"name": "cut-short", "ind\n')  # a crash's line is kept as it is
+    assert rd.upgrade() is True
+    lines = rd.journal_path.read_text().splitlines()
+    assert lines[-1] == '{"name": "cut-short", "ind'
+    assert [k for line in lines[:-1] for k in json.loads(line) if "_" in k] == []
+    again = RunDirectory(tmp_path / "run")
+    assert again.load_trials() == before
+    assert {r.name: again.load_observations(r.name) for r in before} == observed
+    assert again.upgrade() is False  # camelCase already: left alone

@@ -465,7 +465,7 @@ def test_junk_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     assert record.junk_lines == 6
     assert len(rd.load_observations("tiny-0")) == 3
     assert rd.log_path("tiny-0").read_text().count("not a metric") == 6
-    assert journal_record(rd, "tiny-0")["junk_lines"] == 6
+    assert journal_record(rd, "tiny-0")["junkLines"] == 6
 
 
 def test_goal_reached_stops_the_experiment_early(tmp_path: Path) -> None:
@@ -773,3 +773,25 @@ def test_a_sampler_that_fails_once_it_samples_ends_the_run_with_the_reason(
     assert "prior_weight" in event["message"]
     # What ran before is kept: the first trial, succeeded; no other was started.
     assert [e[1] for e in trainer_events(out) if e[0] == "start"] == ["tiny-0"]
+
+
+def test_a_format_1_run_directory_resumes_with_a_raised_budget_and_becomes_format_2(
+    tmp_path: Path,
+) -> None:
+    old = Path(__file__).parents[1] / "data" / "run-directories"
+    run_dir = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(old / "v1", run_dir)
+    doc = yaml.safe_load((old / "v1.yaml").read_text())
+    doc["spec"]["budget"]["maxTrials"] = 4
+    spec_file = write_yaml(tmp_path / "v1.yaml", doc)
+    done = cli("run", str(spec_file), "--dir", str(run_dir), "--quiet", "--json")
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    assert state["formatVersion"] == 2 and "pid" not in state  # it has ended
+    assert state["trials"]["succeeded"] == 4
+    lines = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    assert [k for line in lines for k in line if "_" in k] == []
+    rd = RunDirectory(run_dir)
+    assert [r.name for r in rd.load_trials()] == [f"format-one-{i}" for i in range(4)]

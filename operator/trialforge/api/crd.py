@@ -246,6 +246,7 @@ def experiment_crd() -> dict[str, Any]:
         _schema(Experiment),
         [
             _col("Phase", ".status.phase"),
+            _col("Progress", ".status.progress"),
             _col("Objective", ".spec.objective.metric", priority=1),
             _col("Best", ".status.bestValue", "number"),
             _col("Best-Trial", ".status.best.trial", priority=1),

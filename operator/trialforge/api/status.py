@@ -48,6 +48,8 @@ ACTIVE_PHASES: frozenset[TrialPhase] = frozenset({TrialPhase.PENDING, TrialPhase
 # History kept per metric in a Trial's status: enough to plot, bounded so a
 # long training cannot push the object past etcd's size limit.
 MAX_HISTORY_POINTS = 100
+# Output lines kept in a Trial's status when it ends (kube.logtail bounds them).
+MAX_LOG_TAIL_LINES = 50
 
 
 class MetricSummary(WireModel):
@@ -98,6 +100,12 @@ class TrialStatus(WireModel):
     last_sequence: int | None = Field(
         default=None, description="The last observation sequence number stored."
     )
+    log_tail: list[str] | None = Field(
+        default=None,
+        max_length=MAX_LOG_TAIL_LINES,
+        description="The trainer's last output lines, kept when the trial ended "
+        "(trialforge logs reads them once its pod is gone).",
+    )
     observed_generation: int | None = None
 
 
@@ -133,6 +141,12 @@ class ExperimentStatus(WireModel):
     trials: TrialCounts = Field(default_factory=TrialCounts)
     best: BestTrial | None = None
     best_value: float | None = Field(default=None, description="Copy of best.value for kubectl.")
+    progress: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Trials ended / trials the design plans at most (retries not counted), "
+        "e.g. 12/40: the Progress column of kubectl get xp.",
+    )
     pareto_front: list[BestTrial] | None = None
     conditions: list[Condition] | None = None
     observed_generation: int | None = None

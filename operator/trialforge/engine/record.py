@@ -9,8 +9,9 @@ journal's writer never changes under it.
 The conversions to and from the two places records live are here, written
 once: :meth:`TrialRecord.from_resource` / :func:`trial_spec` for a Trial
 resource (camelCase, times as RFC 3339 strings), :meth:`TrialRecord.from_journal`
-/ :meth:`TrialRecord.to_journal` for the local journal (snake_case, times as
-seconds since the epoch).  :data:`STATUS_FIELDS` maps a Trial's status fields
+/ :meth:`TrialRecord.to_journal` for the local journal (camelCase too, times as
+seconds since the epoch; docs/run-directory.md; a journal of format 1 was
+snake_case and is still read).  :data:`STATUS_FIELDS` maps a Trial's status fields
 to the record's, so an outcome written as a status (engine.status) applies to
 a record the same way.
 """
@@ -99,8 +100,8 @@ class TrialRecord:
     # -- the local journal ------------------------------------------------------------
 
     def to_journal(self) -> dict[str, Any]:
-        """The record as a journal line holds it (JSON-ready; no intermediate values:
-        the line at an attempt's end holds its observations)."""
+        """The record as a journal line holds it (JSON-ready, camelCase keys; no
+        intermediate values: the line at an attempt's end holds its observations)."""
         out = {f: getattr(self, f) for f in _JOURNALED}
         for key in ("parameters", "search_state"):
             if out[key] is not None:
@@ -108,12 +109,17 @@ class TrialRecord:
         for key in ("values", "command"):
             if out[key] is not None:
                 out[key] = list(out[key])
-        return out
+        return {JOURNAL_KEYS[k]: v for k, v in out.items()}
 
     @classmethod
     def from_journal(cls, data: Mapping[str, Any]) -> TrialRecord:
-        """A record from a journal line (or a record file of the layout before the journal)."""
-        fields = {k: v for k, v in data.items() if k in _JOURNALED}
+        """A record from a journal line (or a record file of the layout before the
+        journal): camelCase keys, or the snake_case ones of format 1."""
+        fields = {}
+        for key, value in data.items():
+            attr = _JOURNAL_ATTRS.get(key)
+            if attr is not None:
+                fields[attr] = value
         for key in ("values", "command"):
             if fields.get(key) is not None:
                 fields[key] = tuple(fields[key])
@@ -211,6 +217,21 @@ def _from_status(status: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _JOURNALED = tuple(f.name for f in dataclasses.fields(TrialRecord) if f.name != "intermediate")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+# A record's attribute -> its key in a journal line (camelCase, as the
+# resources and state.json spell theirs).
+JOURNAL_KEYS: dict[str, str] = {f: _camel(f) for f in _JOURNALED}
+# Either spelling of a key -> the attribute (format 1 wrote snake_case).
+_JOURNAL_ATTRS: dict[str, str] = {
+    **{f: f for f in _JOURNALED},
+    **{key: f for f, key in JOURNAL_KEYS.items()},
+}
 
 
 def trial_spec(experiment: str, record: TrialRecord) -> dict[str, Any]:

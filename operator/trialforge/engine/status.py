@@ -15,6 +15,7 @@ from typing import Any
 
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.status import BestTrial, Condition, ExperimentStatus, TrialCounts
+from trialforge.engine.design import planned_trials
 from trialforge.engine.objective import Outcome
 from trialforge.engine.planner import Best, FinishExperiment, Plan, StopTrial
 from trialforge.engine.record import rfc3339
@@ -97,6 +98,14 @@ def best_trial(best: Best) -> BestTrial:
     )
 
 
+ENDED_COUNTS = ("succeeded", "failed", "pruned", "cancelled")
+
+
+def progress_of(spec: ExperimentSpec, counts: Mapping[str, Any]) -> tuple[int, int]:
+    """(trials ended, trials the design plans at most): the experiment's progress."""
+    return sum(int(counts.get(k) or 0) for k in ENDED_COUNTS), planned_trials(spec)
+
+
 def experiment_status(
     spec: ExperimentSpec,
     plan: Plan | None,
@@ -126,6 +135,7 @@ def experiment_status(
         trials=TrialCounts(**plan.counts) if plan is not None else TrialCounts(),
         best=best,
         best_value=best.value if best is not None else None,
+        progress="{}/{}".format(*progress_of(spec, plan.counts if plan is not None else {})),
         pareto_front=[best_trial(b) for b in front] if front else None,
         conditions=experiment_conditions(
             conditions, phase, finished, spec.suspend, generation, now

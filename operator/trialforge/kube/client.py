@@ -57,16 +57,55 @@ class Kube:
     def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(names.EXPERIMENTS, namespace, name)
 
-    def list_experiments(self, namespace: str | None) -> list[dict[str, Any]]:
+    def list_experiments(
+        self, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Experiments in ``namespace`` (None: all), selected by the API server."""
+        selected = {"label_selector": label_selector} if label_selector else {}
         if namespace:
             resp = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, names.EXPERIMENTS, _preload_content=False
+                GROUP, VERSION, namespace, names.EXPERIMENTS, _preload_content=False, **selected
             )
         else:
             resp = self.custom.list_cluster_custom_object(
-                GROUP, VERSION, names.EXPERIMENTS, _preload_content=False
+                GROUP, VERSION, names.EXPERIMENTS, _preload_content=False, **selected
             )
         return self._json(resp)["items"]
+
+    def list_trial_pods(self, namespace: str, trial: str) -> list[dict[str, Any]]:
+        """The pods of one trial (every worker), by the trial label."""
+        resp = self.core.list_namespaced_pod(
+            namespace, label_selector=f"{names.LABEL_TRIAL}={trial}", _preload_content=False
+        )
+        return self._json(resp)["items"]
+
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None = None,
+        tail_lines: int | None = None,
+        limit_bytes: int | None = None,
+        follow: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """A container's log: the whole text, or (``follow``) the urllib3 response
+        to read lines from while it runs."""
+        extra: dict[str, Any] = {}
+        if container:
+            extra["container"] = container
+        if tail_lines is not None:
+            extra["tail_lines"] = tail_lines
+        if limit_bytes is not None:
+            extra["limit_bytes"] = limit_bytes
+        if timeout is not None:
+            extra["_request_timeout"] = timeout
+        resp = self.core.read_namespaced_pod_log(
+            pod, namespace, follow=follow, _preload_content=False, **extra
+        )
+        if follow:
+            return resp
+        return resp.data.decode("utf-8", errors="replace")
 
     def list_trials(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
         resp = self.custom.list_namespaced_custom_object(

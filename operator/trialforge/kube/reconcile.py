@@ -30,6 +30,7 @@ from trialforge.engine.validation import ExperimentInvalid, load_experiment
 from trialforge.kube import names
 from trialforge.kube.client import Kube
 from trialforge.kube.jobs import build_job, owner_reference, trial_labels
+from trialforge.kube.logtail import read_tail
 from trialforge.kube.observe import GPU_PRODUCT, trial_status_from, trial_view
 from trialforge.kube.status import StatusWriter
 from trialforge.kube.tokens import TokenSecrets
@@ -141,7 +142,7 @@ class Reconciler:
         by_name = {t["metadata"]["name"]: t for t in trials}
         for action in plan.actions:
             if isinstance(action, StopTrial):
-                self._stop(by_name.get(action.name), action)
+                self._stop(by_name.get(action.name), action, experiment, pods.get(action.name))
         for action in plan.of(StartTrial):
             created = self._create_trial(obj, experiment, action)
             if created is not None:
@@ -212,10 +213,14 @@ class Reconciler:
             )
             if not observed.status:
                 return
+            ends = observed.status.get("phase") in TERMINAL_PHASES
+            if ends and "logTail" not in (trial.get("status") or {}):
+                tail = read_tail(self.kube, pods.get(tname, []), experiment.spec.trial.template)
+                if tail is not None:
+                    observed.status["logTail"] = tail
             # Concluding a trial reads its stored history: make that write
             # conditional, so observations the ingest stored since this read are
             # not concluded without (a 409 means: read again, conclude again).
-            ends = observed.status.get("phase") in TERMINAL_PHASES
             try:
                 updated = self.kube.patch_status(
                     names.TRIALS,
@@ -303,11 +308,21 @@ class Reconciler:
         else:
             self.kube.event(trial, "Normal", "TrialResumed", f"{tname}: the experiment resumed")
 
-    def _stop(self, trial: Mapping[str, Any] | None, action: StopTrial) -> None:
+    def _stop(
+        self,
+        trial: Mapping[str, Any] | None,
+        action: StopTrial,
+        experiment: Experiment,
+        pods: list[dict[str, Any]] | None = None,
+    ) -> None:
         if trial is None:
             return
         namespace = trial["metadata"]["namespace"]
         status = stop_status(action, time.time())
+        # Its last output lines, before its Job (and pods) are deleted.
+        tail = read_tail(self.kube, pods or [], experiment.spec.trial.template)
+        if tail is not None:
+            status["logTail"] = tail
         # The verdict first, then the Job: a crash in between leaves a terminal
         # Trial whose Job the next reconcile deletes (never a stopped trial whose
         # missing Job would be started again).

@@ -1,9 +1,11 @@
 """The run directory: everything a local run records, and what a resume reads back.
 
-Layout::
+A documented, versioned format (docs/run-directory.md; :data:`FORMAT_VERSION`
+in state.json's ``formatVersion``), camelCase throughout.  Layout::
 
     <dir>/experiment.yaml        the spec as it was run
-    <dir>/state.json             the experiment's status (engine.status), its name and workdir
+    <dir>/state.json             the experiment's status (engine.status), its name, workdir,
+                                 format version and the running process
     <dir>/trials.jsonl           the trial records: a line per change of one
     <dir>/trials/<name>.log      each trial attempt's output
     <dir>/events.jsonl           what happened, in order
@@ -26,7 +28,10 @@ leaves unreadable counts as never written, so a resume runs that trial again
 
 Run directories written before the journal (a ``trials/<name>.json`` record and
 a ``trials/<name>.jsonl`` of observations per attempt) are still read; what a
-resume of one records goes to the journal.
+resume of one records goes to the journal.  Format 1 (no ``formatVersion``)
+wrote the journal's keys in snake_case; they are still read, and a run that
+resumes such a directory first rewrites its journal in camelCase
+(:meth:`RunDirectory.upgrade`), so a directory of format 2 is camelCase only.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from typing import Any, TextIO
 import yaml
 
 from trialforge.api.observation import Observation
-from trialforge.engine.record import TrialRecord, rfc3339, timestamp
+from trialforge.engine.record import JOURNAL_KEYS, TrialRecord, rfc3339, timestamp
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +78,37 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-# state.json's fields beside the experiment's status: the run's name and the
-# folder its trials ran in.
-LOCAL_STATE_FIELDS = ("name", "workdir")
+# A journal line's keys that format 1 spelled otherwise (snake_case).
+_SNAKE_KEYS = frozenset(attr for attr, key in JOURNAL_KEYS.items() if attr != key)
+
+# The run directory's format (docs/run-directory.md): 1 had no formatVersion
+# and a snake_case journal; 2 is camelCase throughout.
+FORMAT_VERSION = 2
+
+# state.json's fields beside the experiment's status: the format's version, the
+# run's name, the folder its trials ran in, and the process that runs it (its
+# pid and host while it runs; what `trialforge list` and `logs -f` look at).
+LOCAL_STATE_FIELDS = ("formatVersion", "name", "workdir", "pid", "host")
 
 
-def state_of(status: Mapping[str, Any], name: str, workdir: Path) -> dict[str, Any]:
+def state_of(
+    status: Mapping[str, Any],
+    name: str,
+    workdir: Path,
+    pid: int | None = None,
+    host: str | None = None,
+) -> dict[str, Any]:
     """A state.json: the experiment's status (wire names) and the run's own fields."""
-    return {"name": name, "workdir": str(workdir.resolve()), **status}
+    own: dict[str, Any] = {
+        "formatVersion": FORMAT_VERSION,
+        "name": name,
+        "workdir": str(workdir.resolve()),
+    }
+    if pid is not None:
+        own["pid"] = pid
+    if host is not None:
+        own["host"] = host
+    return {**own, **status}
 
 
 def status_of(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,6 +128,7 @@ def _upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
         state.setdefault("bestValue", best["value"])
     if state.get("phase") == "Interrupted":
         state["phase"] = "Suspended"
+    state.setdefault("formatVersion", 1)
     return state
 
 
@@ -131,9 +160,59 @@ class RunDirectory:
 
     def load_state(self) -> dict[str, Any]:
         """state.json: the experiment's status (api ExperimentStatus, wire names) and
-        the run directory's own fields (:data:`LOCAL_STATE_FIELDS`)."""
+        the run directory's own fields (:data:`LOCAL_STATE_FIELDS`); a directory of
+        format 1 reads as format 1 (``formatVersion`` 1) in today's shape."""
         path = self.root / "state.json"
-        return _upgrade_state(json.loads(path.read_text())) if path.exists() else {}
+        if not path.exists():
+            return {}
+        state = _upgrade_state(json.loads(path.read_text()))
+        version = state.get("formatVersion")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: formatVersion {version!r} is newer than this Trialforge reads "
+                f"(up to {FORMAT_VERSION}); upgrade Trialforge"
+            )
+        return state
+
+    def format_version(self) -> int:
+        """The format this directory was written in (1 when state.json names none)."""
+        return int(self.load_state().get("formatVersion", 1))
+
+    def upgrade(self) -> bool:
+        """Rewrite a journal of format 1 (snake_case lines) in camelCase, atomically,
+        before a run appends to it; True when it did.  Unreadable lines are kept as
+        they are (a resume takes them as never written, as before)."""
+        if not self.journal_path.exists():
+            return False
+        lines = self.journal_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        out, changed = [], False
+        for line in lines:
+            try:
+                data = json.loads(line)
+                raw = data.pop("observations", None)
+                fresh = TrialRecord.from_journal(data).to_journal()
+            except (ValueError, TypeError, AttributeError, KeyError):
+                out.append(line)
+                continue
+            if raw is not None:
+                fresh["observations"] = raw
+            if any(key in _SNAKE_KEYS for key in data):
+                changed = True
+            out.append(json.dumps(fresh, allow_nan=True))
+        if not changed:
+            return False
+        text = "".join(f"{line}\n" for line in out).encode("utf-8")
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".trials.jsonl.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.journal_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return True
 
     def save_state(self, state: dict[str, Any]) -> None:
         write_json_atomic(self.root / "state.json", state)

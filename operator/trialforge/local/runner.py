@@ -197,7 +197,11 @@ class LocalRunner:
             self.dir.create(doc)
             self.dir.event("SpecChanged", f"the spec changed: {', '.join(changed)}")
         self.resumed = True
-        state = self.dir.load_state()
+        try:
+            state = self.dir.load_state()
+        except ValueError as exc:
+            raise LocalRunError(str(exc)) from None
+        self.dir.upgrade()  # a journal of format 1 becomes camelCase before it grows
         self.started_at = timestamp(state.get("startTime"))
         self._conditions = list(state.get("conditions") or [])
         for record in self.dir.load_trials():
@@ -228,7 +232,17 @@ class LocalRunner:
         if interrupted:
             status.update(reason="Interrupted", message="stopped by the user; run again to resume")
         self._conditions = status.get("conditions") or []
-        self.dir.save_state(state_of(status, self.name, self.workdir))
+        # While it runs, state.json names this process (trialforge list, logs -f).
+        running = not interrupted and status.get("phase") not in ("Succeeded", "Failed")
+        self.dir.save_state(
+            state_of(
+                status,
+                self.name,
+                self.workdir,
+                pid=os.getpid() if running else None,
+                host=self.node if running else None,
+            )
+        )
 
     # -- the loop ---------------------------------------------------------------------
 
