@@ -162,7 +162,7 @@ def register(sub: Any) -> None:
 
     export = sub.add_parser(
         "export",
-        help="export an experiment's trials to another tool (mlflow)",
+        help="export an experiment's trials to another tool (mlflow, optuna)",
         description="Export every trial of an experiment to another tool.",
     )
     targets = export.add_subparsers(dest="target", metavar="TARGET", required=True)
@@ -178,3 +178,12 @@ def register(sub: Any) -> None:
     mlflow.add_argument("--artifact-location", help="for a new MLflow experiment")
     _source_options(mlflow)
     mlflow.set_defaults(func=_cmd_export_mlflow)
+    _register_optuna(sub, targets)
+
+
+def _register_optuna(sub: Any, targets: Any) -> None:
+    """trialforge dashboard, trialforge export optuna (reporting.optuna_commands)."""
+    from trialforge.reporting.optuna_commands import add_dashboard, add_export_optuna
+
+    add_export_optuna(targets)
+    add_dashboard(sub)
