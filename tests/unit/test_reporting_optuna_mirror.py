@@ -138,3 +138,19 @@ def test_bad_storage_and_a_study_of_other_directions_are_clear_errors(
     assert "not a run directory" in capsys.readouterr().err
     with pytest.raises(MirrorError, match="cannot open"):
         open_storage("nosuchdb://x")
+
+
+def test_a_trial_finished_in_the_storage_by_someone_else_is_left_alone(tmp_path: Path) -> None:
+    """optuna-dashboard has a "Fail trial" button: the mirror does not fight it."""
+    run = make_run(tmp_path / "run")
+    source = RunDirSource(run)
+    mirror = Mirror(optuna.storages.InMemoryStorage())
+    mirror.sync(source.read())
+    running = mirror.trial_ids()["demo-7"]
+    mirror.storage.set_trial_state_values(running, TrialState.FAIL)
+    with open(RunDirectory(run).log_path("demo-7"), "a") as log:
+        log.write(json.dumps({"step": 3, "acc": 0.8}) + "\n")
+    result = mirror.sync(source.read())
+    assert result.updated == 0
+    trial = mirrored_trials(mirror.storage, "demo")[7]
+    assert trial.state == TrialState.FAIL and 3 not in trial.intermediate_values

@@ -33,6 +33,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -256,7 +257,7 @@ class Mirror:
                     result.finished += 1
             elif seen.state.is_finished():
                 result.unchanged += 1
-            elif self._update(seen, record, state, steps, attrs):
+            elif self._update_unless_finished(seen, record, state, steps, attrs):
                 result.updated += 1
                 if state.is_finished():
                     result.finished += 1
@@ -320,6 +321,15 @@ class Mirror:
         )
         trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
         self._seen[record.name] = _Seen(trial_id, state, dict(steps), attrs)
+
+    def _update_unless_finished(self, seen: _Seen, *args: Any) -> bool:
+        try:
+            return self._update(seen, *args)
+        except UpdateFinishedTrialError:
+            # Finished in the storage by someone else (optuna-dashboard's "Fail trial"
+            # button): the mirror leaves it as it is.
+            seen.state = self.storage.get_trial(seen.trial_id).state
+            return False
 
     def _update(
         self,

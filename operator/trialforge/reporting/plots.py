@@ -186,9 +186,9 @@ def parallel_svg(spec: ExperimentSpec, records: Sequence[TrialRecord]) -> str | 
         70,
         410,
         [
-            (f"succeeded (colour: {objective.metric}, best on top)", {"stroke": colour(1.0)}),
-            ("pruned (faded)", {k: v for k, v in _FADED_STYLE["Pruned"].items()}),
-            ("failed / cancelled (faded)", {k: v for k, v in _FADED_STYLE["Failed"].items()}),
+            (f"succeeded (colour: {objective.metric})", {"stroke": colour(1.0)}),
+            ("pruned", {k: v for k, v in _FADED_STYLE["Pruned"].items()}),
+            ("failed / cancelled", {k: v for k, v in _FADED_STYLE["Failed"].items()}),
         ],
     )
     return fig.render()
