@@ -214,6 +214,19 @@ def test_the_dashboard_follows_a_running_local_experiment_in_a_browser(
         page.goto(f"{base}/dashboard/studies/0")
         page.get_by_text("Intermediate values").first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "dashboard-local-study.png"), full_page=True)
+        # The study's note shows Trialforge's learning curves and parallel coordinates.
+        page.goto(f"{base}/dashboard/studies/0/note")
+        for slug in ("learning-curves", "parallel"):
+            image = page.locator(f"img[src='/trialforge/{slug}.svg']")
+            image.wait_for(timeout=30_000)
+            loaded = "e => e.complete && e.naturalWidth > 0"
+            page.wait_for_function(
+                f"() => {{ const e = document.querySelector(\"img[src='/trialforge/{slug}.svg']\");"
+                " return e && e.complete && e.naturalWidth > 0; }",
+                timeout=30_000,
+            )
+            assert image.evaluate(loaded)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-local-note.png"), full_page=True)
         # Trialforge's plots, from the same server.
         page.goto(f"{base}/trialforge/")
         page.locator("figure[data-plot='learning-curves'] svg").wait_for(timeout=30_000)
@@ -251,6 +264,8 @@ def test_the_json_api_and_the_plots_of_a_run_directory(tmp_path: Path) -> None:
         assert svg.startswith("<svg ") and "lr (log)" in svg
         with pytest.raises(urllib.error.HTTPError):
             get_text(f"{base}/trialforge/nothing.svg")
+        # One objective: no Pareto front yet, a placeholder (the note may show it).
+        assert "nothing to draw yet" in get_text(f"{base}/trialforge/pareto.svg")
     finally:
         assert stop(dashboard) == 0
 

@@ -68,6 +68,14 @@ def plot_svgs(data: RunData) -> dict[str, str]:
     return {slug: svg for slug, svg in drawn.items() if svg is not None}
 
 
+def _placeholder(title: str) -> str:
+    from trialforge.reporting.svg import Figure
+
+    fig = Figure(480, 80, title)
+    fig.text(240, 55, "nothing to draw yet", 12, text_anchor="middle", class_="placeholder")
+    return fig.render()
+
+
 class Dashboard:
     """The mirror, the latest read of the experiment, and the WSGI app serving both."""
 
@@ -96,13 +104,17 @@ class Dashboard:
         dashboard = _optuna_dashboard()
         assert self.data is not None and self.mirror.study_name is not None
         study = optuna.load_study(study_name=self.mirror.study_name, storage=self.mirror.storage)
+        shown = {k: v for k, v in PLOTS.items() if k != "pareto" or self.data.spec.multi_objective}
         lines = [
             f"Mirrored by Trialforge from {self.data.source}, kept up to date while it runs.",
             "",
             f"**Trialforge's plots** (every axis with its values; pruned and failed trials "
-            f"faded): [all of them]({PREFIX}/)",
+            f"faded): [all of them]({PREFIX}/), "
+            + ", ".join(f"[{title.lower()}]({PREFIX}/{slug}.svg)" for slug, title in shown.items()),
             "",
-            *(f"- [{title}]({PREFIX}/{slug}.svg)" for slug, title in PLOTS.items()),
+            f"![Learning curves]({PREFIX}/learning-curves.svg)",
+            "",
+            f"![Parallel coordinates]({PREFIX}/parallel.svg)",
         ]
         dashboard.save_note(study, "\n".join(lines))
 
@@ -139,10 +151,10 @@ class Dashboard:
         if path in ("", "index.html"):
             body, kind = self._page(), "text/html; charset=utf-8"
         elif path.endswith(".svg") and path[: -len(".svg")] in PLOTS and self.data is not None:
-            svg = plot_svgs(self.data).get(path[: -len(".svg")])
-            if svg is None:
-                start_response("404 Not Found", [("Content-Type", "text/plain")])
-                return [b"no such plot yet (no trial has ended)\n"]
+            slug = path[: -len(".svg")]
+            svg = plot_svgs(self.data).get(slug)
+            if svg is None:  # not yet (the note shows it before any trial has ended)
+                svg = _placeholder(PLOTS[slug])
             body, kind = svg, "image/svg+xml"
         else:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
