@@ -154,3 +154,46 @@ def test_a_trial_finished_in_the_storage_by_someone_else_is_left_alone(tmp_path:
     assert result.updated == 0
     trial = mirrored_trials(mirror.storage, "demo")[7]
     assert trial.state == TrialState.FAIL and 3 not in trial.intermediate_values
+
+
+def test_two_objectives_and_an_unreachable_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pruned trial of a two-objective study has no value (Optuna keeps none either)."""
+    from tests.factories import experiment_doc
+    from trialforge.engine.record import TrialRecord
+    from trialforge.local.rundir import state_of
+
+    doc = experiment_doc(
+        objective=None,
+        objectives=[{"metric": "acc", "direction": "maximize"},
+                    {"metric": "size", "direction": "minimize"}],
+    )  # fmt: skip
+    directory = RunDirectory(tmp_path / "run")
+    directory.create(doc)
+    params = {"lr": 0.01, "opt": "sgd", "layers": 2}
+    directory.append_records([
+        (TrialRecord("demo-0", 0, 0, "Succeeded", params, values=(0.9, 3.0)), None),
+        (TrialRecord("demo-1", 1, 0, "Pruned", params, intermediate={1: 0.2}), None),
+    ])  # fmt: skip
+    directory.save_state(state_of({"phase": "Succeeded"}, "demo", tmp_path / "run"))
+    mirror = Mirror(optuna.storages.InMemoryStorage())
+    mirror.sync(RunDirSource(tmp_path / "run").read())
+    done, pruned = mirrored_trials(mirror.storage, "demo")
+    assert done.values == [0.9, 3.0] and pruned.state == TrialState.PRUNED
+    assert pruned.values is None
+    study = optuna.load_study(study_name="demo", storage=mirror.storage)
+    assert study.metric_names == ["acc", "size"]
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: x}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    args = ["export", "optuna", "--experiment", "x", "--kubeconfig", str(config), "--storage",
+            str(tmp_path / "o.log")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "Traceback" not in err

@@ -136,11 +136,14 @@ def _when(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else dt.datetime.fromtimestamp(float(seconds))
 
 
-def trial_values(record: Any, state: TrialState, steps: Mapping[int, float]) -> list[float] | None:
+def trial_values(
+    record: Any, state: TrialState, steps: Mapping[int, float], objectives: int = 1
+) -> list[float] | None:
     if state == TrialState.COMPLETE:
         values = list(record.values or ())
-        return values if values and all(_finite(v) for v in values) else None
-    if state == TrialState.PRUNED and steps and not record.values:
+        ok = len(values) == objectives and all(_finite(v) for v in values)
+        return values if ok else None
+    if state == TrialState.PRUNED and steps and objectives == 1:
         return [steps[max(steps)]]  # as optuna's tell() records a pruned trial
     return None
 
@@ -178,6 +181,7 @@ class Mirror:
         self.study_id: int | None = None
         self._seen: dict[str, _Seen] = {}
         self._study_attrs: dict[str, Any] = {}
+        self._objectives = 1
 
     # -- the study ----------------------------------------------------------------------
 
@@ -242,6 +246,7 @@ class Mirror:
         """Bring the study in line with ``data``; returns what changed."""
         if self.study_id is None:
             self.study_id = self._open_study(data)
+        self._objectives = len(data.spec.all_objectives)
         self._sync_study_attrs(data)
         distributions = space.distributions(data.spec.parameters)
         result = SyncResult()
@@ -296,7 +301,7 @@ class Mirror:
         assert self.study_id is not None
         params, dists, outside = self._params(record, distributions)
         attrs = {**attrs, **outside}
-        values = trial_values(record, state, steps)
+        values = trial_values(record, state, steps, self._objectives)
         start = _when(record.start_time)
         if start is None and state != TrialState.WAITING:
             start = dt.datetime.now()
@@ -357,7 +362,7 @@ class Mirror:
                 seen.attrs[key] = value
                 changed = True
         if state.is_finished():
-            values = trial_values(record, state, seen.steps)
+            values = trial_values(record, state, seen.steps, self._objectives)
             storage.set_trial_state_values(seen.trial_id, state, values)
             seen.state = state
             changed = True
@@ -430,19 +435,35 @@ class ClusterSource:
 
         try:
             config.load_kube_config(config_file=kubeconfig)
-        except config.ConfigException:
-            config.load_incluster_config()
+        except (config.ConfigException, FileNotFoundError):
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
+                raise ValueError(f"no cluster: no kubeconfig at {where}, not in a pod") from None
         self.kube = Kube(client.ApiClient())
         self.namespace, self.name = namespace, name
 
     def read(self) -> RunData:
-        return from_cluster(self.namespace, self.name, kube=self.kube)
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return from_cluster(self.namespace, self.name, kube=self.kube)
+        except ApiException as exc:
+            raise ValueError(
+                f"reading Experiment {self.namespace}/{self.name}: {exc.status} {exc.reason}"
+            ) from None
+        except HTTPError as exc:
+            raise ValueError(f"the API server is unreachable: {exc}") from None
 
     def describe(self) -> str:
         return f"Experiment {self.namespace}/{self.name}"
 
 
-def export(data: RunData, storage: str | BaseStorage, study_name: str | None = None) -> dict:
+def export(
+    data: RunData, storage: str | BaseStorage, study_name: str | None = None
+) -> dict[str, Any]:
     """Write ``data`` into an Optuna storage once (``trialforge export optuna``)."""
     mirror = Mirror(storage, study_name)
     result = mirror.sync(data)
