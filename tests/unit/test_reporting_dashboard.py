@@ -247,7 +247,7 @@ def test_the_dashboard_follows_a_running_local_experiment_in_a_browser(
 def test_the_json_api_and_the_plots_of_a_run_directory(tmp_path: Path) -> None:
     """Without a browser: the dashboard's JSON API over HTTP, and /trialforge/."""
     run_dir = make_run(tmp_path / "run")
-    dashboard, base = start_dashboard(str(run_dir))
+    dashboard, base = start_dashboard(str(run_dir), "--once")  # read once, not followed
     try:
         studies = get_json(f"{base}/api/studies")["study_summaries"]
         assert [s["study_name"] for s in studies] == ["demo"]
