@@ -133,16 +133,3 @@ def test_importances_and_comparison_are_labelled(run) -> None:  # type: ignore[n
     root = _svg(plots.comparison_svg(rows))
     assert any("better" in (e.get("class") or "") for e in root.iter())
     assert plots.comparison_svg(rows[:1]) is None
-
-
-def test_axis_ticks() -> None:
-    from trialforge.reporting.svg import Scale, log_ticks, nice_ticks, number
-
-    assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    assert log_ticks(1e-5, 1e-1) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
-    assert log_ticks(1e-3, 3e-2) == [1e-3, 2e-3, 5e-3, 1e-2, 2e-2]
-    assert [number(v) for v in (1e-5, 0.001, 12.5, 2e6)] == ["1e-5", "0.001", "12.5", "2e6"]
-    scale = Scale.for_values([], 100, 0, log=True, low=1e-4, high=1e-1)
-    assert scale(1e-4) == 100 and scale(1e-1) == 0 and abs(scale(1e-2) - 100 / 3) < 1e-9
-    steps = Scale(0, 1000, 0, 100, integer=True)
-    assert all(float(t).is_integer() for _, t in steps.ticks())
