@@ -135,7 +135,8 @@ def register(sub: Any) -> None:
         help="write a self-contained HTML or Markdown report of an experiment",
         description="Report an experiment (a local run directory, or --experiment on the "
         "cluster): outcome, comparison with the baseline (intervals, p-values, verdicts), "
-        "optimisation history, parameter importances, parallel coordinates, lineage. "
+        "optimisation history, parameter importances, parallel coordinates, learning curves, "
+        "lineage. "
         "Plots are embedded, so the file stands alone.",
     )
     report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a trialforge run directory")
