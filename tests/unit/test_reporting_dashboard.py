@@ -277,3 +277,13 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert "give a run directory" in capsys.readouterr().err
     assert main(["dashboard", str(tmp_path / "none")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        run_dir = make_run(tmp_path / "run")
+        assert main(["dashboard", str(run_dir), "--port", port, "--once"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err

@@ -53,6 +53,10 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     except DashboardMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        print(f"error: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except _ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
