@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import pytest
 from clusterlib import KubeCluster
-from operatorlib import Cluster, OperatorProcess, Reporter, experiment
+from operatorlib import LABEL_TRIAL, Cluster, OperatorProcess, Reporter, experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.unit.test_reporting_dashboard import (
@@ -28,6 +28,18 @@ from tests.unit.test_reporting_dashboard import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+RUN_SECONDS = "trialforge.io/kwok-run-seconds"
+
+
+def release(kube: Cluster, name: str, trials: set[str]) -> None:
+    """Let these trials' pods end now (kwok's stage reads the annotation again)."""
+    for pod in kube.pods(name):
+        labels = pod.metadata.labels or {}
+        if labels.get(LABEL_TRIAL) in trials:
+            patch = {"metadata": {"annotations": {RUN_SECONDS: "0"}}}
+            kube.core.patch_namespaced_pod(pod.metadata.name, kube.ns, patch)
 
 
 def curve(trial: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
@@ -54,7 +66,9 @@ def test_the_dashboard_follows_a_cluster_experiment(
             name,
             max_trials=4,
             parallelism=2,
-            run_seconds="15",  # the window in which the first two are seen running
+            # Every pod runs until the test lets it end (the first two), or the operator
+            # stops it (pruned, diverged): no race with the mirror's reads.
+            run_seconds="forever",
             early_stopping={
                 "algorithm": "median",
                 "settings": {"nStartupTrials": 2, "nWarmupSteps": 0},
@@ -70,14 +84,20 @@ def test_the_dashboard_follows_a_cluster_experiment(
                 trials = get_json(f"{base}/api/studies/0")["trials"]
                 return [t for t in trials if t["state"] == "Running" and t["intermediate_values"]]
 
-            live = kube.until(running, 60, "a running trial with its steps in the mirror")
-            assert _attr(live[0], "trialforge_trial") in (f"{name}-0", f"{name}-1")
+            def both_running() -> list[dict[str, Any]]:
+                trials = running()
+                return trials if len(trials) == 2 else []
+
+            live = kube.until(both_running, 90, "two running trials with their steps in the mirror")
+            assert {_attr(t, "trialforge_trial") for t in live} == {f"{name}-0", f"{name}-1"}
             assert [v["step"] for v in live[0]["intermediate_values"]] == [1, 2, 3]
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{base}/dashboard/studies/0/trials")
             page.get_by_text("Running").first.wait_for(timeout=60_000)
-            assert name in page.inner_text("body")
+            body = page.inner_text("body")
+            assert name in body and "Trial 0" in body and "Trial 1" in body
             page.screenshot(path=str(ARTIFACTS / "dashboard-cluster-running.png"))
+            release(kube, name, {f"{name}-0", f"{name}-1"})
 
             kube.until(lambda: kube.finished(name), 180, f"experiment {name} to finish")
 
