@@ -345,6 +345,9 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "busybox-static": "/bin/busybox",  # the real-node test image (FROM scratch)
     "buildah": "/usr/bin/buildah",  # offline image builds (e2e/cluster images)
     "mmdebstrap": "/usr/bin/mmdebstrap",
+    # the dashboard's browser tests (tests/unit/test_reporting_dashboard.py): Playwright
+    # drives this Chromium (executable_path); it downloads no browser of its own
+    "chromium": "/usr/bin/chromium",
 }
 
 

@@ -574,10 +574,10 @@ def test_interrupt_then_resume_finishes_without_repeating_a_trial(tmp_path: Path
     assert kinds.index("Interrupted") < kinds.index("Resumed") < kinds.index("BudgetExhausted")
 
     # What the run directory holds after a run with successes.
-    assert {"state.json", "experiment.yaml", "events.jsonl", "history.png"} <= {
+    assert {"state.json", "experiment.yaml", "events.jsonl", "history.svg"} <= {
         p.name for p in run_dir.iterdir()
     }
-    assert (run_dir / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "history.svg").read_text().startswith("<svg ")
     assert {r["name"] for r in journal_lines(rd)} == {r.name for r in records}
     for record in records:
         assert rd.log_path(record.name).stat().st_size > 0

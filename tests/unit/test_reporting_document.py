@@ -8,13 +8,12 @@ from pathlib import Path
 
 from trialforge.cli import main
 
-PNG = b"\x89PNG\r\n\x1a\n"
 
-
-def _images(text: str) -> list[bytes]:
-    return [
-        base64.b64decode(m) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
-    ]
+def _images(text: str) -> list[str]:
+    """The plots: inline SVG (HTML) or SVG data URIs (Markdown)."""
+    inline = re.findall(r"<svg .*?</svg>", text, flags=re.S)
+    uris = re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", text)
+    return inline + [base64.b64decode(m).decode() for m in uris]
 
 
 def test_the_report_renders_in_html_and_markdown(ab_run: tuple[Path, str], tmp_path: Path) -> None:
@@ -27,11 +26,12 @@ def test_the_report_renders_in_html_and_markdown(ab_run: tuple[Path, str], tmp_p
     for text in (html, md):
         for words in ("Comparison with the baseline", "Optimisation history",
                       "Parallel coordinates", "Against the baseline", "Trials and lineage",
+                      "Learning curves",
                       "better", "worse", "inconclusive", "CI (bootstrap)", "p (Holm)",
                       "example-1", "synthetic-v1", "TRIALFORGE_SEED="):  # fmt: skip
             assert words in text, words
         images = _images(text)
-        assert len(images) >= 3 and all(i.startswith(PNG) for i in images)
+        assert len(images) >= 4 and all(i.startswith("<svg") for i in images)
     assert html.startswith("<!DOCTYPE html>") and "</html>" in html
     assert "| arm | n |" in md
     # The default output lands in the run directory.

@@ -135,7 +135,8 @@ def register(sub: Any) -> None:
         help="write a self-contained HTML or Markdown report of an experiment",
         description="Report an experiment (a local run directory, or --experiment on the "
         "cluster): outcome, comparison with the baseline (intervals, p-values, verdicts), "
-        "optimisation history, parameter importances, parallel coordinates, lineage. "
+        "optimisation history, parameter importances, parallel coordinates, learning curves, "
+        "lineage. "
         "Plots are embedded, so the file stands alone.",
     )
     report.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a trialforge run directory")
@@ -162,7 +163,7 @@ def register(sub: Any) -> None:
 
     export = sub.add_parser(
         "export",
-        help="export an experiment's trials to another tool (mlflow)",
+        help="export an experiment's trials to another tool (mlflow, optuna)",
         description="Export every trial of an experiment to another tool.",
     )
     targets = export.add_subparsers(dest="target", metavar="TARGET", required=True)
@@ -178,3 +179,12 @@ def register(sub: Any) -> None:
     mlflow.add_argument("--artifact-location", help="for a new MLflow experiment")
     _source_options(mlflow)
     mlflow.set_defaults(func=_cmd_export_mlflow)
+    _register_optuna(sub, targets)
+
+
+def _register_optuna(sub: Any, targets: Any) -> None:
+    """trialforge dashboard, trialforge export optuna (reporting.optuna_commands)."""
+    from trialforge.reporting.optuna_commands import add_dashboard, add_export_optuna
+
+    add_export_optuna(targets)
+    add_dashboard(sub)

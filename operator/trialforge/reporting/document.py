@@ -4,9 +4,9 @@ What a data scientist attaches to a decision: what was run (design, budget,
 code and data versions), how it ended, the comparison with the baseline
 (differences with Welch and bootstrap intervals, p-values, Holm, effect sizes,
 verdicts and their notes), the optimisation history, parameter importances, a
-parallel-coordinates plot, and every trial's lineage with the command that
-reproduces the best one.  Plots are PNGs embedded as base64 data URIs, so the
-file needs nothing beside it.
+parallel-coordinates plot, the learning curves, and every trial's lineage with the command that
+reproduces the best one.  Plots are SVG (reporting.plots), inline in HTML and
+base64 data URIs in Markdown, so the file needs nothing beside it.
 """
 
 from __future__ import annotations
@@ -54,23 +54,26 @@ def _ci(low: Any, high: Any) -> str:
 
 
 def make_plots(data: RunData, folder: Path) -> dict[str, Path]:
-    """Every plot the report shows, as PNG files in ``folder``."""
+    """Every plot the report shows, as SVG files in ``folder``."""
     spec = data.spec
     made = {
-        "Optimisation history": plots.history(spec, data.records, folder / "history.png"),
+        "Optimisation history": plots.history(spec, data.records, folder / "history.svg"),
         "Against the baseline": plots.comparison(
-            data.state.get("comparison") or [], folder / "comparison.png"
+            data.state.get("comparison") or [], folder / "comparison.svg"
         ),
         "Parameter importances": None
         if spec.arms
-        else plots.importances(study_of(data), spec, folder / "importances.png"),
+        else plots.importances(study_of(data), spec, folder / "importances.svg"),
         "Parallel coordinates": plots.parallel_coordinates(
-            spec, data.records, folder / "parallel.png"
+            spec, data.records, folder / "parallel.svg"
+        ),
+        "Learning curves": plots.learning_curves(
+            spec, data.records, folder / "learning-curves.svg", data.observations
         ),
     }
     if spec.multi_objective:
         front = [r for r in data.records if r.name in _front_names(data)]
-        made["Pareto front"] = plots.pareto(spec, data.records, front, folder / "pareto.png")
+        made["Pareto front"] = plots.pareto(spec, data.records, front, folder / "pareto.svg")
     return {title: path for title, path in made.items() if path is not None}
 
 
@@ -214,7 +217,8 @@ th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .better{color:#1a7f37;font-weight:600}.worse{color:#c0392b;font-weight:600}
 .inconclusive{color:#9a6700}.note{color:#555;font-size:.9em}
 .scroll{overflow-x:auto}code,pre{background:#f6f8fa;padding:.2em .4em;border-radius:4px}
-pre{padding:.8em;overflow-x:auto;white-space:pre-wrap}img{max-width:100%}
+pre{padding:.8em;overflow-x:auto;white-space:pre-wrap}img,svg{max-width:100%;height:auto}
+figure.plot{margin:0}
 """
 
 
@@ -234,7 +238,8 @@ def _html_table(columns: Sequence[str], rows: Sequence[Sequence[str]], verdict: 
 
 
 def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def render_html(data: RunData, images: dict[str, Path]) -> str:
@@ -259,7 +264,13 @@ def render_html(data: RunData, images: dict[str, Path]) -> str:
             "configurations with repeated runs.</p>"
         )
     for name, path in images.items():
-        parts.append(f"<h2>{e(name)}</h2><img alt='{e(name)}' src='{_data_uri(path)}'>")
+        # An SVG inline (its text and its trials' titles stay readable and searchable).
+        body = (
+            path.read_text(encoding="utf-8")
+            if path.suffix == ".svg"
+            else f"<img alt='{e(name)}' src='{_data_uri(path)}'>"
+        )
+        parts.append(f"<h2>{e(name)}</h2><figure class='plot'>{body}</figure>")
     columns, rows = _lineage(data)
     parts.append("<h2>Trials and lineage</h2>")
     parts.append(_html_table(columns, rows))
