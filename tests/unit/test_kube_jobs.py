@@ -548,6 +548,9 @@ def test_push_source_gets_a_report_url_and_a_startup_probe() -> None:
     spec = pod(xp(trial={"metrics": {"source": "push"}}))
     sidecar = collector_of(spec)
     assert sidecar["startupProbe"]["httpGet"]["port"] == c.PUSH_PORT
+    # the kubelet probes from the node: the pod's IP (no host), where the server listens
+    assert "host" not in sidecar["startupProbe"]["httpGet"]
+    assert env_of(sidecar)[c.ENV_PUSH_LISTEN]["value"] == c.POD_PUSH_LISTEN
     env = env_of(spec["containers"][0])
     assert env[c.ENV_REPORT_URL]["value"] == f"http://127.0.0.1:{c.PUSH_PORT}/report"
 

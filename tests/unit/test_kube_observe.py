@@ -19,3 +19,38 @@ def test_a_finished_pod_gives_the_artifact_and_the_gpu_model() -> None:
     assert s["artifactUri"] == "s3://models/mnist-3/model.pt"
     assert s["gpuType"] == "NVIDIA-H100-80GB-HBM3"
     assert s["node"] == "gpu-1" and s["imageDigest"] == "reg/img@sha256:abc"
+
+
+def waiting_pod(reason: str, message: str = "") -> dict:
+    pod = pod_with("Pending")
+    pod["status"]["containerStatuses"][0]["state"] = {
+        "waiting": {"reason": reason, "message": message}
+    }
+    return pod
+
+
+def test_an_image_that_may_not_be_pulled_fails_the_trial_at_once_with_the_reason() -> None:
+    spec = xp().spec
+    pod = waiting_pod(
+        "ErrImageNeverPull",
+        'Container image "reg/missing:1" is not present with pull policy of Never',
+    )
+    trial = running_trial()
+    trial["status"]["phase"] = "Pending"
+    observed = trial_status_from(spec, trial, job_with(), [pod])
+    s = observed.status
+    assert s["phase"] == "Failed" and s["reason"] == "ErrImageNeverPull", s
+    assert "reg/missing:1" in s["message"] and "container trainer" in s["message"]
+    assert observed.event is not None and observed.event[1] == "TrialFailed"
+
+
+def test_a_pull_the_kubelet_retries_shows_on_the_pending_trial() -> None:
+    spec = xp().spec
+    trial = running_trial()
+    trial["status"]["phase"] = "Pending"
+    observed = trial_status_from(
+        spec, trial, job_with(), [waiting_pod("ImagePullBackOff", "Back-off pulling image")]
+    )
+    s = observed.status
+    assert s.get("phase", "Pending") == "Pending" and s["reason"] == "ImagePullBackOff"
+    assert "Back-off pulling image" in s["message"]

@@ -416,6 +416,14 @@ def test_push_server_takes_reports_and_answers_503_when_the_buffer_is_full(
         server.close()
 
 
+def test_push_server_takes_reports_from_loopback_only() -> None:
+    from trialforge.metrics.collector.sources.push import may_report
+
+    assert may_report("127.0.0.1") and may_report("::1") and may_report("127.3.2.1")
+    assert not may_report("10.244.0.1") and not may_report("192.0.2.7")
+    assert not may_report("not-an-address")
+
+
 def test_push_source_end_to_end(tmp_path: Path, ingest: Ingest) -> None:
     cfg = config(tmp_path, ingest.url, source="push", push_port=0)
     c = col.Collector(cfg)

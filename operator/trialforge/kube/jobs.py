@@ -313,8 +313,9 @@ def add_collector(
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
     }
     if metrics.source == "push":
-        # The trainer starts once the push server answers.
-        probe = {"host": c.PUSH_HOST, "path": c.HEALTH_PATH, "port": c.PUSH_PORT}
+        # The trainer starts once the push server answers. The kubelet probes from the
+        # node, so the server listens on the pod's IP too (c.POD_PUSH_LISTEN).
+        probe = {"path": c.HEALTH_PATH, "port": c.PUSH_PORT}
         sidecar["startupProbe"] = {"httpGet": probe, "periodSeconds": 1, "failureThreshold": 60}
     init_containers.append(sidecar)
 
@@ -335,6 +336,7 @@ def _collector_env(
         {
             c.ENV_METRICS_FORMAT: metrics.format,
             c.ENV_PUSH_PORT: str(c.PUSH_PORT),
+            c.ENV_PUSH_LISTEN: c.POD_PUSH_LISTEN,
             c.ENV_INGEST_URL: ingest_url,
         }
     )

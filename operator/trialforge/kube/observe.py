@@ -106,6 +106,14 @@ def trial_status_from(
         # The pod has ended and the Job's verdict is on its way: the trial is not
         # "Starting" again; the conclusion comes with the Job's condition.
         pass
+    elif pod is not None and (waiting := _waiting(pods)) is not None:
+        reason, message = waiting
+        if reason in PERMANENT_WAITING:
+            # no retry of the pull mends it: the trial fails now, not at its timeout
+            out.update(_concluded(spec, status, out, job, pods, None, {"reason": reason}))
+            out["message"] = f"{out.get('message') or reason}: {message}"
+            return Observed(out, ("Warning", "TrialFailed", f"{name}: {out['message']}"))
+        out.update(phase="Pending", reason=reason, message=message)
     elif pod is not None:
         unschedulable = _unschedulable(pod)
         if unschedulable:
@@ -240,6 +248,32 @@ def _pod_reason(pods: Sequence[Mapping[str, Any]]) -> str | None:
     for term in _terminated(pods):
         if term.get("reason") not in (None, "Completed", "Error"):
             return str(term["reason"])  # OOMKilled, ContainerCannotRun, ...
+    return None
+
+
+# A container that waits for one of these will never start: the image is not on the
+# node and may not be pulled, or its name is not an image reference.
+PERMANENT_WAITING = frozenset({"ErrImageNeverPull", "InvalidImageName"})
+# Waiting reasons worth showing on a Pending Trial (the kubelet retries these).
+SHOWN_WAITING = PERMANENT_WAITING | {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+}
+
+
+def _waiting(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of a container the kubelet cannot start, if one is stuck."""
+    for pod in pods:
+        st = pod.get("status") or {}
+        for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in SHOWN_WAITING:
+                detail = waiting.get("message") or reason
+                return str(reason), f"container {cs.get('name')}: {detail}"[:500]
     return None
 
 

@@ -67,7 +67,11 @@ SHARED_DIR = "/trialforge"  # the emptyDir the trainer and the collector share
 STDOUT_FILE = "stdout.log"  # the trainer's output, copied by its entrypoint, under the shared dir
 EXIT_FILE = "exit-code"  # written (atomically) once the trainer's output is complete
 
-PUSH_HOST = "127.0.0.1"  # the push server listens in the pod only
+PUSH_HOST = "127.0.0.1"  # where report() posts: only the pod's own containers may report
+# In a pod the push server listens on every address of the pod: the kubelet's startup
+# probe comes from the node to the pod's IP. Reports from anywhere but loopback are refused.
+ENV_PUSH_LISTEN = "TRIALFORGE_PUSH_LISTEN"
+POD_PUSH_LISTEN = "0.0.0.0"
 PUSH_PORT = 9477
 REPORT_PATH = "/report"
 HEALTH_PATH = "/healthz"

@@ -23,6 +23,7 @@ class Config:
     path: str | None = None
     shared_dir: Path = Path(c.SHARED_DIR)
     push_port: int = c.PUSH_PORT
+    push_listen: str = c.PUSH_HOST
     rank: int = 0
     batch_size: int = 2000
     buffer_size: int = 50_000
@@ -60,6 +61,7 @@ class Config:
             path=pick(c.ENV_METRICS_PATH, "path") or None,
             shared_dir=Path(pick(c.ENV_SHARED_DIR, "shared_dir", d.shared_dir)),
             push_port=int(pick(c.ENV_PUSH_PORT, "push_port", d.push_port)),
+            push_listen=pick(c.ENV_PUSH_LISTEN, "push_listen", d.push_listen),
             rank=int(pick(c.ENV_RANK, "rank", d.rank) or 0),
             batch_size=int(pick(c.ENV_BATCH_SIZE, "batch_size", d.batch_size)),
             buffer_size=int(pick(c.ENV_BUFFER_SIZE, "buffer_size", d.buffer_size)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
@@ -17,6 +18,14 @@ from trialforge.metrics.contract import PUSH_HOST
 from trialforge.metrics.parsers import JsonLinesParser, ObservationParser, ObservationReader
 
 log = logging.getLogger("trialforge.collector")
+
+
+def may_report(client: str) -> bool:
+    """Reports come from the trainer in the same network namespace: loopback only."""
+    try:
+        return ipaddress.ip_address(client).is_loopback
+    except ValueError:
+        return False
 
 
 class PushServer:
@@ -52,6 +61,12 @@ class PushServer:
                 self._answer(200, {"ok": True})
 
             def do_POST(self) -> None:
+                if not may_report(self.client_address[0]):
+                    # it listens on the pod's IP for the kubelet's probe; only the
+                    # trainer, in the same network namespace, reports
+                    self.close_connection = True
+                    self._answer(403, {"error": "reports are taken from the pod itself only"})
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode("utf-8", "replace")
                 code, answer = outer.accept(body)
@@ -98,7 +113,7 @@ class PushSource(MetricsSource):
     def open(
         cls, cfg: Config, journal: Journal, reader: ObservationReader, saved: Mapping[str, Any]
     ) -> PushSource:
-        return cls(PushServer(cfg.push_port, journal, reader))
+        return cls(PushServer(cfg.push_port, journal, reader, host=cfg.push_listen))
 
     @classmethod
     def parser(cls, cfg: Config) -> ObservationParser:
@@ -112,7 +127,8 @@ class PushSource(MetricsSource):
 
     def start(self) -> None:
         self.server.start()
-        log.info("push server on %s:%d", PUSH_HOST, self.server.port)
+        host, port = self.server.server.server_address[:2]
+        log.info("push server on %s:%d", host, port)
 
     def close(self) -> None:
         self.server.close()
