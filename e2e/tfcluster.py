@@ -345,6 +345,8 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "busybox-static": "/bin/busybox",  # the real-node test image (FROM scratch)
     "buildah": "/usr/bin/buildah",  # offline image builds (e2e/cluster images)
     "mmdebstrap": "/usr/bin/mmdebstrap",
+    # promtool and a real Prometheus for the chart's rules and dashboard (tests)
+    "prometheus": "/usr/bin/promtool",
 }
 
 
