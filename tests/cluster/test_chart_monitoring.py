@@ -197,6 +197,68 @@ def test_alert_labels_and_runbooks(tmp_path: Path) -> None:
     assert operator_down["labels"]["namespace"] == RELEASE_NS
 
 
+def render_all(*args: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [helm_bin(), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS, *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+MONITORING_ON = ["--set", "metrics.serviceMonitor.enabled=true",
+                 "--set", "metrics.prometheusRule.enabled=true"]  # fmt: skip
+
+
+def test_a_default_kube_prometheus_stack_selects_the_monitoring_objects() -> None:
+    """kube-prometheus-stack's Prometheus selects ServiceMonitors and PrometheusRules by
+    `release: <its release name>` (serviceMonitorSelectorNilUsesHelmValues); its Grafana
+    sidecar loads ConfigMaps labelled grafana_dashboard=1."""
+    docs = render_all(*MONITORING_ON)
+    by_kind = {d["kind"]: d for d in docs}
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert by_kind[kind]["metadata"]["labels"]["release"] == "kube-prometheus-stack", kind
+    assert by_kind["ConfigMap"]["metadata"]["labels"]["grafana_dashboard"] == "1"
+    # Another stack's release name, and labels that win over it.
+    docs = render_all(
+        *MONITORING_ON,
+        "--set", "metrics.prometheusRelease=prom",
+        "--set", "metrics.prometheusRule.labels.release=rules-only",
+        "--set", "metrics.serviceMonitor.labels.team=ml",
+    )  # fmt: skip
+    by_kind = {d["kind"]: d for d in docs}
+    assert by_kind["ServiceMonitor"]["metadata"]["labels"]["release"] == "prom"
+    assert by_kind["ServiceMonitor"]["metadata"]["labels"]["team"] == "ml"
+    assert by_kind["PrometheusRule"]["metadata"]["labels"]["release"] == "rules-only"
+    docs = render_all(*MONITORING_ON, "--set", "metrics.prometheusRelease=")
+    assert all("release" not in d["metadata"]["labels"] for d in docs)
+
+
+def test_common_labels_include_managed_by() -> None:
+    for d in render_all(*MONITORING_ON):
+        assert d["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm", d["kind"]
+
+
+def test_helm_test_pod_checks_the_operator_answers() -> None:
+    docs = render_all()
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["args"][0]
+    assert f"http://{JOB}.{RELEASE_NS}.svc:8080" in script
+    assert '"/healthz"' in script and '"/metrics"' in script
+    compile(script, "helm-test", "exec")  # the Python it runs is valid
+    # The Service does not route to it; the NetworkPolicy lets it in.
+    svc = next(d for d in docs if d["kind"] == "Service")
+    labels = pod["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+    netpol = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    selector = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "helm-test"}
+    assert {"podSelector": {"matchLabels": selector}} in netpol["spec"]["ingress"][0]["from"]
+    assert all(labels[k] == v for k, v in selector.items())
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not any(d["kind"] == "Pod" for d in render_all("--set", "helmTest.enabled=false"))
+
+
 # -- values.schema.json and Prometheus agree on durations -------------------------------------
 
 DURATIONS = [
@@ -230,12 +292,13 @@ def test_schema_durations_are_the_ones_prometheus_accepts(tmp_path: Path) -> Non
                 disagree.append(f"{name} {value!r}: schema {schema_ok}, Prometheus {prometheus_ok}")
     assert not disagree, "\n".join(disagree)
     # And helm applies that schema, naming the key.
-    proc = subprocess.run(
-        [helm_bin(), "template", RELEASE, str(CHART),
-         "--set", "metrics.prometheusRule.pendingFor=1.5m"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode != 0 and "/metrics/prometheusRule/pendingFor" in proc.stderr
+    for key in ("prometheusRule.pendingFor", "serviceMonitor.interval"):
+        proc = subprocess.run(
+            [helm_bin(), "template", RELEASE, str(CHART), "--set", f"metrics.{key}=1.5m"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode != 0, key
+        assert f"/metrics/{key.replace('.', '/')}" in proc.stderr, proc.stderr
 
 
 # -- the real operator's /metrics, and a real Prometheus scraping it --------------------------
