@@ -528,11 +528,19 @@ def test_prometheus_scrapes_the_operator_and_every_dashboard_query_has_data(
     assert {"mon", "broken"} <= values["experiment"], values
     assert values["metric"] == {"loss"}, values
 
-    # The phase panel shows each experiment's phase now.
+    # The phase panel shows each experiment's phase now (once a scrape saw the end).
     phase_expr = next(e for w, e in queries if w.startswith("Experiment phase"))
-    now = {(r["metric"]["experiment"], r["metric"]["phase"])
-           for r in prom.api("query", query=phase_expr)["result"]}  # fmt: skip
-    assert now == {("mon", "Succeeded"), ("broken", "Failed")}, now
+
+    def phases() -> set[tuple[str, str]]:
+        result = prom.api("query", query=phase_expr)["result"]
+        return {(r["metric"]["experiment"], r["metric"]["phase"]) for r in result}
+
+    wait_for(
+        lambda: phases() == {("mon", "Succeeded"), ("broken", "Failed")},
+        30,
+        what="the phase panel to show mon Succeeded and broken Failed",
+        diagnostics=lambda: f"phases: {phases()}",
+    )
 
     # The chart's rules run on the live series: the failed experiment's alert is
     # pending (its `for` is 1m), labelled for routing, with its runbook.
