@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo smoke test unit entrypoint-test cluster-test lint format crds cluster-build cluster-up cluster-down bench clean
+.PHONY: help venv demo smoke test unit entrypoint-test cluster-test prometheus lint format crds cluster-build cluster-up cluster-down bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -38,6 +38,9 @@ unit: $(STAMP)  ## the fast tests only (no cluster)
 
 cluster-test: $(STAMP) cluster-build  ## only the tests against the local control plane
 	$(BIN)/pytest -m cluster
+
+prometheus: $(STAMP) cluster-build  ## the chart's alerts and dashboard with promtool and a real Prometheus (tests/cluster/test_chart_monitoring.py)
+	$(BIN)/pytest tests/cluster/test_chart_monitoring.py
 
 lint: $(STAMP)  ## ruff, and the import layers of DESIGN.md section 1 (import-linter)
 	$(BIN)/ruff check .

@@ -348,6 +348,8 @@ DEBIAN_PACKAGES: dict[str, str] = {
     # the dashboard's browser tests (tests/unit/test_reporting_dashboard.py): Playwright
     # drives this Chromium (executable_path); it downloads no browser of its own
     "chromium": "/usr/bin/chromium",
+    # promtool and a real Prometheus for the chart's rules and dashboard (tests)
+    "prometheus": "/usr/bin/promtool",
 }
 
 

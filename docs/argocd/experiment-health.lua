@@ -1,8 +1,9 @@
 -- Argo CD resource health check for trialforge.io/Experiment.
 --
 -- Healthy     status.phase Succeeded
--- Progressing status.phase Pending, Running or Suspended; no status yet; or the
---             operator has not yet observed the latest spec (observedGeneration)
+-- Progressing status.phase Pending or Running; no status yet; or the operator
+--             has not yet observed the latest spec (observedGeneration)
+-- Suspended   status.phase Suspended (spec.suspend is true: no new trials)
 -- Degraded    status.phase Failed, or the condition SpecValid is False (the
 --             operator refused the spec; running trials are kept)
 -- Unknown     any other phase
@@ -76,7 +77,10 @@ if phase == "Succeeded" then
 elseif phase == "Failed" then
   hs.status = "Degraded"
   hs.message = describe(st, "Failed")
-elseif phase == "Pending" or phase == "Running" or phase == "Suspended" or phase == nil then
+elseif phase == "Suspended" then
+  hs.status = "Suspended"
+  hs.message = describe(st, "Suspended")
+elseif phase == "Pending" or phase == "Running" or phase == nil then
   hs.status = "Progressing"
   hs.message = describe(st, phase or "Pending")
 else

@@ -155,6 +155,14 @@ MONITORING_CRDS = [
                                                 "(([0-9]+)m)?(([0-9]+)s)?"
                                                 "(([0-9]+)ms)?)$",
                                             },
+                                            "keep_firing_for": {
+                                                "type": "string",
+                                                "minLength": 1,
+                                                "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?"
+                                                "(([0-9]+)d)?(([0-9]+)h)?"
+                                                "(([0-9]+)m)?(([0-9]+)s)?"
+                                                "(([0-9]+)ms)?)$",
+                                            },
                                             "labels": _MAP,
                                             "annotations": _MAP,
                                         },
@@ -563,6 +571,10 @@ def test_rendered_objects_pass_server_side_validation(
         # The PrometheusRule's alert expressions survive the API server intact.
         rule = next(o for o in applied if o["kind"] == "PrometheusRule")
         assert len([r for g in rule["spec"]["groups"] for r in g["rules"]]) >= 4
+        kept = [
+            r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "keep_firing_for" in r
+        ]
+        assert kept == ["TrialforgeExperimentFailed", "TrialforgeTrialsStuckPending"], kept
 
     # ...and a wrong object would have been refused: the check has teeth.
     bad = json.loads(json.dumps(next(d for d in docs if d["kind"] == "ServiceMonitor")))

@@ -238,3 +238,111 @@ def test_the_name_check_catches_a_wrong_name() -> None:
     assert metric_names(grafana_expand("rate(trialforge_nope_total[$__rate_interval])")) == {
         "trialforge_nope_total"
     }
+
+
+# -- monitoring: units, the phase panel, no `pod` label, runbooks, durations ----------
+
+RULE_TEMPLATE = CHART / "templates" / "prometheusrule.yaml"
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+
+
+def test_every_dashboard_panel_has_a_unit() -> None:
+    for p in all_panels(dashboard()["panels"]):
+        if p["type"] == "row":
+            continue
+        assert p["fieldConfig"]["defaults"].get("unit"), f"panel {p['title']!r} has no unit"
+
+
+def test_dashboard_has_an_experiment_phase_panel() -> None:
+    panel = next(p for p in all_panels(dashboard()["panels"]) if p["title"] == "Experiment phase")
+    (target,) = panel["targets"]
+    assert metric_names(grafana_expand(target["expr"])) == {
+        "trialforge_experiment_phase",
+        "trialforge_leader",
+    }
+    assert target["instant"] and target["format"] == "table"
+    # Each experiment shows its current phase (the gauge is 1 for it, 0 for the others).
+    assert target["expr"].rstrip().endswith("== 1")
+    assert "by (namespace, experiment, phase)" in target["expr"]
+
+
+def label_names(expr: str) -> set[str]:
+    """Every label an expression matches on, groups by or joins on (parsed)."""
+    found: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.update(m.name for m in node.matchers.matchers)
+        modifier = getattr(node, "modifier", None)
+        if isinstance(node, promql_parser.AggregateExpr) and modifier is not None:
+            found.update(modifier.labels)
+        if isinstance(node, promql_parser.BinaryExpr) and modifier is not None:
+            matching = getattr(modifier, "matching", None)
+            if matching is not None:
+                found.update(matching.labels)
+            found.update(getattr(modifier, "group_labels", None) or [])
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return found
+
+
+def test_dashboard_works_without_the_pod_label() -> None:
+    """Prometheus outside Kubernetes (or a scrape without pod relabelling) has no `pod`."""
+    for where, expr in dashboard_queries():
+        assert "pod" not in label_names(grafana_expand(expr)), f"{where} uses pod: {expr}"
+    for p in all_panels(dashboard()["panels"]):
+        for t in p.get("targets") or []:
+            assert "{{pod}}" not in t.get("legendFormat", ""), p["title"]
+    assert "instance" in label_names("max by (instance) (trialforge_leader)")
+    for uses_pod in (
+        "max by (pod) (a)",
+        'a{pod="x"}',
+        "a and on (pod) b",
+        "a * on (x) group_left (pod) b",
+    ):
+        assert "pod" in label_names(uses_pod), uses_pod
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    template = RULE_TEMPLATE.read_text()
+    alerts = re.findall(r"^\s+- alert: (\w+)$", template, re.M)
+    anchors = re.findall(r"runbook_url: \{\{ \$runbook \}\}#(\S+)$", template, re.M)
+    assert len(alerts) == 5 and anchors == [a.lower() for a in alerts]
+    # GitHub's anchor of `## TrialforgeOperatorDown` is #trialforgeoperatordown.
+    headings = re.findall(r"^## (.+)$", RUNBOOKS.read_text(), re.M)
+    assert [h.lower() for h in headings] == anchors
+
+
+def test_the_ingest_runbook_names_every_rejection_reason() -> None:
+    from trialforge.kube.ingest import REJECTED_LABEL
+
+    text = RUNBOOKS.read_text()
+    section = text[text.index("## TrialforgeIngestRejections") :]
+    section = section[: section.find("\n## ", 1)] if "\n## " in section[1:] else section
+    for label in REJECTED_LABEL.values():
+        assert f"| `{label}` |" in section, f"runbook lacks rejection reason {label}"
+
+
+PROMETHEUS_DURATIONS = ["0", "30s", "1m30s", "90s", "1h30m", "2d", "1w", "1y", "100ms", "1d12h"]
+NOT_DURATIONS = ["1.5m", "", "5", "m", "1s1m", "30 s", "-1m", "1m30", "1h1h", "0.5s"]
+
+
+def test_schema_durations_follow_prometheus() -> None:
+    """Prometheus's own duration grammar (units in order, whole numbers); promtool checks
+    the same lists in tests/cluster/test_chart_monitoring.py."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    metrics = schema["properties"]["metrics"]["properties"]
+    props = [
+        metrics["serviceMonitor"]["properties"]["interval"],
+        metrics["serviceMonitor"]["properties"]["scrapeTimeout"],
+        *(
+            metrics["prometheusRule"]["properties"][k]
+            for k in ("pendingFor", "operatorDownFor", "keepFiringFor")
+        ),
+    ]
+    for prop in props:
+        for value in PROMETHEUS_DURATIONS:
+            assert re.fullmatch(prop["pattern"], value), value
+        for value in NOT_DURATIONS:
+            ok = len(value) >= prop.get("minLength", 0) and re.fullmatch(prop["pattern"], value)
+            assert not ok, value

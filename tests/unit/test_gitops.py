@@ -65,7 +65,7 @@ def status(phase: str, **kw: Any) -> ExperimentStatus:
         ("Failed", "Degraded"),
         ("Running", "Progressing"),
         ("Pending", "Progressing"),
-        ("Suspended", "Progressing"),
+        ("Suspended", "Suspended"),
     ],
 )
 def test_phase_to_health(phase: str, health: str, version: str) -> None:
@@ -89,6 +89,7 @@ def test_every_experiment_phase_has_a_known_health() -> None:
         assert run_health(experiment(status(phase)))["status"] in (
             "Healthy",
             "Progressing",
+            "Suspended",
             "Degraded",
         ), phase
 

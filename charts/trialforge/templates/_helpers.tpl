@@ -32,6 +32,22 @@ helm.sh/chart: {{ include "trialforge.chart" . }}
 {{ include "trialforge.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: trialforge
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The labels a Prometheus selects ServiceMonitors and PrometheusRules by: a
+     kube-prometheus-stack selects `release: <its release name>`
+     (metrics.prometheusRelease), plus the object's own `labels`, which win.
+     Call with (dict "ctx" $ "labels" <the object's labels value>). */}}
+{{- define "trialforge.prometheusLabels" -}}
+{{- $out := dict }}
+{{- with .ctx.Values.metrics.prometheusRelease }}
+{{- $_ := set $out "release" . }}
+{{- end }}
+{{- $out = merge (deepCopy (default (dict) .labels)) $out }}
+{{- if $out }}
+{{- toYaml $out }}
+{{- end }}
 {{- end }}
 
 {{- define "trialforge.serviceAccountName" -}}
