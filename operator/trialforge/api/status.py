@@ -48,6 +48,14 @@ ACTIVE_PHASES: frozenset[TrialPhase] = frozenset({TrialPhase.PENDING, TrialPhase
 # History kept per metric in a Trial's status: enough to plot, bounded so a
 # long training cannot push the object past etcd's size limit.
 MAX_HISTORY_POINTS = 100
+# Metrics a Trial's status keeps (summaries and histories) besides its objectives:
+# the first others a trainer reported.  With MAX_HISTORY_POINTS this bounds a
+# Trial's status (docs/scaling.md) however many metrics or steps a trainer reports.
+MAX_TRIAL_METRICS = 32
+# Members of the Pareto front an Experiment's status lists (paretoFrontSize
+# counts them all): the front of a long multi-objective search can hold most of
+# its trials, and the status must stay far below etcd's 1.5 MiB at any count.
+MAX_PARETO_FRONT = 50
 
 
 class MetricSummary(WireModel):
@@ -133,7 +141,14 @@ class ExperimentStatus(WireModel):
     trials: TrialCounts = Field(default_factory=TrialCounts)
     best: BestTrial | None = None
     best_value: float | None = Field(default=None, description="Copy of best.value for kubectl.")
-    pareto_front: list[BestTrial] | None = None
+    pareto_front: list[BestTrial] | None = Field(
+        default=None,
+        description="The Pareto front, at most 50 members spread along it (paretoFrontSize "
+        "counts them all).",
+    )
+    pareto_front_size: int | None = Field(
+        default=None, description="Members of the whole Pareto front."
+    )
     conditions: list[Condition] | None = None
     observed_generation: int | None = None
     start_time: str | None = None
