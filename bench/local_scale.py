@@ -15,8 +15,12 @@ own and its children's, from ``wait4``):
    sampler (random): one run each, and the ratio.
 4. 10,000 instant trials (``sh -c 'echo ...'``: its cost is the runtime's,
    not an interpreter's start), random sampler, parallelism 2: the ms per trial
-   at trials 9,000-10,000 over those at 0-1,000, from the trials' start times in
-   the run directory's journal; the command's peak RSS.
+   at trials 9,000-10,000 over those at 0-1,000, wall (from the trials' start
+   times in the journal) and the runner's own CPU (sampled from /proc five times a
+   second, against the trials started): CPU is the figure a loaded machine moves
+   least; and the runner's RSS every 1,000 trials.
+5. The same 10,000 trials through the engine alone (the planner as the local
+   runtime drives it, no processes): CPU ms per trial, last tenth over first.
 
 Run::
 
@@ -28,6 +32,8 @@ Run::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import resource
@@ -180,11 +186,42 @@ def part_two_hundred(work: Path) -> dict[str, Any]:
     return {"trialforge": ours, "plain": plain, "ratio": ours["wall"] / plain["wall"]}
 
 
+def _cpu_and_rss(pid: int) -> tuple[float, float] | None:
+    """CPU seconds (all threads, not children) and RSS in MB of a live process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    return (int(fields[11]) + int(fields[12])) / tick, int(fields[21]) * page / 2**20
+
+
 def part_scale(work: Path, trials: int) -> dict[str, Any]:
+    """The runner's own CPU (its threads, not the trainers) and RSS, sampled five times a
+    second against the trials started so far (the trials/ folder holds one log each)."""
     path = work / "scale.yaml"
     path.write_text(yaml.safe_dump(experiment("scale", trials, 2, sh_argv("${params.x}", "y"))))
     run_dir = work / "scale"
-    whole = timed(cli("run", str(path), "--dir", str(run_dir), "--quiet"), work)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "operator"), env.get("PYTHONPATH", "")])
+    argv = cli("run", str(path), "--dir", str(run_dir), "--quiet")
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.DEVNULL)
+    samples: list[tuple[int, float, float, float]] = []  # (trials, wall, cpu, rss)
+    logs = run_dir / "trials"
+    while proc.poll() is None:
+        got = _cpu_and_rss(proc.pid)
+        try:
+            count = sum(1 for _ in os.scandir(logs))
+        except OSError:
+            count = 0
+        if got is not None:
+            samples.append((count, time.perf_counter() - started, *got))
+        time.sleep(0.2)
+    wall = time.perf_counter() - started
+    assert proc.returncode == 0, proc.returncode
     sys.path.insert(0, str(ROOT / "operator"))
     from trialforge.local.rundir import RunDirectory
 
@@ -192,13 +229,72 @@ def part_scale(work: Path, trials: int) -> dict[str, Any]:
     assert len(starts) == trials, len(starts)
     window = trials // 10
 
-    def ms_per_trial(first: int) -> float:
-        return (starts[first + window - 1] - starts[first]) / (window - 1) * 1000
+    def at(count: int, column: int) -> float:
+        """A sampled column where ``count`` trials had started (the first sample past it)."""
+        return next((s[column] for s in samples if s[0] >= count), samples[-1][column])
 
-    early, late = ms_per_trial(0), ms_per_trial(trials - window)
-    deciles = [round(ms_per_trial(i * window), 2) for i in range(10)]
-    return {"whole": whole, "early_ms": early, "late_ms": late, "ratio": late / early,
-            "deciles_ms": deciles}  # fmt: skip
+    def per_trial(first: int, column: int) -> float:
+        return (at(first + window, column) - at(max(first, 1), column)) / window * 1000
+
+    wall_ms = [(starts[i + window - 1] - starts[i]) / (window - 1) * 1000
+               for i in range(0, trials, window)]  # fmt: skip
+    # The last window ends with the first sample that saw every trial started, before
+    # the summary and the plots; the end of the run is the last sample.
+    cpu_ms = [per_trial(i, 2) for i in range(0, trials, window)]
+    rss = [at(max(i, 1), 3) for i in range(0, trials + 1, window)]
+    return {
+        "wall_s": wall,
+        "wall_ms_per_trial_deciles": [round(x, 2) for x in wall_ms],
+        "wall_ratio_last_first": wall_ms[-1] / wall_ms[0],
+        "cpu_ms_per_trial_deciles": [round(x, 2) for x in cpu_ms],
+        "cpu_ratio_last_first": cpu_ms[-1] / cpu_ms[0],
+        "cpu_s": samples[-1][2],
+        "rss_mb_every_tenth": [round(x, 1) for x in rss],
+        "rss_mb_last": next(r for *_, r in reversed(samples) if r > 0),
+    }
+
+
+def part_planner(trials: int) -> dict[str, Any]:
+    """The engine alone, as the local runtime drives it (no processes): a trial ends, the
+    planner plans (handed the trials it has not settled), the next starts; CPU ms per
+    trial by tenth of the run."""
+    sys.path.insert(0, str(ROOT / "operator"))
+    from trialforge.api import load_experiment
+    from trialforge.engine.planner import Planner, StartTrial
+    from trialforge.engine.record import TrialRecord
+
+    doc = experiment("planner", trials, 2, sh_argv("${params.x}", "y"))
+    spec = load_experiment(doc).spec
+    planner = Planner(spec, "planner")
+    views: dict[str, TrialRecord] = {}
+    running: list[str] = []
+    marks: list[float] = []
+    cpu = time.process_time()
+    unsettled: set[str] = set()
+    while True:
+        unsettled -= {n for n in unsettled if planner.settled(n)}
+        given = [views[n] for n in unsettled]
+        plan = planner.plan(given, now=time.time(), settled_omitted=True)
+        for action in plan.of(StartTrial):
+            record = TrialRecord.start("planner", spec, action)
+            views[record.name] = dataclasses.replace(record, phase="Running")
+            running.append(record.name)
+            unsettled.add(record.name)
+            if len(views) % (trials // 10) == 0:
+                marks.append(time.process_time() - cpu)
+        if plan.finished is not None:
+            break
+        name = running.pop(0)
+        x = float(views[name].parameters["x"])
+        views[name] = dataclasses.replace(views[name], phase="Succeeded", values=(x,))
+    marks.append(time.process_time() - cpu)
+    window = trials // 10
+    per = [(b - a) / window * 1000 for a, b in itertools.pairwise([0.0, *marks[:10]])]
+    return {
+        "cpu_ms_per_trial_deciles": [round(x, 3) for x in per],
+        "cpu_ratio_last_first": per[-1] / per[0],
+        "cpu_s": marks[-1],
+    }
 
 
 def main() -> int:
@@ -211,7 +307,7 @@ def main() -> int:
     if args.child_plain:
         plain_loop(*args.child_plain)
         return 0
-    parts = set(args.only or (1, 2, 3, 4))
+    parts = set(args.only or (1, 2, 3, 4, 5))
     work = Path(tempfile.mkdtemp(prefix="tf-local-scale-"))
     results: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     try:
@@ -223,6 +319,8 @@ def main() -> int:
             results["two_hundred"] = part_two_hundred(work)
         if 4 in parts:
             results["scale"] = part_scale(work, args.trials)
+        if 5 in parts:
+            results["planner"] = part_planner(args.trials)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load_after"] = os.getloadavg()[0]
