@@ -92,7 +92,10 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latest_metrics(observations: dict[str, list[Any]]) -> dict[str, dict[str, float]]:
+LIVE_ROWS = 30  # trials the live table shows: the active ones, then the latest
+
+
+def _latest_metrics(observations: dict[str, list[Any] | None]) -> dict[str, dict[str, float]]:
     """Each trial's latest metrics and step, for the trials table."""
     return {n: {**o[-1].metrics, "__step__": o[-1].step} for n, o in observations.items() if o}
 
@@ -131,18 +134,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
 
     live: Live | None = None
+    drawn = [-math.inf]  # when the table was last built (time.monotonic())
 
     def update(runner: LocalRunner, plan: Any) -> None:
+        # Built at most 5 times a second (the display refreshes 4 times), from the
+        # rows it shows only: a round's cost does not grow with the trials run.
         if live is None:
             return
+        now = time.monotonic()
+        if now - drawn[0] < 0.2 and plan.finished is None:
+            return
+        drawn[0] = now
         best = plan.best.name if plan.best else None
+        shown = runner.recent_records(LIVE_ROWS)
         grid = table.trials_table(
             runner.spec,
-            runner.sorted_records(),
-            _latest_metrics(runner.observations),
+            shown,
+            _latest_metrics({r.name: runner.observations.get(r.name) for r in shown}),
             best,
+            max_rows=LIVE_ROWS,
             width=console.width,
             experiment=runner.name,
+            total=len(runner.records),
         )
         live.update(table.progress(runner.name, runner.spec, plan, grid))
 
@@ -177,17 +190,13 @@ def _finish_run(
     elapsed: float,
     shown_live: bool,
 ) -> None:
-    """After a local run: its plots, its summary for a person, its state as JSON."""
-    from trialforge.reporting import plots, table
+    """After a local run: its summary for a person, its plots, its state as JSON.
+
+    The summary is printed before the plots are drawn: it is what a person waits for.
+    """
+    from trialforge.reporting import table
 
     plan = result.plan
-    made = plots.write_all(
-        runner.spec,
-        result.records,
-        runner.planner.search.study,
-        plan.pareto_front if plan else [],
-        runner.dir.root,
-    )
     if not args.quiet:
         if not shown_live:
             best = plan.best.name if plan and plan.best else None
@@ -214,11 +223,41 @@ def _finish_run(
             f"[{style}]{result.phase}[/{style}] ({result.reason}): {result.message} "
             f"in {elapsed:.1f}s"
         )
+    _import_importance_lightly()
+    from trialforge.reporting import plots
+
+    made = plots.write_all(
+        runner.spec,
+        result.records,
+        runner.planner.search.study,
+        plan.pareto_front if plan else [],
+        runner.dir.root,
+    )
+    if not args.quiet:
         for path in made:
             console.print(f"[dim]plot: {path}[/dim]")
         console.print(f"[dim]records: {runner.dir.root}[/dim]")
     if args.json:
         print(json.dumps(runner.dir.load_state(), indent=1))
+
+
+def _import_importance_lightly() -> None:
+    """Import ``optuna.importance`` without scikit-learn, for the plots' PED-ANOVA.
+
+    Importing the package imports its fANOVA and mean-decrease-impurity evaluators,
+    which import scikit-learn when it is installed (the examples install it): 2.4 s
+    of a short run's wall time, for evaluators the plots never use.  Optuna defers
+    the ImportError of a missing scikit-learn until one of them is used, so the
+    package is imported here with scikit-learn hidden; only this process (a
+    finished ``trialforge run``) is affected, and only until the import is done.
+    """
+    if "optuna.importance" in sys.modules or "sklearn" in sys.modules:
+        return
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # import sklearn: ImportError
+    try:
+        import optuna.importance  # noqa: F401
+    finally:
+        del sys.modules["sklearn"]
 
 
 class _JsonFormatter(logging.Formatter):

@@ -194,3 +194,30 @@ def test_non_finite_points_are_kept_but_never_push_out_the_last() -> None:
     h = history.merge({}, obs, {"loss": "minimize"})
     assert len(h["loss"]) == 100
     assert h["loss"][0]["step"] == 0 and h["loss"][-1]["step"] == 299
+
+
+def test_a_trial_keeps_its_objectives_and_the_first_metrics_however_many_it_reports() -> None:
+    """The Trial's status stays bounded in metrics as in steps: 500 metrics over 10,000
+    steps keep the objective and the first MAX_TRIAL_METRICS others, each bounded."""
+    import json
+
+    from trialforge.api.status import MAX_TRIAL_METRICS
+
+    directions = {METRIC: "minimize"}
+    names = [f"metric_{i:03d}_" + "x" * 50 for i in range(500)]
+    kept: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for start in range(0, 10_000, 500):
+        # The objective is first reported late, after the others filled the room.
+        batch = [
+            Observation(s, {n: float(s % 97) for n in names[: 10 + s // 20]}
+                        | ({METRIC: 1.0 / (s + 1)} if s >= 5000 else {}), NOW + s)
+            for s in range(start, start + 500)
+        ]  # fmt: skip
+        kept = merge(kept, batch, directions)
+        summary = history.summarize(summary, batch, directions)
+    assert list(kept) == list(summary) == [*names[:MAX_TRIAL_METRICS], METRIC]
+    assert all(len(points) <= MAX_HISTORY_POINTS for points in kept.values())
+    assert summary[METRIC]["best"] == 1.0 / 10_000 and summary[METRIC]["count"] == 5000
+    size = len(json.dumps({"history": kept, "metrics": summary}, separators=(",", ":")))
+    assert size < 1_572_864 / 4, size  # far below etcd's 1.5 MiB, see docs/scaling.md

@@ -71,3 +71,18 @@ def test_a_reseeded_sampler_suggests_what_a_fresh_one_would(
     fresh.run(succeed_scored)
     assert reused.suggested == fresh.suggested
     assert len(reused.suggested) == 14
+
+
+def test_the_size_counted_is_the_studys_through_restores_gaps_and_suggestions() -> None:
+    """Search.size is counted as trials are added (the storage copies its list to say),
+    and stays what the study holds."""
+    from trialforge.engine.search import Search
+
+    spec = load_experiment(experiment_doc(search={"algorithm": "random", "seed": 2})).spec
+    search = Search(spec, "demo")
+    assert search.size == len(search.study.trials) == 0
+    search.suggest(0)
+    search.restore(3, {"lr": 0.01, "opt": "adam", "layers": 2}, None)  # 1 and 2: a gap
+    search.restore(1, {"lr": 0.01, "opt": "adam", "layers": 2}, None)  # known: nothing added
+    search.suggest(4)
+    assert search.size == len(search.study.trials) == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -88,3 +89,136 @@ def test_two_objectives_give_a_pareto_front_and_no_single_best() -> None:
     assert status.best is None and status.best_value is None
     assert status.pareto_front and all(b.value is None for b in status.pareto_front)
     assert [b.trial for b in status.pareto_front] == [b.name for b in plan.pareto_front]
+
+
+# -- bounded: the status of 10,000 trials stays far below etcd's limit -----------------
+
+ETCD_LIMIT = 1_572_864  # etcd's default --max-request-bytes, 1.5 MiB
+
+
+def wide_doc() -> dict[str, Any]:
+    """The Experiment whose status entries are the widest: 64 parameters with
+    63-character names, two objectives, a baseline (the search is compared to it)."""
+    names = [f"p{i:02d}" + "x" * 60 for i in range(64)]
+    trial = experiment_doc()["spec"]["trial"]
+    trial["template"]["spec"]["containers"][0]["command"] = ["python", "t.py"]
+    return experiment_doc(
+        trial=trial,
+        objective=None,
+        objectives=[
+            {"metric": "acc", "direction": "maximize"},
+            {"metric": "size", "direction": "minimize"},
+        ],
+        parameters=[{"name": n, "type": "float", "min": 0.0, "max": 1.0} for n in names],
+        baseline={"parameters": dict.fromkeys(names, 0.5)},
+        search={"algorithm": "nsga2", "seed": 1},
+        budget={"maxTrials": 10_000, "parallelism": 200},
+    )
+
+
+def wide_spec() -> Any:
+    return load_experiment(wide_doc()).spec
+
+
+def widest_status(n: int = 10_000) -> tuple[Any, ExperimentStatus]:
+    """The status of ``n`` trials at their widest (also written to a real API server by
+    tests/cluster/test_bounds.py): every trial on the Pareto front, every configuration
+    compared against the baseline, 64 parameters with 63-character names."""
+    from trialforge.engine.comparison import Group, comparison_rows
+    from trialforge.engine.planner import Best, FinishExperiment, Plan
+
+    spec = wide_spec()
+    names = [p.name for p in spec.parameters]
+    trial = "a-sixty-character-experiment-name-of-the-longest-kind-00000-{}"
+
+    def params(k: int) -> dict[str, float]:
+        return {name: (k * 7919 + j) % 1000 / 999 for j, name in enumerate(names)}
+
+    # Every trial on the front (a trade-off: more accuracy, more size).
+    front = [
+        Best(trial.format(k), k, params(k), (k / n, k / n + 1e-3), f"c{k}", 2, f"s3://b/{k}")
+        for k in range(n)
+    ]
+    # Every configuration compared against the baseline, two runs each, some failed.
+    groups = [Group("baseline", spec.baseline.parameters, (0.5, 0.51), 1, 0,
+                    tuple(trial.format(n + r) for r in range(1000)))]  # fmt: skip
+    groups += [
+        Group(f"c{k}", params(k), (k / n, k / n + 0.01), int(k % 5 == 0), 0,
+              (trial.format(k), trial.format(k) + "-r1"))
+        for k in range(n)
+    ]  # fmt: skip
+    comparison = comparison_rows(
+        groups, "baseline", "acc", "maximize", source="search", bootstrap_resamples=0
+    )
+    counts = {"succeeded": n, "failed": 0, "pruned": 0, "cancelled": 0, "retried": 0}
+    counts |= {"pending": 0, "running": 0, "total": n}
+    done = FinishExperiment("Succeeded", "BudgetExhausted", f"all {n} trials ran")
+    plan = Plan([done], counts, None, front, done, comparison)
+
+    status = experiment_status(spec, plan, started_at=START, now=START + 3600, generation=1)
+    return spec, status
+
+
+def test_the_status_of_10000_trials_all_on_the_front_stays_far_below_etcds_limit() -> None:
+    from trialforge.api.status import MAX_PARETO_FRONT
+    from trialforge.engine.comparison import MAX_CANDIDATE_ROWS
+
+    n = 10_000
+    _, status = widest_status(n)
+    wire = status.to_wire()
+    size = len(json.dumps(wire, separators=(",", ":")))
+    # The widest entries possible: a third of etcd's limit (about 0.4 MiB; the
+    # spec, at most as wide, and a margin fit beside it).  docs/scaling.md.
+    assert size < ETCD_LIMIT / 3, size
+    assert len(wire["paretoFront"]) == MAX_PARETO_FRONT and wire["paretoFrontSize"] == n
+    rows = wire["comparison"]
+    assert sum(r["role"] == "candidate" for r in rows) == MAX_CANDIDATE_ROWS
+    by_role = {r["role"]: r for r in rows}
+    assert by_role["baseline"]["trialCount"] == 1000 and len(by_role["baseline"]["trials"]) == 50
+    for role in ("omnibus", "passFail"):
+        assert by_role[role]["armCount"] == n + 1
+    shown = {r["arm"] for r in rows if "arm" in r}
+    assert set(by_role["omnibus"]["arms"]) == shown
+    assert set(by_role["passFail"]["passRates"]) <= shown
+    assert ExperimentStatus.model_validate(wire) == status
+
+
+def test_the_front_in_the_status_keeps_each_objectives_ends_and_spreads_along_it() -> None:
+    from trialforge.api.status import MAX_PARETO_FRONT
+    from trialforge.engine.planner import Best
+
+    spec, plan = finished_world(
+        objective=None,
+        objectives=[
+            {"metric": "acc", "direction": "maximize"},
+            {"metric": "size", "direction": "minimize"},
+        ],
+        search={"algorithm": "random", "seed": 3},
+        budget={"maxTrials": 2, "parallelism": 1},
+    )
+    n = 400
+    # A front bunched at one end: a spread keeps members at the other end too.
+    xs = sorted({round((k / n) ** 4, 9) for k in range(n)})
+    front = [Best(f"t-{i}", i, {"lr": x}, (x, x), f"c{i}") for i, x in enumerate(xs)]
+    status = experiment_status(spec, replace(plan, pareto_front=front), started_at=START, now=START)
+    shown = status.pareto_front or []
+    assert len(shown) == MAX_PARETO_FRONT and status.pareto_front_size == len(front)
+    picked = [b.trial for b in shown]
+    assert picked == sorted(picked, key=lambda t: int(t.split("-")[1]))  # the front's order
+    assert {front[0].name, front[-1].name} <= set(picked)  # both ends of both objectives
+    # Spread, not the first 50: the upper half of the range has members too.
+    assert sum(1 for b in shown if b.values[0] > 0.5) >= 5
+
+
+def test_a_front_within_the_bound_is_listed_whole() -> None:
+    spec, plan = finished_world(
+        objective=None,
+        objectives=[
+            {"metric": "acc", "direction": "maximize"},
+            {"metric": "size", "direction": "minimize"},
+        ],
+        search={"algorithm": "nsga2", "seed": 1},
+        budget={"maxTrials": 6, "parallelism": 2},
+    )
+    status = experiment_status(spec, plan, started_at=START, now=START)
+    assert status.pareto_front_size == len(plan.pareto_front) == len(status.pareto_front or [])

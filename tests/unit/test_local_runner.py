@@ -795,3 +795,38 @@ def test_a_format_1_run_directory_resumes_with_a_raised_budget_and_becomes_forma
     assert [k for line in lines for k in line if "_" in k] == []
     rd = RunDirectory(run_dir)
     assert [r.name for r in rd.load_trials()] == [f"format-one-{i}" for i in range(4)]
+
+
+def test_a_long_run_keeps_one_observation_of_each_ended_trial_and_shows_the_latest(
+    tmp_path: Path,
+) -> None:
+    """Memory and the live table do not grow with the steps or the trials run: an
+    ended trial's observations are on disk, the runner keeps its last one (for the
+    tables), and the live table's rows are the running trials and the latest."""
+    out = tmp_path / "out"
+    doc = experiment(out, "--steps", "5", max_trials=6, parallelism=2)
+    runner = LocalRunner(load_experiment(doc), tmp_path / "run", tmp_path, stop_grace=STOP_GRACE)
+    seen: list[tuple[set[str], set[str], list[str]]] = []
+
+    def watch(r: LocalRunner, plan: Any) -> None:
+        seen.append((set(r.processes), set(r.records), [x.name for x in r.recent_records(2)]))
+
+    runner.on_update = watch
+    result = runner.run()
+    assert result.phase == "Succeeded"
+    rd = RunDirectory(tmp_path / "run")
+    for record in result.records:
+        assert [o.step for o in rd.load_observations(record.name)] == [0, 1, 2, 3, 4]
+        assert [o.step for o in runner.observations[record.name]] == [4]
+    for running, names, shown in seen:
+        newest = sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]))[-2:]
+        assert set(shown) == running | set(newest)
+
+
+def test_the_live_table_counts_the_trials_it_does_not_show() -> None:
+    from trialforge.reporting.table import trials_table
+
+    spec = load_experiment(experiment(Path("/tmp"))).spec
+    shown = [TrialRecord(f"tiny-{i}", i, 0, "Succeeded", {"x": 0.5}) for i in (8, 9)]
+    table = trials_table(spec, shown, {}, None, max_rows=30, total=10_000)
+    assert table.caption == "9998 more trials not shown" and table.row_count == 2

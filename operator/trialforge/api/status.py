@@ -50,6 +50,14 @@ ACTIVE_PHASES: frozenset[TrialPhase] = frozenset({TrialPhase.PENDING, TrialPhase
 MAX_HISTORY_POINTS = 100
 # Output lines kept in a Trial's status when it ends (kube.logtail bounds them).
 MAX_LOG_TAIL_LINES = 50
+# Metrics a Trial's status keeps (summaries and histories) besides its objectives:
+# the first others a trainer reported.  With MAX_HISTORY_POINTS this bounds a
+# Trial's status (docs/scaling.md) however many metrics or steps a trainer reports.
+MAX_TRIAL_METRICS = 32
+# Members of the Pareto front an Experiment's status lists (paretoFrontSize
+# counts them all): the front of a long multi-objective search can hold most of
+# its trials, and the status must stay far below etcd's 1.5 MiB at any count.
+MAX_PARETO_FRONT = 50
 
 
 class MetricSummary(WireModel):
@@ -147,7 +155,14 @@ class ExperimentStatus(WireModel):
         description="Trials ended / trials the design plans at most (retries not counted), "
         "e.g. 12/40: the Progress column of kubectl get xp.",
     )
-    pareto_front: list[BestTrial] | None = None
+    pareto_front: list[BestTrial] | None = Field(
+        default=None,
+        description="The Pareto front, at most 50 members spread along it (paretoFrontSize "
+        "counts them all).",
+    )
+    pareto_front_size: int | None = Field(
+        default=None, description="Members of the whole Pareto front."
+    )
     conditions: list[Condition] | None = None
     observed_generation: int | None = None
     start_time: str | None = None

@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 TEST_NAMES = {"welch": "welch", "mann-whitney": "mannwhitney", "auto": "auto"}
 # A search can try thousands of configurations; the status keeps the best of them.
 MAX_CANDIDATE_ROWS = 20
+# Trial names a row lists (``trialCount`` counts them all): a configuration can
+# have up to 1,000 runs, and the rows must keep the status far below etcd's limit.
+MAX_ROW_TRIALS = 50
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
 
 def _summary(group: Group) -> dict[str, Any]:
     values = np.asarray(group.values, dtype=float)
+    trials = list(group.trials)
     return {
         "arm": group.name,
         "n": len(values),
@@ -88,6 +92,8 @@ def _summary(group: Group) -> dict[str, Any]:
         "sd": float(values.std(ddof=1)) if len(values) >= 2 else None,
         "failed": group.failed,
         "parameters": dict(group.parameters),
+        "trials": trials[:MAX_ROW_TRIALS],
+        "trialCount": len(trials) if len(trials) > MAX_ROW_TRIALS else None,
     }
 
 
@@ -128,12 +134,16 @@ def comparison_rows(
         "alpha": alpha,
         "test": test,
         "source": source,
-        "trials": list(base.trials),
     }
     if interim:
         head["interim"] = True
     rows = [_clean(head)]
     rows.extend(_candidate_rows(report.comparisons, by_name, direction, selection_note, interim))
+    # Across thousands of configurations, the omnibus and pass/fail rows name only
+    # those with a row (``armCount`` counts them all).
+    shown = {r["arm"] for r in rows}
+    many = len(groups) > len(shown)
+    count = len(groups) if many else None
     if report.omnibus is not None:
         o = report.omnibus
         rows.append(
@@ -145,7 +155,8 @@ def comparison_rows(
                     "pValue": o.p_value,
                     "dfBetween": o.df_between,
                     "dfWithin": o.df_within,
-                    "arms": list(o.arms),
+                    "arms": [a for a in o.arms if a in shown] if many else list(o.arms),
+                    "armCount": count,
                     "note": o.note,
                 }
             )
@@ -160,7 +171,8 @@ def comparison_rows(
                     "statistic": outcome.statistic,
                     "pValue": outcome.p_value,
                     "dof": outcome.dof,
-                    "passRates": {k: float(v) for k, v in outcome.pass_rates.items()},
+                    "passRates": {k: float(v) for k, v in outcome.pass_rates.items() if k in shown},
+                    "armCount": count,
                     "note": outcome.note,
                 }
             )
@@ -182,7 +194,6 @@ def _candidate_rows(
         note = "; ".join(n for n in (c.note, selection_note if c.n_candidate else "") if n)
         row = _summary(group) | {
             "role": "candidate",
-            "trials": list(group.trials),
             "difference": c.difference,
             "ciLow": c.ci_low,
             "ciHigh": c.ci_high,

@@ -2,7 +2,9 @@
 
 The history keeps the first, the last and the best point of each metric and
 evenly spaced points between, at most ``limit`` per metric, so a Trial's status
-stays small however long the training runs.
+stays small however long the training runs.  A trial keeps its objectives and at
+most ``MAX_TRIAL_METRICS`` other metrics (the first reported), so it stays small
+however many metrics it reports.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.observation import Observation
-from trialforge.api.status import MAX_HISTORY_POINTS
+from trialforge.api.status import MAX_HISTORY_POINTS, MAX_TRIAL_METRICS
 
 Point = dict[str, Any]  # {"step": int, "value": float, "time": float?}
 
@@ -112,6 +114,27 @@ def _point(step: int, value: float, time: float | None) -> Point:
     return point
 
 
+def kept_metrics(
+    kept: Iterable[str], new: Mapping[str, Any], objectives: Iterable[str]
+) -> list[str]:
+    """The metrics a trial keeps after ``new`` arrived: those it keeps already, then the
+    new ones in the order reported, the objectives always and at most
+    ``MAX_TRIAL_METRICS`` others."""
+    names = list(dict.fromkeys(kept))
+    objective = set(objectives)
+    room = MAX_TRIAL_METRICS - sum(1 for m in names if m not in objective)
+    seen = set(names)
+    for metric in new:
+        if metric in seen:
+            continue
+        if metric in objective:
+            names.append(metric)
+        elif room > 0:
+            names.append(metric)
+            room -= 1
+    return names
+
+
 def merge(
     history: Mapping[str, Sequence[Point]],
     observations: Iterable[Observation],
@@ -130,7 +153,7 @@ def merge(
             new.setdefault(metric, []).append((obs.step, float(value), obs.time))
     tails = tails or {}
     out: dict[str, list[Point]] = {}
-    for metric in {**history, **new}:
+    for metric in kept_metrics(history, new, directions):
         old = list(history.get(metric) or [])
         added = new.get(metric) or []
         steps = [_step(p) for p in old] + [s for s, _, _ in added]
@@ -153,7 +176,10 @@ def summarize(
     for obs in observations:
         for metric, value in obs.metrics.items():
             series.setdefault(metric, []).append((obs.step, value))
-    for metric, points in series.items():
+    for metric in kept_metrics(out, series, directions):
+        points = series.get(metric)
+        if not points:
+            continue
         entry = out.setdefault(metric, {"count": 0})
         step, value = points[-1]
         entry["latest"] = value if _finite(value) else None

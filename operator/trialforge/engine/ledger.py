@@ -29,6 +29,7 @@ class Ledger:
     def __init__(self, spec: ExperimentSpec | None = None) -> None:
         self.spec = spec
         self.views: dict[str, TrialRecord] = {}  # every attempt of a settled index
+        self._ids: set[int] = set()  # id() of each of them (self.views keeps them alive)
         self.indices: set[int] = set()
         self.outcome: dict[int, TrialPhase] = {}  # settled index -> final phase
         self.configs: dict[int, Config] = {}  # the settled trials' configurations
@@ -42,11 +43,34 @@ class Ledger:
         self.first_free = 0  # every index below it is settled
         self._done: tuple[int, int] = (-1, 0)  # (limit, configurations below it)
 
-    def live(self, trials: Sequence[TrialRecord]) -> list[TrialRecord] | None:
-        """The trials that are not settled; None if the world no longer matches the ledger."""
+    def live(
+        self, trials: Sequence[TrialRecord], omitted: bool = False
+    ) -> list[TrialRecord] | None:
+        """The trials that are not settled; None if the world no longer matches the ledger.
+
+        ``omitted``: ``trials`` leaves out the settled trials, which the adapter
+        promises have not changed (:meth:`Planner.plan`'s ``settled_omitted``);
+        only the trials given are checked, so a plan costs what is in play.
+        """
         views = self.views
         if not views:
             return list(trials)
+        if omitted:
+            indices = self.indices
+            if any(v.name in views or v.index in indices for v in trials):
+                return None
+            return list(trials)
+        # The adapters hand the same objects over again for trials that did not
+        # change (the local runtime's records, the kube cache's), so a plan over
+        # 10,000 trials costs a set lookup per trial here; a world of equal but
+        # new objects takes the slower path below.
+        ids = self._ids
+        live = [view for view in trials if id(view) not in ids]
+        if len(trials) - len(live) == len(views):
+            indices = self.indices
+            if any(view.index in indices for view in live):
+                return None
+            return live
         live = []
         hits = 0
         for view in trials:
@@ -72,7 +96,11 @@ class Ledger:
     ) -> None:
         """Add an index: its attempts, the latest one, its slot and configuration, its outcome."""
         for view in views:
+            old = self.views.get(view.name)
+            if old is not None:
+                self._ids.discard(id(old))  # no longer kept alive: its id may be reused
             self.views[view.name] = view
+            self._ids.add(id(view))
             self.retried += view.attempt > 0
         index = latest.index
         self.indices.add(index)

@@ -140,15 +140,19 @@ class Planner:
         now: float,
         started_at: float | None = None,
         suspended: bool = False,
+        settled_omitted: bool = False,
     ) -> Plan:
         """The actions that move ``trials`` toward the spec, with the counts and outcomes.
 
         ``now`` and ``started_at`` (seconds since the epoch) judge the
         deadline; a ``suspended`` experiment stops what must stop and starts
-        nothing.
+        nothing.  ``settled_omitted``: ``trials`` leaves out every trial
+        :meth:`settled` said yes to, each unchanged since (an adapter that
+        alone changes its trials, as the local runtime does, can promise it):
+        the plan then costs what is in play, not every trial ever run.
         """
         spec = self.spec
-        world = self._observe(trials)
+        world = self._observe(trials, settled_omitted)
         ledger = self._ledger
         self._stop_diverged_or_pruned(world)
         retries = spec.trial.retries
@@ -196,16 +200,28 @@ class Planner:
 
     # -- observing -------------------------------------------------------------------
 
-    def _observe(self, trials: Sequence[TrialRecord]) -> _World:
+    def settled(self, name: str) -> bool:
+        """Whether the trial ``name`` is settled: a plan no longer needs to see it
+        (see ``settled_omitted``) while it does not change."""
+        return name in self._ledger.views
+
+    def _observe(self, trials: Sequence[TrialRecord], omitted: bool = False) -> _World:
         """The trials still in play, by slot; the search told what became of them."""
         spec = self.spec
         ledger = self._ledger
         if ledger.spec is not spec:
             # The kube adapter hands the spec over anew each time: only a change counts.
             if ledger.spec != spec:
+                if omitted and ledger.views:
+                    raise ValueError("the spec changed: plan() needs every trial")
                 ledger = self._ledger = Ledger(spec)
             ledger.spec = spec
-        live = ledger.live(trials)
+        live = ledger.live(trials, omitted)
+        if live is None and omitted:
+            raise ValueError(
+                "a settled trial was handed to plan() again with settled_omitted: "
+                "plan() needs every trial"
+            )
         if live is None:
             ledger = self._ledger = Ledger(spec)
             live = list(trials)

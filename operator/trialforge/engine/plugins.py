@@ -6,20 +6,23 @@ the Optuna constructor, so a setting Optuna gains is usable at once and a typo
 is caught before a trial runs). The names are the API's
 (:mod:`trialforge.api.vocabulary`); a unit test checks the registries hold
 exactly those.
+
+Optuna itself is imported when a class is first needed (a sampler or pruner
+is built, or a setting checked), not with this module: ``trialforge validate``
+of a spec without settings never needs it, and it costs about half a second.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import inspect
 import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import optuna
-from optuna.samplers._lazy_random_state import LazyRandomState
+from typing import TYPE_CHECKING, Any
 
 from trialforge.api.vocabulary import (
     NEEDS_OPTIONAL_PACKAGE,
@@ -29,16 +32,31 @@ from trialforge.api.vocabulary import (
 )
 from trialforge.engine.errors import EngineError
 
+if TYPE_CHECKING:
+    import optuna
 
-class _GridSampler(optuna.samplers.GridSampler):
-    """GridSampler without its habit of stopping the study when the grid is used up.
 
-    ``Study.stop`` only works inside ``optimize``; under ask/tell it raises.  The
-    planner knows the grid's size and stops suggesting by itself.
-    """
+def _optuna_class(path: str) -> Any:
+    """``optuna.samplers.RandomSampler`` from its dotted path, importing Optuna then."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
-    def after_trial(self, *args: Any, **kwargs: Any) -> None:
-        return None
+
+@functools.cache
+def _grid_sampler() -> type[optuna.samplers.GridSampler]:
+    import optuna
+
+    class _GridSampler(optuna.samplers.GridSampler):
+        """GridSampler without its habit of stopping the study when the grid is used up.
+
+        ``Study.stop`` only works inside ``optimize``; under ask/tell it raises.  The
+        planner knows the grid's size and stops suggesting by itself.
+        """
+
+        def after_trial(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return _GridSampler
 
 
 # Settings Trialforge sets itself; a user value would fight ours.
@@ -48,7 +66,7 @@ _RESERVED = {"seed", "search_space", "self"}
 @dataclass(frozen=True)
 class SamplerPlugin:
     name: str
-    cls: type[optuna.samplers.BaseSampler]
+    path: str  # the Optuna class, e.g. optuna.samplers.RandomSampler
     requires: str | None = None  # an optional module the sampler imports
     defaults: Callable[[int], dict[str, Any]] | None = None  # parallelism -> kwargs
     # Grid and QMC walk one fixed sequence (shuffled or scrambled by the seed)
@@ -63,6 +81,10 @@ class SamplerPlugin:
     # starts without that state, would suggest something else.
     reusable: bool = True
 
+    @property
+    def cls(self) -> type[optuna.samplers.BaseSampler]:
+        return _optuna_class(self.path)  # type: ignore[no-any-return]
+
     def settings(self) -> set[str]:
         return _accepted(self.cls)
 
@@ -74,6 +96,9 @@ def reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> bool:
     sampler's own and those of the samplers it falls back to) seeded with the
     constructor's seed; seeding each again is the same as building it anew.
     """
+    import optuna
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
     found = False
     for value in vars(sampler).values():
         if isinstance(value, LazyRandomState):
@@ -87,7 +112,11 @@ def reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> bool:
 @dataclass(frozen=True)
 class PrunerPlugin:
     name: str
-    cls: type[optuna.pruners.BasePruner]
+    path: str  # the Optuna class, e.g. optuna.pruners.MedianPruner
+
+    @property
+    def cls(self) -> type[optuna.pruners.BasePruner]:
+        return _optuna_class(self.path)  # type: ignore[no-any-return]
 
     def settings(self) -> set[str]:
         return _accepted(self.cls)
@@ -112,25 +141,25 @@ def _tpe_defaults(parallelism: int) -> dict[str, Any]:
 # Which samplers take several objectives is the API's to say (the CRD's CEL rule
 # needs it): api.vocabulary.MULTI_OBJECTIVE_ALGORITHMS.
 SAMPLERS: dict[SearchAlgorithm, SamplerPlugin] = {
-    "random": SamplerPlugin("random", optuna.samplers.RandomSampler),
-    "grid": SamplerPlugin("grid", optuna.samplers.GridSampler, sequence=True),
-    "tpe": SamplerPlugin("tpe", optuna.samplers.TPESampler, defaults=_tpe_defaults),
-    "cmaes": SamplerPlugin("cmaes", optuna.samplers.CmaEsSampler, requires="cmaes"),
-    "gp": SamplerPlugin("gp", optuna.samplers.GPSampler, requires="torch", reusable=False),
+    "random": SamplerPlugin("random", "optuna.samplers.RandomSampler"),
+    "grid": SamplerPlugin("grid", "optuna.samplers.GridSampler", sequence=True),
+    "tpe": SamplerPlugin("tpe", "optuna.samplers.TPESampler", defaults=_tpe_defaults),
+    "cmaes": SamplerPlugin("cmaes", "optuna.samplers.CmaEsSampler", requires="cmaes"),
+    "gp": SamplerPlugin("gp", "optuna.samplers.GPSampler", requires="torch", reusable=False),
     "qmc": SamplerPlugin(
         "qmc",
-        optuna.samplers.QMCSampler,
+        "optuna.samplers.QMCSampler",
         defaults=lambda _: {"scramble": True},
         sequence=True,
     ),
-    "nsga2": SamplerPlugin("nsga2", optuna.samplers.NSGAIISampler),
+    "nsga2": SamplerPlugin("nsga2", "optuna.samplers.NSGAIISampler"),
 }
 
 PRUNERS: dict[EarlyStoppingAlgorithm, PrunerPlugin] = {
-    "none": PrunerPlugin("none", optuna.pruners.NopPruner),
-    "median": PrunerPlugin("median", optuna.pruners.MedianPruner),
-    "asha": PrunerPlugin("asha", optuna.pruners.SuccessiveHalvingPruner),
-    "hyperband": PrunerPlugin("hyperband", optuna.pruners.HyperbandPruner),
+    "none": PrunerPlugin("none", "optuna.pruners.NopPruner"),
+    "median": PrunerPlugin("median", "optuna.pruners.MedianPruner"),
+    "asha": PrunerPlugin("asha", "optuna.pruners.SuccessiveHalvingPruner"),
+    "hyperband": PrunerPlugin("hyperband", "optuna.pruners.HyperbandPruner"),
 }
 
 
@@ -185,7 +214,9 @@ def make_sampler(
     kwargs.update(_kwargs(settings))
     try:
         if algorithm == "grid":
-            return _GridSampler(dict(grid or {}), seed=seed, **kwargs)
+            return _grid_sampler()(dict(grid or {}), seed=seed, **kwargs)
+        import optuna
+
         with warnings.catch_warnings():
             # QMC is marked experimental in Optuna; users chose it knowingly.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -85,6 +85,9 @@ class Search:
         )
         self._known: dict[int, _Known] = {}
         self._suggested: dict[int, Suggestion] = {}
+        # Trials in the study, counted as they are added (ask, add_trial): the
+        # in-memory storage copies its whole list to say how many it holds.
+        self._size = 0
         self._prunes = not spec.multi_objective and not isinstance(
             self._study.pruner, optuna.pruners.NopPruner
         )
@@ -111,7 +114,7 @@ class Search:
     @property
     def size(self) -> int:
         """How many trial indices the study holds (asked or restored)."""
-        return len(self._study._storage.get_all_trials(self._study._study_id, deepcopy=False))
+        return self._size
 
     @property
     def prunes(self) -> bool:
@@ -144,6 +147,7 @@ class Search:
             system_attrs=dict(state.get("trial", {})),
         )
         self._study.add_trial(trial)
+        self._size += 1
         for key, value in dict(state.get("study", {})).items():
             self._study._storage.set_study_system_attr(self._study._study_id, key, value)
         self._known[index] = _Known()
@@ -223,6 +227,7 @@ class Search:
                 f"spec.search: the {self.spec.search.algorithm} sampler cannot suggest "
                 f"trial {index}: Optuna says {type(exc).__name__}: {exc}"
             ) from exc
+        self._size += 1
         params = trial.params  # a copy each time it is read
         parameters = {name: params[name] for name in self._distributions}
         suggestion = Suggestion(

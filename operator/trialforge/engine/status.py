@@ -10,11 +10,18 @@ with :meth:`~trialforge.engine.record.TrialRecord.with_status`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trialforge.api.experiment import ExperimentSpec
-from trialforge.api.status import BestTrial, Condition, ExperimentStatus, TrialCounts
+from trialforge.api.status import (
+    MAX_PARETO_FRONT,
+    BestTrial,
+    Condition,
+    ExperimentStatus,
+    TrialCounts,
+)
 from trialforge.engine.design import planned_trials
 from trialforge.engine.objective import Outcome
 from trialforge.engine.planner import Best, FinishExperiment, Plan, StopTrial
@@ -106,6 +113,30 @@ def progress_of(spec: ExperimentSpec, counts: Mapping[str, Any]) -> tuple[int, i
     return sum(int(counts.get(k) or 0) for k in ENDED_COUNTS), planned_trials(spec)
 
 
+def spread_front(front: Sequence[Best], limit: int) -> list[Best]:
+    """At most ``limit`` members of a Pareto front, spread along it, in the front's order.
+
+    NSGA-II's crowding distance picks them: each objective's two ends first
+    (the front has at most 16 objectives, so 32 ends), then the members with
+    the most room around them, ties by index.  The status lists these;
+    ``paretoFrontSize`` counts the whole front.
+    """
+    if len(front) <= limit:
+        return list(front)
+    n = len(front)
+    room = [0.0] * n
+    for m in range(min(len(b.values) for b in front)):
+        order = sorted(range(n), key=lambda i: (front[i].values[m], front[i].index))
+        room[order[0]] = room[order[-1]] = math.inf
+        span = front[order[-1]].values[m] - front[order[0]].values[m]
+        if span <= 0 or not math.isfinite(span):
+            continue
+        for a, i, b in zip(order, order[1:], order[2:], strict=False):
+            room[i] += (front[b].values[m] - front[a].values[m]) / span
+    keep = sorted(range(n), key=lambda i: (-room[i], front[i].index))[:limit]
+    return [front[i] for i in sorted(keep)]
+
+
 def experiment_status(
     spec: ExperimentSpec,
     plan: Plan | None,
@@ -128,6 +159,7 @@ def experiment_status(
     finished = plan.finished if plan is not None else None
     best = best_trial(plan.best) if plan is not None and plan.best is not None else None
     front = plan.pareto_front if plan is not None and spec.multi_objective else None
+    shown = spread_front(front, MAX_PARETO_FRONT) if front else None
     return ExperimentStatus(
         phase=phase,  # type: ignore[arg-type]
         reason=reason,
@@ -136,7 +168,8 @@ def experiment_status(
         best=best,
         best_value=best.value if best is not None else None,
         progress="{}/{}".format(*progress_of(spec, plan.counts if plan is not None else {})),
-        pareto_front=[best_trial(b) for b in front] if front else None,
+        pareto_front=[best_trial(b) for b in shown] if shown else None,
+        pareto_front_size=len(front) if front else None,
         conditions=experiment_conditions(
             conditions, phase, finished, spec.suspend, generation, now
         ),

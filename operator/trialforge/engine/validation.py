@@ -24,6 +24,8 @@ from trialforge.engine.errors import EngineError
 from trialforge.engine.plugins import (
     PRUNERS,
     SAMPLERS,
+    PrunerPlugin,
+    SamplerPlugin,
     make_pruner,
     make_sampler,
     pruner_settings,
@@ -55,8 +57,8 @@ def check_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
     search, stopping = spec.search, spec.early_stopping
     sampler = SAMPLERS[search.algorithm]
     pruner = PRUNERS[stopping.algorithm]
-    typed = list(_typed("spec.search.settings", sampler.cls, search.settings))
-    typed += _typed("spec.earlyStopping.settings", pruner.cls, stopping.settings)
+    typed = list(_typed("spec.search.settings", sampler, search.settings))
+    typed += _typed("spec.earlyStopping.settings", pruner, stopping.settings)
     yield from typed
     if typed:
         return
@@ -97,9 +99,11 @@ def _hints(cls: type) -> dict[str, Any]:
     return out
 
 
-def _typed(path: str, cls: type, settings: Mapping[str, Any] | None) -> Iterator[FieldError]:
+def _typed(
+    path: str, plugin: SamplerPlugin | PrunerPlugin, settings: Mapping[str, Any] | None
+) -> Iterator[FieldError]:
     """Each setting against its annotation (``nStartupTrials: ten`` is no int)."""
-    hints = _hints(cls) if settings else {}
+    hints = _hints(plugin.cls) if settings else {}
     for key, value in (settings or {}).items():
         hint = hints.get(snake(key))
         if hint is None or hint is inspect.Parameter.empty:
@@ -126,15 +130,20 @@ def _blame(path: str, settings: Mapping[str, Any], message: str) -> FieldError:
 
 
 def _unknown_settings(spec: ExperimentSpec) -> Iterator[FieldError]:
-    for path, settings, accepted in (
-        ("spec.search.settings", spec.search.settings, sampler_settings(spec.search.algorithm)),
+    # Optuna's classes are read (and Optuna imported) only for a spec with settings.
+    search, stopping = spec.search, spec.early_stopping
+    for path, settings, accepted_of in (
+        ("spec.search.settings", search.settings, lambda: sampler_settings(search.algorithm)),
         (
             "spec.earlyStopping.settings",
-            spec.early_stopping.settings,
-            pruner_settings(spec.early_stopping.algorithm),
+            stopping.settings,
+            lambda: pruner_settings(stopping.algorithm),
         ),
     ):
-        for key in settings or {}:
+        if not settings:
+            continue
+        accepted = accepted_of()
+        for key in settings:
             if snake(key) not in accepted:
                 allowed = ", ".join(sorted(accepted)) or "none"
                 yield FieldError(

@@ -59,7 +59,14 @@ class StatusWriter:
             conditions=old.get("conditions") or [],
             now=time.time(),
         ).to_wire()
-        for key in ("completionTime", "best", "bestValue", "paretoFront", "comparison"):
+        for key in (
+            "completionTime",
+            "best",
+            "bestValue",
+            "paretoFront",
+            "paretoFrontSize",
+            "comparison",
+        ):
             if key not in status and old.get(key) is not None:
                 status[key] = None  # gone (resumed, say): a merge patch's null removes it
         changed = {k for k, v in status.items() if old.get(k) != v}

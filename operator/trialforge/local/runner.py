@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import queue
 import shutil
@@ -142,6 +143,8 @@ class LocalRunner:
         # the trials still open (by position) are built again each round.
         self._view_list: list[TrialRecord | None] = []
         self._open_views: dict[str, int] = {}
+        # name -> position of the views the planner has not settled, in order.
+        self._unsettled: dict[str, int] = {}
         # Records that wait for a process (a resume's), started by _collect.
         self._to_launch: list[TrialRecord] = []
         self.started_at: float | None = None
@@ -252,7 +255,9 @@ class LocalRunner:
         try:
             while True:
                 self._collect()
-                plan = self.planner.plan(self._views(), now=time.time(), started_at=self.started_at)
+                plan = self.planner.plan(
+                    self._views(), now=time.time(), started_at=self.started_at, settled_omitted=True
+                )
                 finished = self._act(plan)
                 self._persist()
                 if self.on_update:
@@ -303,6 +308,17 @@ class LocalRunner:
     def sorted_records(self) -> list[TrialRecord]:
         return sorted(self.records.values(), key=lambda r: (r.index, r.attempt))
 
+    def recent_records(self, n: int) -> list[TrialRecord]:
+        """The trials a person watches: those running and the ``n`` started last.
+
+        Its cost follows ``n`` and the trials running, not all trials (records
+        are kept in the order they were made).
+        """
+        chosen = {r.name: r for r in itertools.islice(reversed(self.records.values()), n)}
+        for name in self.processes:
+            chosen.setdefault(name, self.records[name])
+        return list(chosen.values())
+
     def _wait(self) -> None:
         timeout = 0.5
         limit = self.spec.trial.timeout_seconds
@@ -346,9 +362,15 @@ class LocalRunner:
         self.records[record.name] = record
         self._open_views[record.name] = len(self._view_list)
         self._view_list.append(None)
+        self._unsettled[record.name] = len(self._view_list) - 1
 
     def _views(self) -> list[TrialRecord]:
+        """The planner's views of the trials it has not settled (those it settled do
+        not change here: it is told so), so a round costs what is in play."""
         views = self._view_list
+        planner = self.planner
+        for name in [n for n in self._unsettled if planner.settled(n)]:
+            del self._unsettled[name]
         for name, position in list(self._open_views.items()):
             record = self.records[name]
             obs = self.observations.get(name)
@@ -360,7 +382,7 @@ class LocalRunner:
             if record.phase in TERMINAL_PHASES:
                 del self._open_views[name]
                 self._histories.pop(name, None)
-        return views.copy()  # type: ignore[return-value]  # every position is filled
+        return [views[p] for p in self._unsettled.values()]  # type: ignore[misc]
 
     def _intermediate(self, name: str, observations: list[Observation]) -> dict[int, float]:
         """The objective's series as the pruner hears it: the bounded history a
@@ -492,7 +514,11 @@ class LocalRunner:
         unsaved, self._unsaved = self._unsaved, {}
         for record in unsaved.values():
             if record.phase in TERMINAL_PHASES:
-                self.writer.save(record, observations=self.observations.get(record.name, ()))
+                observations = self.observations.get(record.name, [])
+                self.writer.save(record, observations=observations)
+                # The writer took a copy, the planner its view: the last one is kept
+                # for the tables, so memory does not grow with the steps trials ran.
+                self.observations[record.name] = observations[-1:]
             else:
                 started = record.phase == "Running"
                 self.writer.save(record, START_RECORD_DELAY if started else 0.0)

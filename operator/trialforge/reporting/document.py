@@ -158,8 +158,9 @@ def _comparison_header(data: RunData) -> tuple[str, list[str], list[list[str]], 
             if r.get("note"):
                 notes.append(f"{r['arm']}: {r['note']}")
         elif r.get("role") == "omnibus":
+            arms = r.get("armCount") or len(r.get("arms") or [])
             notes.append(
-                f"Across all {len(r.get('arms') or [])} arms ({r.get('test')} one-way test): "
+                f"Across all {arms} arms ({r.get('test')} one-way test): "
                 f"statistic {_num(r.get('statistic'))}, p {_p(r.get('pValue'))}"
                 + (f"; {r['note']}" if r.get("note") else "")
             )

@@ -12,7 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from trialforge.api.experiment import ExperimentSpec
+from trialforge.api.status import MAX_PARETO_FRONT
 from trialforge.engine.planner import Plan, planned_trials
+from trialforge.engine.status import spread_front
 
 PHASE_STYLE = {
     "Pending": "dim",
@@ -43,8 +45,12 @@ def trials_table(
     max_rows: int = 30,
     width: int | None = None,
     experiment: str | None = None,
+    total: int | None = None,
 ) -> Table:
     """One row per trial: what a person watches first (active, then recent).
+
+    ``total`` is how many trials there are when ``records`` holds only those a
+    live table shows (the caption counts the others).
 
     Trials are shown by what follows the experiment's name (``7``, ``7-r1``), which
     the headline names.  Every column but the note is sized to its content; the
@@ -99,8 +105,9 @@ def trials_table(
             table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=note_width)
         for row, note in zip(rows, notes, strict=True):
             table.add_row(*row, *([note] if note_width else []))
-        if len(records) > max_rows:
-            table.caption = f"{len(records) - max_rows} more trials not shown"
+        hidden = (len(records) if total is None else total) - len(rows)
+        if hidden > 0:
+            table.caption = f"{hidden} more trials not shown"
         return table
 
     used = _natural_width(build(headers))
@@ -149,13 +156,18 @@ def progress(name: str, spec: ExperimentSpec, plan: Plan | None, table: Table) -
 
 
 def pareto_table(spec: ExperimentSpec, plan: Plan) -> Table:
+    """The Pareto front, as the Experiment's status lists it: at most MAX_PARETO_FRONT
+    members spread along it."""
+    front = spread_front(plan.pareto_front, MAX_PARETO_FRONT)
     table = Table(title="Pareto front", header_style="bold")
+    if len(front) < len(plan.pareto_front):
+        table.caption = f"{len(front)} of its {len(plan.pareto_front)} trials, spread along it"
     table.add_column("trial")
     for o in spec.all_objectives:
         table.add_column(f"{o.metric} ({o.direction[:3]})", justify="right")
     for p in spec.parameters:
         table.add_column(p.name, justify="right")
-    for b in plan.pareto_front:
+    for b in front:
         table.add_row(
             b.name,
             *[fmt(v) for v in b.values],
