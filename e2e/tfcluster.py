@@ -1196,7 +1196,8 @@ def kueue_tool() -> Tool:
     return next(t for t in TOOLSET if t.name == "kueue")
 
 
-def free_port() -> int:
+def _kueue_port() -> int:
+    """A free loopback port (main's free_port(host) does the same once merged)."""
     import socket
 
     with socket.socket() as s:
@@ -1309,7 +1310,7 @@ def kueue_up(c: Cluster, wait: float = 120) -> float:
     for crd in KUEUE_CONVERSION_CRDS:
         c.kubectl("patch", "crd", crd, "--type=merge", "-p", json.dumps(conversion))
     c.kubectl("wait", "--for=condition=Established", "--timeout=60s", *applied, timeout=90)
-    webhook_port, health_port = free_port(), free_port()
+    webhook_port, health_port = _kueue_port(), _kueue_port()
     cfg = kdir / "config.yaml"
     cfg.write_text(kueue_config(certs, webhook_port, health_port))
     env = dict(os.environ, KUBECONFIG=str(c.kubeconfig))
