@@ -62,6 +62,9 @@ class Tool:
     packages: dict[str, str] = field(default_factory=dict)  # binary -> package path
     # symlinked into bin_dir()? CNI plugins are not: `bridge` would shadow iproute2's
     linked: bool = True
+    # (dest, src): directories of the module copied into the tool's cache dir at build
+    # time (Kueue's CRDs), so `up` needs neither Go nor the module cache
+    copies: tuple[tuple[str, str], ...] = ()
 
     @property
     def dir(self) -> Path:
@@ -103,6 +106,11 @@ class Tool:
                         f"-X={pkg}.k8sVersionMajor=1",
                         f"-X={pkg}.k8sVersionMinor={m.group(1)}",
                     ]
+        elif self.name == "kueue":  # what Kueue's Makefile stamps (no git commit here)
+            flags += [
+                f"-X=sigs.k8s.io/kueue/pkg/version.GitVersion={v}",
+                f"-X=sigs.k8s.io/kueue/pkg/version.BuildDate={KUBE_LDFLAGS_DATE}",
+            ]
         return flags
 
     def stamp(self) -> str:
@@ -114,6 +122,8 @@ class Tool:
                     data = re.sub(rb"(?m)^\s*//.*\n", b"", data)
                 h.update(f.name.encode() + b"\0" + data)
         h.update(json.dumps([self.ldflags(), sorted(self.packages.items())]).encode())
+        if self.copies:
+            h.update(json.dumps(sorted(self.copies)).encode())
         return h.hexdigest()
 
 
@@ -153,6 +163,13 @@ TOOLSET: tuple[Tool, ...] = (
     Tool("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}),
     # our own sandbox ("pause") program, no upstream module: version "local", rebuilt by stamp
     Tool("pause", "", {"pause": "."}, linked=False),
+    # `up --kueue`: the Kueue controller manager, and its CRDs copied from the module
+    Tool(
+        "kueue",
+        "sigs.k8s.io/kueue",
+        {"kueue": "sigs.k8s.io/kueue/cmd/kueue"},
+        copies=(("crds", "config/components/crd/bases"),),
+    ),
 )
 
 
@@ -177,6 +194,8 @@ def tool_is_built(tool: Tool) -> bool:
     d = tool_dir(tool)
     stamp = d / "stamp"
     if not stamp.is_file() or stamp.read_text().strip() != tool.stamp():
+        return False
+    if not all((d / dest).is_dir() for dest, _ in tool.copies):
         return False
     return all(os.access(d / "bin" / b, os.X_OK) for b in tool.packages)
 
@@ -253,6 +272,13 @@ def build_tool(tool: Tool, go: str) -> float:
             raise ClusterError(
                 f"go build of {tool.name} failed (exit {proc.returncode}); see the output above"
             )
+        if tool.copies:
+            moddir = module_dir(tool, go)
+            for dest, src in tool.copies:
+                shutil.copytree(moddir / src, tmp / dest)
+                for f in (tmp / dest).rglob("*"):  # the module cache is read-only
+                    f.chmod(0o755 if f.is_dir() else 0o644)
+                (tmp / dest).chmod(0o755)
         secs = time.monotonic() - t0
         (tmp / "stamp").write_text(tool.stamp() + "\n")
         (tmp / "build.json").write_text(
@@ -275,6 +301,23 @@ def build_tool(tool: Tool, go: str) -> float:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def module_dir(tool: Tool, go: str) -> Path:
+    """Where the Go module cache holds the tool's pinned module (after a build)."""
+    out = subprocess.run(
+        [go, "list", "-m", "-json", tool.module],
+        cwd=tool.dir,
+        env=go_env(),
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise ClusterError(f"go list -m {tool.module}: {out.stderr.strip()}")
+    d = json.loads(out.stdout).get("Dir")
+    if not d or not Path(d).is_dir():
+        raise ClusterError(f"{tool.module} is not in the Go module cache (go mod download)")
+    return Path(d)
 
 
 def go_version(go: str) -> str:
@@ -1028,6 +1071,7 @@ componentsPatches:
     def down(self, quiet: bool = False, keep_watchdog: bool = False) -> float:
         """Stop everything this cluster started and remove its state dir."""
         t0 = time.monotonic()
+        kueue_down(self)  # first, while the apiserver still answers it
         st = self.read_state()
         left: list[str] = []
         if st.get("real_node") or st.get("node_pids"):
@@ -1081,6 +1125,14 @@ componentsPatches:
             pid = info["pid"]
             alive = pid_alive(pid) and pid_start_time(pid) == info["start"]
             comps[name] = {
+                "pid": pid,
+                "alive": alive,
+                "ports": sorted(listening_ports({pid}).get(pid, [])) if alive else [],
+            }
+        if st.get("kueue"):
+            pid = st["kueue"]["pid"]
+            alive = kueue_alive(self)
+            comps["kueue"] = {
                 "pid": pid,
                 "alive": alive,
                 "ports": sorted(listening_ports({pid}).get(pid, [])) if alive else [],
@@ -1191,6 +1243,228 @@ def gpu_node_manifest(
     }
 
 
+# ---------------------------------------------------------------------------
+# Kueue (`up --kueue`): the controller manager as a local process
+# ---------------------------------------------------------------------------
+
+KUEUE_NAMESPACE = "kueue-system"
+KUEUE_SERVICE = "kueue-webhook-service"  # only named in certificates, never created
+KUEUE_SECRET = "kueue-webhook-server-cert"
+# The CRDs Kueue's internal cert management injects its CA into (pkg/util/cert): each
+# must have a conversion webhook clientConfig, or the injection fails and Kueue never
+# becomes ready. Only v1beta2, the storage version, is ever used, so no conversion
+# is ever asked for.
+KUEUE_CONVERSION_CRDS = (
+    "localqueues.kueue.x-k8s.io",
+    "clusterqueues.kueue.x-k8s.io",
+    "workloads.kueue.x-k8s.io",
+    "cohorts.kueue.x-k8s.io",
+    "multikueueclusters.kueue.x-k8s.io",
+)
+KUEUE_TOOLS = (*CLUSTER_TOOLS, "kueue")
+
+
+def kueue_tool() -> Tool:
+    return next(t for t in TOOLSET if t.name == "kueue")
+
+
+def _kueue_port() -> int:
+    """A free loopback port (main's free_port(host) does the same once merged)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def kueue_config(certs: Path, webhook_port: int, health_port: int) -> str:
+    """Kueue's Configuration for a local process: everything on loopback, no leader
+    election, no metrics or visibility server, only batch/v1 Jobs managed."""
+    return f"""\
+apiVersion: config.kueue.x-k8s.io/v1beta2
+kind: Configuration
+namespace: {KUEUE_NAMESPACE}
+health:
+  healthProbeBindAddress: 127.0.0.1:{health_port}
+metrics:
+  bindAddress: "0"
+webhook:
+  host: 127.0.0.1
+  port: {webhook_port}
+  certDir: {certs}
+leaderElection:
+  leaderElect: false
+internalCertManagement:
+  enable: true
+  webhookServiceName: {KUEUE_SERVICE}
+  webhookSecretName: {KUEUE_SECRET}
+manageJobsWithoutQueueName: false
+clientConnection:
+  qps: 50
+  burst: 100
+integrations:
+  frameworks:
+  - batch/job
+featureGates:
+  VisibilityOnDemand: false
+  MultiKueue: false
+"""
+
+
+def kueue_alive(c: Cluster) -> bool:
+    info = c.read_state().get("kueue")
+    return bool(info) and pid_alive(info["pid"]) and pid_start_time(info["pid"]) == info["start"]
+
+
+def kueue_log(c: Cluster, lines: int = 40) -> str:
+    try:
+        text = (c.state_dir / "kueue" / "kueue.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no kueue log)"
+    return "\n".join(text[-lines:])
+
+
+def kueue_up(c: Cluster, wait: float = 120) -> float:
+    """Install Kueue's CRDs and start its manager against the running cluster.
+
+    No cert-manager and no webhooks: Kueue's internal cert management makes its
+    certificates into a Secret, which this function copies into the certDir (the
+    kubelet's part for a pod); its webhook server listens on loopback, but no
+    Validating/MutatingWebhookConfiguration points at it, so the apiserver never
+    calls it. Without its defaulting webhook, a Job must come with
+    ``spec.suspend: true`` and the ``kueue.x-k8s.io/queue-name`` label itself.
+    Returns seconds spent (0 when it already runs)."""
+    if kueue_alive(c):
+        return 0.0
+    t0 = time.monotonic()
+    ensure_built(KUEUE_TOOLS)
+    tool = kueue_tool()
+    binary = tool_dir(tool) / "bin" / "kueue"
+    crds = tool_dir(tool) / "crds"
+    kdir = c.state_dir / "kueue"
+    if kdir.exists():
+        shutil.rmtree(kdir)
+    certs = kdir / "certs"
+    certs.mkdir(parents=True)
+    ns_and_secret = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUEUE_NAMESPACE}},
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": KUEUE_SECRET, "namespace": KUEUE_NAMESPACE},
+            },
+        ],
+    }
+    c.kubectl("apply", "-f", "-", input_=json.dumps(ns_and_secret))
+    applied = c.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-o", "name", "-f", str(crds), timeout=120
+    ).stdout.split()
+    conversion = {
+        "spec": {
+            "conversion": {
+                "strategy": "Webhook",
+                "webhook": {
+                    "clientConfig": {
+                        "service": {
+                            "namespace": KUEUE_NAMESPACE,
+                            "name": KUEUE_SERVICE,
+                            "path": "/convert",
+                        }
+                    },
+                    "conversionReviewVersions": ["v1"],
+                },
+            }
+        }
+    }
+    for crd in KUEUE_CONVERSION_CRDS:
+        c.kubectl("patch", "crd", crd, "--type=merge", "-p", json.dumps(conversion))
+    c.kubectl("wait", "--for=condition=Established", "--timeout=60s", *applied, timeout=90)
+    webhook_port, health_port = _kueue_port(), _kueue_port()
+    cfg = kdir / "config.yaml"
+    cfg.write_text(kueue_config(certs, webhook_port, health_port))
+    env = dict(os.environ, KUBECONFIG=str(c.kubeconfig))
+    logf = open(kdir / "kueue.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(binary), f"--config={cfg}", "--zap-log-level=info"],
+        stdin=subprocess.DEVNULL,
+        stdout=logf,
+        stderr=logf,
+        env=env,
+        cwd=kdir,
+        start_new_session=True,
+        close_fds=True,
+    )
+    logf.close()
+    st = c.read_state()
+    st["kueue"] = {
+        "pid": proc.pid,
+        "start": pid_start_time(proc.pid),
+        "cmd": pid_cmdline(proc.pid),
+        "webhook_port": webhook_port,
+        "health_port": health_port,
+    }
+    c.write_state(st)
+    deadline = time.monotonic() + wait
+    try:
+        _kueue_wait_ready(c, proc, certs, health_port, deadline)
+    except ClusterError:
+        kueue_down(c)
+        raise
+    return time.monotonic() - t0
+
+
+def _kueue_wait_ready(
+    c: Cluster, proc: subprocess.Popen[bytes], certs: Path, health_port: int, deadline: float
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    while True:
+        if proc.poll() is not None:
+            raise ClusterError(f"kueue exited with {proc.returncode}:\n{kueue_log(c)}")
+        if not (certs / "tls.crt").exists():
+            out = c.kubectl(
+                "-n", KUEUE_NAMESPACE, "get", "secret", KUEUE_SECRET, "-o", "json",
+                check=False, timeout=10,
+            )  # fmt: skip
+            data = (json.loads(out.stdout).get("data") or {}) if out.returncode == 0 else {}
+            if data.get("tls.crt") and data.get("tls.key"):
+                import base64
+
+                for key in ("ca.crt", "tls.key", "tls.crt"):  # Kueue waits for tls.crt
+                    f = certs / key
+                    tmp = f.with_suffix(".tmp")
+                    tmp.write_bytes(base64.b64decode(data[key]))
+                    tmp.chmod(0o600)
+                    tmp.replace(f)
+        else:
+            try:
+                url = f"http://127.0.0.1:{health_port}/readyz"
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+        if time.monotonic() > deadline:
+            raise ClusterError(f"kueue did not become ready:\n{kueue_log(c)}")
+        time.sleep(0.2)
+
+
+def kueue_down(c: Cluster) -> None:
+    """Stop the Kueue manager (its objects go with the cluster's etcd)."""
+    st = c.read_state()
+    info = st.pop("kueue", None)
+    if info:
+        survivors = kill_pids({info["pid"]: info["start"]})
+        if survivors:
+            raise ClusterError(f"kueue (pid {info['pid']}) would not die")
+    if c.state_file.exists():
+        c.write_state(st)
+
+
 def gc_stale(exclude: Path | None = None) -> list[Path]:
     """Stop clusters under e2e/.state whose owner process has died."""
     reaped = []
@@ -1239,7 +1513,9 @@ def main_build(argv: Sequence[str] | None = None) -> int:
         "e2e/tools/*/go.mod into the cache (~/.cache/trialforge or $TRIALFORGE_CACHE); only "
         "what is missing or whose pins changed is rebuilt. Prints the bin dir.",
     )
-    p.add_argument("tools", nargs="*", help="only these tools (etcd kwok kube helm)")
+    p.add_argument(
+        "tools", nargs="*", help="only these tools (etcd kwok kube helm cni coredns pause kueue)"
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--list", action="store_true", help="show tools, versions, cache state")
     p.add_argument(
@@ -1347,6 +1623,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--nodes", type=int, default=0, help="create this many GPU nodes")
     up.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
     up.add_argument("--timeout", type=float, default=120, help="seconds to wait (default 120)")
+    up.add_argument(
+        "--kueue",
+        action="store_true",
+        help="also install Kueue's CRDs and run its controller manager (no webhooks); "
+        "on a running cluster, only that",
+    )
     sub.add_parser("down", help="stop everything the cluster started, remove its state")
     sub.add_parser("status", help="print the cluster's components as JSON; exit 1 if not up")
     sub.add_parser("env", help="print `export KUBECONFIG=...; export PATH=...` for eval")
@@ -1386,6 +1668,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(build())
         elif a.cmd == "up":
             secs = c.up(owner_pid=a.owner_pid, wait=a.timeout, real_node=a.real_node)
+            if a.kueue:
+                ksecs = kueue_up(c, wait=a.timeout)
+                if ksecs:
+                    log(f"kueue up in {ksecs:.1f}s")
+                secs += ksecs
             if a.nodes:
                 c.create_gpu_nodes(a.nodes, gpus=a.gpus)
             log(f"cluster {c.name} up in {secs:.1f}s; try: eval $({sys.argv[0]} env)")

@@ -258,6 +258,9 @@ WORKLOAD_PERMISSIONS = {
     ("batch", "jobs", "watch", ""),
     ("batch", "jobs", "create", ""),
     ("batch", "jobs", "delete", ""),
+    ("batch", "jobs", "patch", ""),  # suspendPolicy Pause
+    ("kueue.x-k8s.io", "workloads", "list", ""),  # spec.queue: why a Job waits
+    ("kueue.x-k8s.io", "workloads", "patch", ""),  # Pause with a queue: spec.active
     ("", "pods", "list", ""),
     ("", "pods", "watch", ""),
     ("", "services", "create", ""),

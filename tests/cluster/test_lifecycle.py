@@ -175,8 +175,6 @@ def test_the_apiserver_keeps_what_defines_the_experiment_immutable(
     kube.check("cannot change once the experiment exists" in err, err)
     err = _refused(kube, name, {"spec": {"objective": {"metric": "acc", "direction": "maximize"}}})
     kube.check("cannot change once the experiment exists" in err, err)
-    err = _refused(kube, name, {"spec": {"queue": "q", "suspendPolicy": "Pause"}})
-    kube.check("spec.suspendPolicy" in err and "Kueue" in err, err)
     # What may change does: the budget, suspend, the policy.
     kube.patch_experiment(
         name, {"spec": {"budget": {"maxTrials": 4, "parallelism": 2}, "suspendPolicy": "Pause"}}

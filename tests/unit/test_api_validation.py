@@ -416,3 +416,9 @@ def test_invalid_science_specs_name_the_field(spec: dict[str, Any], path: str, w
 
 def test_parallelism_may_exceed_max_trials_when_repeats_multiply_them() -> None:
     assert spec_errors(budget={"maxTrials": 2, "parallelism": 6}, repeats=3) == {}
+
+
+def test_a_queue_and_suspend_policy_pause_go_together() -> None:
+    """Pause with a Kueue queue deactivates the Workloads (kube/kueue.py): no refusal."""
+    xp = load_experiment(experiment_doc(queue="team-a", suspend=True, suspendPolicy="Pause"))
+    assert xp.spec.queue == "team-a" and xp.spec.suspend_policy == "Pause"

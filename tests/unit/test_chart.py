@@ -346,3 +346,31 @@ def test_schema_durations_follow_prometheus() -> None:
         for value in NOT_DURATIONS:
             ok = len(value) >= prop.get("minLength", 0) and re.fullmatch(prop["pattern"], value)
             assert not ok, value
+
+
+def workload_rules() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of the chart's workload rules, read from the
+    `trialforge.workloadRules` define (plain YAML inside, no template actions)."""
+    text = (CHART / "templates" / "_helpers.tpl").read_text()
+    m = re.search(r'{{-? define "trialforge.workloadRules" -?}}(.*?){{-? end -?}}', text, re.S)
+    assert m, "no trialforge.workloadRules define in _helpers.tpl"
+    rules = yaml.safe_load(m.group(1))
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}  # fmt: skip
+
+
+def test_workload_rules_grant_what_the_operator_does_with_kueue_and_pause() -> None:
+    from trialforge.kube import kueue
+
+    granted = workload_rules()
+    needed = {
+        (kueue.GROUP, kueue.WORKLOADS, "list"),  # Kube.list_workloads: why a queued Job waits
+        (kueue.GROUP, kueue.WORKLOADS, "patch"),  # Kube.patch_workload: Pause with a queue
+        ("batch", "jobs", "patch"),  # Kube.patch_job: Pause (suspend, or the paused mark)
+    }
+    assert needed <= granted, f"the chart does not grant {sorted(needed - granted)}"
+    # and nothing more on Kueue's objects than that
+    assert {(g, r, v) for g, r, v in granted if g == kueue.GROUP} == {
+        (kueue.GROUP, kueue.WORKLOADS, "list"),
+        (kueue.GROUP, kueue.WORKLOADS, "patch"),
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.test_kube_jobs import job_with, pod_with, running_trial, xp
+from tests.unit.test_kube_jobs import job_with, pod_with, running_trial, trial, xp
 from trialforge.kube.observe import trial_status_from
 
 
@@ -54,3 +54,32 @@ def test_a_pull_the_kubelet_retries_shows_on_the_pending_trial() -> None:
     s = observed.status
     assert s.get("phase", "Pending") == "Pending" and s["reason"] == "ImagePullBackOff"
     assert "Back-off pulling image" in s["message"]
+
+
+def test_a_queued_job_waits_with_the_workloads_own_reason() -> None:
+    from tests.unit.test_kube_kueue import PENDING_MSG, cond, workload
+
+    spec = xp(queue="team-a").spec
+    waiting = workload("u", cond("QuotaReserved", "False", "Pending", PENDING_MSG))
+    observed = trial_status_from(spec, trial(), job_with(suspend=True), [], workload=waiting)
+    s = observed.status
+    assert s["phase"] == "Pending" and s["reason"] == "WaitingForAdmission"
+    assert s["message"] == f"Kueue: Pending: {PENDING_MSG}"
+    # Preempted by Kueue after it ran: it waits again, and says why.
+    preempted = workload("u", cond("Evicted", "True", "Preempted", "Preempted to accommodate"))
+    again = trial_status_from(
+        spec, running_trial(), job_with(suspend=True), [], workload=preempted
+    ).status
+    assert again["phase"] == "Pending" and again["reason"] == "WaitingForAdmission"
+    assert again["message"] == "Kueue: Preempted: Preempted to accommodate"
+
+
+def test_a_queued_job_paused_by_us_says_paused_not_waiting() -> None:
+    from tests.unit.test_kube_kueue import cond, workload
+
+    spec = xp(queue="team-a", suspend=True, suspendPolicy="Pause").spec
+    job = job_with(suspend=True)
+    job["metadata"]["annotations"] = {"trialforge.io/paused": "true"}
+    wl = workload("u", cond("Evicted", "True", "Deactivated", "deactivated"), active=False)
+    s = trial_status_from(spec, running_trial(), job, [], workload=wl).status
+    assert s["phase"] == "Pending" and s["reason"] == "Paused"

@@ -113,10 +113,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [trialforge.io]
   resources: [experiments/finalizers, trials/finalizers]
   verbs: [update]
-# One Job per trial attempt; deleted when a trial is pruned, cancelled or timed out.
+# One Job per trial attempt; deleted when a trial is pruned, cancelled or timed out;
+# patched by suspendPolicy Pause (suspended, or with a queue marked paused).
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [list, watch, create, delete]
+  verbs: [list, watch, create, delete, patch]
+# Kueue (spec.queue): a queued Job's Workload says why it waits (list); Pause
+# deactivates it and resume reactivates it (patch of spec.active).
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [list, patch]
 # Pods are only read: phases, exit codes, nodes, image digests.
 - apiGroups: [""]
   resources: [pods]

@@ -372,7 +372,8 @@ class ExperimentSpec(SpecModel):
         default="Finish",
         description="What spec.suspend does to running trials: Finish lets them finish; "
         "Pause suspends their Jobs (the pods are deleted) and starts them again, from the "
-        "beginning or the trainer's own checkpoint, when spec.suspend is false again.",
+        "beginning or the trainer's own checkpoint, when spec.suspend is false again; with a "
+        "queue, Pause deactivates the Jobs' Kueue Workloads, and Kueue admits them again.",
     )
     queue: str | None = Field(
         default=None,
@@ -480,13 +481,6 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             "|| !has(self.earlyStopping.algorithm) || self.earlyStopping.algorithm == 'none'",
             "early stopping needs a single objective",
             fieldPath=".earlyStopping.algorithm",
-            reason="FieldValueInvalid",
-        ),
-        _cel(
-            "!has(self.queue) || !has(self.suspendPolicy) || self.suspendPolicy != 'Pause'",
-            "suspendPolicy Pause cannot be used with a queue: Kueue owns the Jobs' suspend "
-            "field; use Finish",
-            fieldPath=".suspendPolicy",
             reason="FieldValueInvalid",
         ),
         _cel(

@@ -437,12 +437,6 @@ def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
             "spec.trial.metrics.path", f"source {metrics_spec.source} needs the path to read"
         )
 
-    if spec.queue is not None and spec.suspend_policy == "Pause":
-        yield FieldError(
-            "spec.suspendPolicy",
-            "Pause cannot be used with a queue: Kueue owns the Jobs' suspend field; use Finish",
-        )
-
     yield from _check_template(spec.trial.template, set(names), metrics_spec.source)
     yield from _check_science(spec)
 

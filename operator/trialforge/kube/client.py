@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from trialforge.api.experiment import GROUP, VERSION
-from trialforge.kube import names
+from trialforge.kube import kueue, names
 from trialforge.metrics.exporter import API_WRITES, status_patched
 
 
@@ -168,6 +168,33 @@ class Kube:
             _preload_content=False,
         )
         return self._json(resp)["items"]
+
+    def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
+        """Kueue's Workloads of Jobs in ``namespace``; none when Kueue is not installed."""
+        try:
+            resp = self.custom.list_namespaced_custom_object(
+                kueue.GROUP,
+                kueue.VERSION,
+                namespace,
+                kueue.WORKLOADS,
+                label_selector=kueue.JOB_UID_LABEL,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status == 404:  # no Kueue CRDs: nothing admits the Jobs
+                return []
+            raise
+        return self._json(resp)["items"]
+
+    def patch_workload(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        self._wrote("workloads", "patch")
+        try:
+            self.custom.patch_namespaced_custom_object(
+                kueue.GROUP, kueue.VERSION, namespace, kueue.WORKLOADS, name, dict(body)
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def create(self, obj: Mapping[str, Any]) -> bool:
         """Create a Job, Service or Secret; False when it already exists."""

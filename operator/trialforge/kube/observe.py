@@ -15,6 +15,7 @@ from trialforge.engine.objective import conclude
 from trialforge.engine.record import TrialRecord, rfc3339, timestamp
 from trialforge.engine.status import outcome_status
 from trialforge.kube import names
+from trialforge.kube.kueue import kueue_disruption, waiting_message
 
 GPU = "nvidia.com/gpu"
 GPU_PRODUCT = "nvidia.com/gpu.product"  # the NVIDIA GPU operator's node label
@@ -59,8 +60,10 @@ def trial_status_from(
     job: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
     gpu_types: Mapping[str, str] | None = None,
+    workload: Mapping[str, Any] | None = None,
 ) -> Observed:
-    """The Trial status fields the Job and pods imply (the trial's phase and where it ran)."""
+    """The Trial status fields the Job and pods imply (the trial's phase and where it ran);
+    with a queue, ``workload`` is the Job's Kueue Workload (None: none yet)."""
     status = dict(trial.get("status") or {})
     phase = status.get("phase", "Pending")
     name = trial["metadata"]["name"]
@@ -91,6 +94,12 @@ def trial_status_from(
                 reason="Paused",
                 message="the experiment is suspended with suspendPolicy Pause",
             )
+        elif spec.queue:
+            # Kueue's own words: why it has not admitted the Job (yet), or that it
+            # took an admitted Job back (preempted, evicted) and it waits again.
+            disrupted = kueue_disruption(workload)
+            message = disrupted[1] if disrupted else waiting_message(workload)
+            out.update(phase="Pending", reason="WaitingForAdmission", message=message)
         else:
             out.update(
                 phase="Pending", reason="WaitingForAdmission", message="the Job waits for Kueue"

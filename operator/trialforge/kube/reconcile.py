@@ -30,6 +30,7 @@ from trialforge.engine.validation import ExperimentInvalid, load_experiment
 from trialforge.kube import names
 from trialforge.kube.client import Kube
 from trialforge.kube.jobs import build_job, owner_reference, trial_labels
+from trialforge.kube.kueue import active_patch, workloads_by_job
 from trialforge.kube.logtail import read_tail
 from trialforge.kube.observe import GPU_PRODUCT, trial_status_from, trial_view
 from trialforge.kube.status import StatusWriter
@@ -113,10 +114,13 @@ class Reconciler:
 
         spec = experiment.spec
         pause = spec.suspend and spec.suspend_policy == "Pause"
+        # With a queue, Kueue's Workload of each Job: why it waits, and how it pauses.
+        workloads = workloads_by_job(self.kube.list_workloads(namespace)) if spec.queue else {}
         self._learn_gpu_types(pods)
         for trial in trials:
             job = jobs.get(names.job_name(trial["metadata"]["name"]))
-            self._observe(experiment, trial, job, pods)
+            workload = workloads.get(job["metadata"].get("uid", "")) if job else None
+            self._observe(experiment, trial, job, pods, workload)
             phase = (trial.get("status") or {}).get("phase", "Pending")
             if phase not in TERMINAL_PHASES and job is None:
                 # Decided and recorded, but its Job never made it (a crash, a failed create).
@@ -126,7 +130,10 @@ class Reconciler:
                 # between the verdict and the delete.
                 self.kube.delete_job(namespace, job["metadata"]["name"])
             elif phase not in TERMINAL_PHASES and job is not None and _job_active(job):
-                self._hold(trial, job, pause)
+                if spec.queue:
+                    self._hold_queued(trial, job, pause, workload)
+                else:
+                    self._hold(trial, job, pause)
 
         now = time.time()
         started_at = timestamp(status.get("startTime")) or now
@@ -204,12 +211,13 @@ class Reconciler:
         trial: dict[str, Any],
         job: Mapping[str, Any] | None,
         pods: Mapping[str, list[dict[str, Any]]],
+        workload: Mapping[str, Any] | None = None,
     ) -> None:
         tname = trial["metadata"]["name"]
         namespace = trial["metadata"]["namespace"]
         for _ in range(5):
             observed = trial_status_from(
-                experiment.spec, trial, job, pods.get(tname, []), self._gpu_types
+                experiment.spec, trial, job, pods.get(tname, []), self._gpu_types, workload
             )
             if not observed.status:
                 return
@@ -301,6 +309,40 @@ class Reconciler:
                 "metadata": {"annotations": {names.ANNOTATION_PAUSED: "true" if pause else None}},
                 "spec": {"suspend": pause},
             },
+        )
+        tname = trial["metadata"]["name"]
+        if pause:
+            self.kube.event(trial, "Normal", "TrialPaused", f"{tname}: the experiment is paused")
+        else:
+            self.kube.event(trial, "Normal", "TrialResumed", f"{tname}: the experiment resumed")
+
+    def _hold_queued(
+        self,
+        trial: Mapping[str, Any],
+        job: Mapping[str, Any],
+        pause: bool,
+        workload: Mapping[str, Any] | None,
+    ) -> None:
+        """Pause with a queue: deactivate the Job's Workload (Kueue evicts it, suspends
+        the Job and admits it no more) and mark the Job as paused by us; resume:
+        reactivate it (Kueue admits it again when the quota allows)."""
+        paused = bool((job["metadata"].get("annotations") or {}).get(names.ANNOTATION_PAUSED))
+        if pause == paused:
+            return
+        namespace = job["metadata"]["namespace"]
+        if workload is None:
+            if pause:
+                return  # Kueue has not made its Workload yet: the next reconcile
+        else:
+            self.kube.patch_workload(
+                namespace, workload["metadata"]["name"], active_patch(active=not pause)
+            )
+        # The annotation marks the deactivation as ours: a resume never reactivates
+        # a Workload someone else deactivated.
+        self.kube.patch_job(
+            namespace,
+            job["metadata"]["name"],
+            {"metadata": {"annotations": {names.ANNOTATION_PAUSED: "true" if pause else None}}},
         )
         tname = trial["metadata"]["name"]
         if pause:
