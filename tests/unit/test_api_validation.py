@@ -416,3 +416,89 @@ def test_invalid_science_specs_name_the_field(spec: dict[str, Any], path: str, w
 
 def test_parallelism_may_exceed_max_trials_when_repeats_multiply_them() -> None:
     assert spec_errors(budget={"maxTrials": 2, "parallelism": 6}, repeats=3) == {}
+
+
+# -- conditional parameters (parameters[].when) ------------------------------------------
+
+OPT = {"name": "opt", "type": "categorical", "values": ["sgd", "adam"]}
+MOMENTUM = {"name": "momentum", "type": "float", "min": 0.0, "max": 0.99, "when": {"opt": ["sgd"]}}
+PLAIN_TEMPLATE = {
+    "template": {"spec": {"containers": [{"name": "t", "image": "i", "command": ["train"]}]}}
+}
+
+
+def conditional_doc(parameters: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
+    return experiment_doc(parameters=parameters, trial=PLAIN_TEMPLATE, **more)
+
+
+def test_a_conditional_space_loads() -> None:
+    spec = load_experiment(conditional_doc([OPT, MOMENTUM])).spec
+    assert spec.conditional
+    assert spec.parameters[1].when == {"opt": ["sgd"]}
+    assert spec.active({"opt": "sgd"}) == ["opt", "momentum"]
+    assert spec.active({"opt": "adam"}) == ["opt"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "path", "words"),
+    [
+        (
+            [OPT, {**MOMENTUM, "when": {"optimiser": ["sgd"]}}],
+            "spec.parameters[1].when.optimiser",
+            "names no parameter (parameters before it: opt)",
+        ),
+        (
+            [MOMENTUM, OPT],
+            "spec.parameters[0].when.opt",
+            "parent 'opt' is defined after 'momentum' (parameters[1])",
+        ),
+        (
+            [OPT, {**MOMENTUM, "when": {"opt": ["sgd", "rmsprop"]}}],
+            "spec.parameters[1].when.opt[1]",
+            "'rmsprop' is not a value 'opt' can take",
+        ),
+        (
+            [
+                {**OPT, "when": {"mode": ["a"]}},
+                {"name": "mode", "type": "categorical", "values": ["a", "b"],
+                 "when": {"opt": ["sgd"]}},
+            ],
+            "spec.parameters[0].when",
+            "a cycle of conditions: opt -> mode -> opt",
+        ),
+        (
+            [OPT, {"name": "lr", "type": "float", "min": 0.1, "max": 1.0},
+             {**MOMENTUM, "when": {"lr": [0.5]}}],
+            "spec.parameters[2].when.lr",
+            "parent 'lr' is a float parameter; a condition needs a categorical or discrete",
+        ),
+        (
+            [OPT, {"name": "nesterov", "type": "categorical", "values": [True, False],
+                   "when": {"opt": ["sgd"]}},
+             {**MOMENTUM, "when": {"opt": ["adam"], "nesterov": [True]}}],
+            "spec.parameters[2].when",
+            "'momentum' can never be active",
+        ),
+        (
+            [OPT, {**MOMENTUM, "when": {"opt": []}}],
+            "spec.parameters[1].when",
+            "opt: list at least one value",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_conditions_name_the_field(
+    parameters: list[dict[str, Any]], path: str, words: str
+) -> None:
+    errors = errors_of(conditional_doc(parameters))
+    assert path in errors, errors
+    assert words in errors[path]
+
+
+def test_a_baseline_sets_exactly_its_active_parameters() -> None:
+    inactive = errors_of(
+        conditional_doc([OPT, MOMENTUM], baseline={"parameters": {"opt": "adam", "momentum": 0.5}})
+    )
+    assert "is inactive in this configuration" in inactive["spec.baseline.parameters.momentum"]
+    missing = errors_of(conditional_doc([OPT, MOMENTUM], baseline={"parameters": {"opt": "sgd"}}))
+    assert "missing: momentum" in missing["spec.baseline.parameters"]
+    load_experiment(conditional_doc([OPT, MOMENTUM], baseline={"parameters": {"opt": "adam"}}))

@@ -71,3 +71,99 @@ def test_a_reseeded_sampler_suggests_what_a_fresh_one_would(
     fresh.run(succeed_scored)
     assert reused.suggested == fresh.suggested
     assert len(reused.suggested) == 14
+
+
+# -- conditional spaces ------------------------------------------------------------------
+
+CONDITIONAL = [
+    {"name": "opt", "type": "categorical", "values": ["sgd", "adam"]},
+    {"name": "momentum", "type": "float", "min": 0.0, "max": 0.99, "when": {"opt": ["sgd"]}},
+    {"name": "nesterov", "type": "categorical", "values": [True, False], "when": {"opt": ["sgd"]}},
+    {"name": "beta", "type": "discrete", "values": [0.9, 0.99], "when": {"opt": ["adam"]}},
+    {"name": "lr", "type": "float", "min": 1e-4, "max": 1e-1, "log": True},
+]
+PLAIN_TRIAL = {
+    "template": {"spec": {"containers": [{"name": "t", "image": "i", "command": ["t"]}]}}
+}
+
+
+def active_of(parameters: dict[str, Any]) -> list[str]:
+    sgd = ["opt", "momentum", "nesterov", "lr"]
+    return sgd if parameters["opt"] == "sgd" else ["opt", "beta", "lr"]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_conditional_space_suggests_only_active_parameters(algorithm: str) -> None:
+    spec = spec_of(
+        parameters=CONDITIONAL,
+        trial=PLAIN_TRIAL,
+        search={"algorithm": algorithm, "seed": 5},
+        budget={"maxTrials": 16, "parallelism": 2},
+    )
+    world = World(Planner(spec, "x"))
+    world.run(succeed_scored)
+    suggested = [p for _, _, p in world.suggested]
+    assert len(suggested) == 16
+    for parameters in suggested:
+        assert sorted(parameters) == sorted(active_of(parameters)), parameters
+    # Both branches are explored.
+    assert {p["opt"] for p in suggested} == {"sgd", "adam"}
+
+
+def test_tpe_samples_a_conditional_space_grouped() -> None:
+    spec = spec_of(parameters=CONDITIONAL, trial=PLAIN_TRIAL, search={"algorithm": "tpe"})
+    sampler = Planner(spec, "x").search._sampler
+    assert sampler._group is True  # type: ignore[attr-defined]
+    flat = Planner(spec_of(search={"algorithm": "tpe"}), "x").search._sampler
+    assert flat._group is False  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "random", "grid"])
+def test_a_conditional_search_restarted_mid_run_suggests_the_same(algorithm: str) -> None:
+    parameters = CONDITIONAL
+    if algorithm == "grid":
+        parameters = [
+            {"name": "momentum", "type": "discrete", "values": [0.0, 0.9], "when": p["when"]}
+            if p["name"] == "momentum"
+            else p
+            for p in CONDITIONAL
+            if p["name"] != "lr"
+        ]
+    spec = spec_of(
+        parameters=parameters,
+        trial=PLAIN_TRIAL,
+        search={"algorithm": algorithm, "seed": 9},
+        budget={"maxTrials": 6, "parallelism": 2},
+    )
+    straight = World(Planner(spec, "x"))
+    straight.run(succeed_scored)
+    first = World(Planner(spec, "x"))
+    for _ in range(4):
+        first.step(succeed_scored)
+    # A new process: a fresh planner over the trials recorded so far.
+    second = World(Planner(spec, "x"), list(first.views.values()))
+    second.started = list(first.started)
+    second.run(succeed_scored)
+    assert second.suggested == straight.suggested
+
+
+def test_a_conditional_grid_enumerates_only_valid_configurations() -> None:
+    parameters = [
+        {"name": "opt", "type": "categorical", "values": ["sgd", "adam"]},
+        {"name": "momentum", "type": "discrete", "values": [0.5, 0.9], "when": {"opt": ["sgd"]}},
+        {"name": "layers", "type": "int", "min": 1, "max": 3},
+    ]
+    spec = spec_of(
+        parameters=parameters,
+        trial=PLAIN_TRIAL,
+        search={"algorithm": "grid", "seed": 1},
+        budget={"maxTrials": 50, "parallelism": 2},
+    )
+    planner = Planner(spec, "x")
+    assert planner.search.capacity() == 9  # adam x 3 layers + sgd x 2 momenta x 3 layers
+    world = World(planner)
+    plan = world.run(succeed_scored)
+    assert plan.finished.reason == "SearchSpaceExhausted"
+    points = {tuple(sorted(p.items())) for _, _, p in world.suggested}
+    assert len(points) == len(world.suggested) == 9
+    assert all(("momentum" in dict(p)) == (dict(p)["opt"] == "sgd") for p in points)

@@ -742,3 +742,32 @@ def test_a_search_with_a_baseline_and_a_confirmation_runs_locally(tmp_path: Path
     out = tmp_path / "r.html"
     assert main(["report", str(tmp_path / "run"), "-o", str(out)]) == 0
     assert "Parameter importances" in out.read_text()
+
+
+# --- conditional parameters, constraints, warm starts (issue 17) ------------------------
+
+
+def test_a_conditional_parameter_reaches_only_the_trials_where_it_is_active(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--dump", "--tag=${params.m}", max_trials=8, parallelism=2)
+    doc["spec"]["parameters"] = [
+        {"name": "opt", "type": "categorical", "values": ["sgd", "adam"]},
+        {"name": "m", "type": "discrete", "values": [0.5, 0.9], "when": {"opt": ["sgd"]}},
+        {"name": "x", "type": "float", "min": 0.0, "max": 1.0},
+    ]
+    result, _ = run_local(doc, tmp_path)
+
+    assert result.phase == "Succeeded"
+    assert {r.parameters["opt"] for r in result.records} == {"sgd", "adam"}
+    for record in result.records:
+        params = dict(record.parameters)
+        dump = json.loads((out / f"{record.name}.env.json").read_text())
+        assert json.loads(dump["env"]["TRIALFORGE_PARAMS"]) == params
+        if params["opt"] == "sgd":
+            assert sorted(params) == ["m", "opt", "x"]
+            assert dump["argv"][-1] == f"--tag={params['m']!r}"
+        else:
+            assert sorted(params) == ["opt", "x"]  # m is inactive: absent, and '' in argv
+            assert dump["argv"][-1] == "--tag="

@@ -16,15 +16,24 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import logging
 import math
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.samplers._base import _CONSTRAINTS_KEY
 from optuna.storages import InMemoryStorage
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.engine import plugins, space
@@ -44,6 +53,32 @@ _STATES = {
 def derive_seed(seed: int, *parts: object) -> int:
     digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
     return int.from_bytes(digest[:4], "big")
+
+
+# The user attribute that holds a trial's constraint violations (Optuna's sign:
+# > 0 violated) until the sampler's constraints_func reads them.
+VIOLATIONS = "trialforge:violations"
+
+
+@dataclass(frozen=True)
+class WarmTrial:
+    """A finished trial of an earlier experiment, as the sampler is told it."""
+
+    parameters: Mapping[str, Any]
+    values: tuple[float, ...]
+    violations: tuple[float, ...] | None = None
+
+
+def _violations(trial: FrozenTrial) -> Sequence[float]:
+    """Optuna's constraints_func: what :meth:`Search.finish` stored (a pruned trial,
+    whose constraint metrics are unknown, counts as feasible)."""
+    stored = trial.user_attrs.get(VIOLATIONS)
+    return tuple(stored) if stored else (0.0,)
+
+
+def takes_constraints(cls: type) -> bool:
+    """Whether a sampler class learns from constraints (Optuna's ``constraints_func``)."""
+    return "constraints_func" in inspect.signature(cls.__init__).parameters
 
 
 @dataclass(frozen=True)
@@ -67,11 +102,23 @@ class _Known:
 class Search:
     """Suggests configurations, hears intermediate and final values, decides pruning."""
 
-    def __init__(self, spec: ExperimentSpec, study_name: str) -> None:
+    def __init__(
+        self, spec: ExperimentSpec, study_name: str, warm: Sequence[WarmTrial] = ()
+    ) -> None:
         self.spec = spec
         self.seed = spec.search.seed if spec.search.seed is not None else derive_seed(0, study_name)
         self._distributions = space.distributions(spec.parameters)
-        self._grid = space.grid(spec.parameters) if spec.search.algorithm == "grid" else None
+        self._conditional = spec.conditional
+        grid = spec.search.algorithm == "grid"
+        self._grid = space.grid(spec.parameters) if grid and not self._conditional else None
+        # A conditional grid lists its valid configurations only, in an order the
+        # seed shuffles; each suggestion takes the first one no trial holds yet.
+        self._points: list[dict[str, Any]] | None = None
+        if grid and self._conditional:
+            self._points = space.conditional_grid(spec)
+            random.Random(derive_seed(self.seed, "grid")).shuffle(self._points)
+        self._initial = [dict(p) for p in spec.initial_points or []]
+        self._constrained = bool(spec.constraints)
         directions = [o.direction for o in spec.all_objectives]
         # Built now: fails fast on a missing optional package or bad settings.
         self._sampler = self._sampler_for(0)
@@ -99,6 +146,10 @@ class Search:
             self._study.pruner, optuna.pruners.PercentilePruner
         )
         self._completed = 0
+        # Warm-start trials come first in the study; trial index i is study trial base + i.
+        self._base = 0
+        for w in warm:
+            self._tell_warm(w)
 
     # -- the world as recorded -------------------------------------------------
 
@@ -110,7 +161,13 @@ class Search:
     @property
     def size(self) -> int:
         """How many trial indices the study holds (asked or restored)."""
-        return len(self._study._storage.get_all_trials(self._study._study_id, deepcopy=False))
+        storage = self._study._storage
+        return len(storage.get_all_trials(self._study._study_id, deepcopy=False)) - self._base
+
+    @property
+    def warm_trials(self) -> int:
+        """How many trials of an earlier experiment the sampler was told."""
+        return self._base
 
     @property
     def prunes(self) -> bool:
@@ -119,6 +176,8 @@ class Search:
 
     def capacity(self) -> int | None:
         """How many distinct configurations the space holds, when finite and small."""
+        if self._points is not None:
+            return len(self._points)
         return space.grid_size(self.spec.parameters) if self._grid is not None else None
 
     def restore(
@@ -192,15 +251,27 @@ class Search:
         known = self._known.get(index)
         return known is not None and known.final
 
-    def finish(self, index: int, phase: str, values: tuple[float, ...] | None = None) -> None:
-        """Tell the study a trial's final outcome (idempotent)."""
+    def finish(
+        self,
+        index: int,
+        phase: str,
+        values: tuple[float, ...] | None = None,
+        violations: tuple[float, ...] | None = None,
+    ) -> None:
+        """Tell the study a trial's final outcome (idempotent); ``violations`` are its
+        constraints' (> 0: violated), for the samplers that learn from them."""
         known = self._known.setdefault(index, _Known())
         if known.final:
             return
         state = _STATES[phase]
         if state == TrialState.COMPLETE and values is None:
             state = TrialState.FAIL
-        self._study.tell(index, list(values) if state == TrialState.COMPLETE else None, state=state)
+        if violations is not None:
+            self._study._storage.set_trial_user_attr(
+                self._trial_id(index), VIOLATIONS, list(violations)
+            )
+        told = list(values) if state == TrialState.COMPLETE and values is not None else None
+        self._study.tell(self._base + index, told, state=state)
         known.final = True
         self._completed += state == TrialState.COMPLETE
 
@@ -213,9 +284,19 @@ class Search:
         if index != self.size:
             raise ValueError(f"can only suggest index {self.size} next, not {index}")
         self._sampler = self._study.sampler = self._sampler_for(index)
-        trial = self._study.ask(fixed_distributions=self._distributions)
+        fixed = self._fixed(index)
+        if fixed is not None:
+            self._study.enqueue_trial(fixed)
+        if self._conditional:
+            # Define-by-run: a parameter is asked for only once its parents say it exists.
+            trial = self._study.ask()
+            for p in self.spec.parameters:
+                if p.name in self.spec.active(trial.params):
+                    _suggest(trial, p.name, self._distributions[p.name])
+        else:
+            trial = self._study.ask(fixed_distributions=self._distributions)
         params = trial.params  # a copy each time it is read
-        parameters = {name: params[name] for name in self._distributions}
+        parameters = {name: params[name] for name in self._distributions if name in params}
         suggestion = Suggestion(
             index=index,
             parameters=parameters,
@@ -228,6 +309,35 @@ class Search:
 
     # -- internals -------------------------------------------------------------------
 
+    def _fixed(self, index: int) -> dict[str, Any] | None:
+        """What trial ``index`` is fixed to: an initial point, or a conditional grid's
+        next configuration; None when the sampler decides."""
+        if index < len(self._initial):
+            return self._initial[index]
+        if self._points is None:
+            return None
+        storage = self._study._storage
+        held = {
+            space.point_key(t.params)
+            for t in storage.get_all_trials(self._study._study_id, deepcopy=False)[self._base :]
+        }
+        return next((p for p in self._points if space.point_key(p) not in held), None)
+
+    def _tell_warm(self, warm: WarmTrial) -> None:
+        """Add a finished trial of an earlier experiment (before any of this one's)."""
+        attrs: dict[str, Any] = {}
+        if self._constrained:
+            attrs[_CONSTRAINTS_KEY] = tuple(warm.violations or (0.0,))
+        trial = create_trial(
+            state=TrialState.COMPLETE,
+            params=dict(warm.parameters),
+            distributions={k: v for k, v in self._distributions.items() if k in warm.parameters},
+            values=list(warm.values),
+            system_attrs=attrs,
+        )
+        self._study.add_trial(trial)
+        self._base += 1
+
     def _sampler_for(self, index: int) -> optuna.samplers.BaseSampler:
         """A sampler in the state a fresh one seeded for trial ``index`` has."""
         algorithm = self.spec.search.algorithm
@@ -236,13 +346,32 @@ class Search:
         current = getattr(self, "_sampler", None)
         if current is not None and plugin.reusable and plugins.reseed(current, seed):
             return current
+        settings = dict(self.spec.search.settings or {})
+        extra: dict[str, Any] = {}
+        if algorithm == "grid" and self._points is not None:
+            # Every value is fixed (the next valid configuration): any sampler will do.
+            return optuna.samplers.RandomSampler(seed=seed)
+        if (
+            self._conditional
+            and algorithm == "tpe"
+            and "group" not in settings
+            and settings.get("multivariate", True) is not False
+        ):
+            # TPE's way with define-by-run spaces: one model per set of parameters seen together.
+            extra["group"] = True
+        accepted = inspect.signature(plugin.cls.__init__).parameters
+        if self._conditional and algorithm != "tpe" and "warn_independent_sampling" in accepted:
+            # A define-by-run space falls back to independent sampling by design.
+            extra["warn_independent_sampling"] = False
+        if self._constrained and takes_constraints(plugin.cls):
+            extra["constraints_func"] = _violations
         return plugins.make_sampler(
-            algorithm, seed, self.spec.search.settings, self.spec.budget.parallelism, self._grid
+            algorithm, seed, settings, self.spec.budget.parallelism, self._grid, extra
         )
 
     def _trial_id(self, index: int) -> int:
         return self._study._storage.get_trial_id_from_study_id_trial_number(
-            self._study._study_id, index
+            self._study._study_id, self._base + index
         )
 
     def _should_prune(self, trial_id: int) -> bool:
@@ -257,3 +386,19 @@ class Search:
             "trial": dict(storage.get_trial_system_attrs(trial_id)),
             "study": dict(storage.get_study_system_attrs(self._study._study_id)),
         }
+
+
+def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    """Ask ``trial`` for one parameter of ``distribution`` (define-by-run)."""
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, step=distribution.step,
+            log=distribution.log,
+        )  # fmt: skip
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step,
+            log=distribution.log,
+        )  # fmt: skip
+    assert isinstance(distribution, CategoricalDistribution)
+    return trial.suggest_categorical(name, list(distribution.choices))

@@ -22,10 +22,17 @@ def format_value(value: Any) -> str:
 
 
 def substitute_text(text: str, parameters: Mapping[str, Any]) -> str:
+    """``text`` with each ``${params.NAME}`` replaced by the trial's value.
+
+    Validation has made sure every placeholder names a parameter, so one the
+    trial lacks is a conditional parameter that is inactive in this trial
+    (``parameters[].when``): it becomes the empty string.
+    """
+
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in parameters:
-            raise KeyError(f"${{params.{name}}} names no parameter")
+            return ""
         return format_value(parameters[name])
 
     return PLACEHOLDER.sub(replace, text)
