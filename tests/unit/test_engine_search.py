@@ -167,3 +167,57 @@ def test_a_conditional_grid_enumerates_only_valid_configurations() -> None:
     points = {tuple(sorted(p.items())) for _, _, p in world.suggested}
     assert len(points) == len(world.suggested) == 9
     assert all(("momentum" in dict(p)) == (dict(p)["opt"] == "sgd") for p in points)
+
+
+# -- constraints ----------------------------------------------------------------------------
+
+
+def constrained_end(view: Any) -> Any:
+    """Succeeded with score(), and latency 8 ms a layer (feasible up to 12: one layer)."""
+    from dataclasses import replace
+
+    from tests.factories import score
+
+    latency = 8.0 * view.parameters["layers"]
+    return replace(
+        view, phase="Succeeded", values=(score(dict(view.parameters)),),
+        constraints={"latency_ms": latency}, feasible=latency <= 12,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "nsga2", "random"])
+def test_the_study_is_told_each_trials_violations(algorithm: str) -> None:
+    """Where Optuna's constraint-aware samplers (TPE, NSGA-II, GP) read them; Optuna's own
+    best trial, which respects them, is the planner's best."""
+    spec = spec_of(
+        constraints=[{"metric": "latency_ms", "max": 12}],
+        search={"algorithm": algorithm, "seed": 2},
+        budget={"maxTrials": 8, "parallelism": 2},
+    )
+    planner = Planner(spec, "x")
+    plan = World(planner).run(constrained_end)
+    trials = planner.search.study.get_trials()
+    for t in trials:
+        (violation,) = t.system_attrs["constraints"]
+        assert violation == 8.0 * t.params["layers"] - 12
+    assert any(t.params["layers"] > 1 for t in trials)
+    assert plan.best is not None
+    assert planner.search.study.best_trial.number == plan.best.index
+    assert planner.search.study.best_trial.params["layers"] == 1
+
+
+def test_a_constrained_search_restarted_mid_run_suggests_the_same() -> None:
+    spec = spec_of(
+        constraints=[{"metric": "latency_ms", "max": 12}],
+        search={"algorithm": "tpe", "seed": 6, "settings": {"nStartupTrials": 3}},
+        budget={"maxTrials": 10, "parallelism": 2},
+    )
+    straight = World(Planner(spec, "x"))
+    straight.run(constrained_end)
+    first = World(Planner(spec, "x"))
+    for _ in range(7):
+        first.step(constrained_end)
+    second = World(Planner(spec, "x"), list(first.views.values()))
+    second.started = list(first.started)
+    second.run(constrained_end)
+    assert second.suggested == straight.suggested

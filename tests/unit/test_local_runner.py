@@ -771,3 +771,33 @@ def test_a_conditional_parameter_reaches_only_the_trials_where_it_is_active(
         else:
             assert sorted(params) == ["opt", "x"]  # m is inactive: absent, and '' in argv
             assert dump["argv"][-1] == "--tag="
+
+
+def test_a_latency_constraint_keeps_the_best_trial_feasible(tmp_path: Path) -> None:
+    """tiny.py reports latency_ms = 100 x; its loss is lowest at x = 0.3 (30 ms), past the
+    20 ms bound, so the best trial is the best one at x <= 0.2."""
+    out = tmp_path / "out"
+    doc = experiment(
+        out, "--latency", max_trials=10, parallelism=2,
+        constraints=[{"metric": "latency_ms", "max": 20}],
+    )  # fmt: skip
+    result, rd = run_local(doc, tmp_path)
+
+    assert result.phase == "Succeeded"
+    records = result.records
+    for record in records:
+        x = record.parameters["x"]
+        assert record.constraints == {"latency_ms": pytest.approx(100 * x)}
+        assert record.feasible is (100 * x <= 20)
+    feasible = [r for r in records if r.feasible]
+    infeasible = [r for r in records if not r.feasible]
+    assert feasible and infeasible
+    # The journal keeps feasibility: a record read back is the record written.
+    on_disk = journal_record(rd, infeasible[0].name)
+    assert on_disk["feasible"] is False and on_disk["constraints"]["latency_ms"] > 20
+    status = ExperimentStatus.model_validate(status_of(rd.load_state()))
+    assert status.trials.infeasible == len(infeasible)
+    assert status.best is not None
+    best = min(feasible, key=lambda r: r.values[0])
+    assert status.best.trial == best.name
+    assert min(r.values[0] for r in infeasible) < best.values[0]  # it was not the best loss

@@ -762,7 +762,7 @@ IMMUTABLE_FIELDS: dict[str, list[str]] = {
         "repeats",
         "arms",
         "constraints",
-        "initialPoints",
-        "warmStart",
+        "initial_points",
+        "warm_start",
     ],
 }

@@ -41,6 +41,7 @@ from trialforge.engine.design import (
     slot_of,
 )
 from trialforge.engine.ledger import Ledger, Merged
+from trialforge.engine.objective import violations_of
 from trialforge.engine.outcome import Best, Config
 from trialforge.engine.record import TrialRecord, latest_attempts
 from trialforge.engine.search import Search
@@ -258,7 +259,8 @@ class Planner:
                 self.search.report(k, first.intermediate, ended=done_first)
             cfg = outcome.config_outcome(self.spec, self.search, k, runs, ended[k])
             if cfg.phase is not None:
-                self.search.finish(k, cfg.phase, cfg.values)
+                violations = violations_of(self.spec, cfg.constraints)
+                self.search.finish(k, cfg.phase, cfg.values, violations)
                 self._final_configs[k] = cfg
                 self._best_final = outcome.keep_best(self.spec, self._best_final, cfg)
 
@@ -439,5 +441,8 @@ def _counts(world: _World, ledger: Ledger) -> dict[str, int]:
         phase = stopping[view.name].phase if view.name in stopping else view.phase
         counts[phase.lower()] += 1
     counts["retried"] = ledger.retried + sum(1 for v in world.live if v.attempt > 0)
+    counts["infeasible"] = ledger.infeasible + sum(
+        1 for v in world.latest.values() if v.feasible is False
+    )
     counts["total"] = len(ledger.indices) + len(world.latest)
     return counts

@@ -63,6 +63,9 @@ class TrialRecord:
     message: str | None = None
     values: tuple[float, ...] | None = None  # every objective, in order, once it succeeded
     retryable: bool = True  # False when running it again cannot help (a NaN objective)
+    # spec.constraints' metrics at the trial's end, and whether it kept every bound.
+    constraints: Mapping[str, float] | None = None
+    feasible: bool | None = None
     # The first objective by step, as the planner and its pruner hear it: the
     # trial's bounded history (engine.history), which both runtimes keep alike
     # (the ingest merges each batch of observations into it, the local runtime
@@ -102,7 +105,7 @@ class TrialRecord:
         """The record as a journal line holds it (JSON-ready; no intermediate values:
         the line at an attempt's end holds its observations)."""
         out = {f: getattr(self, f) for f in _JOURNALED}
-        for key in ("parameters", "search_state"):
+        for key in ("parameters", "search_state", "constraints"):
             if out[key] is not None:
                 out[key] = dict(out[key])
         for key in ("values", "command"):
@@ -181,6 +184,8 @@ STATUS_FIELDS: dict[str, str] = {
     "message": "message",
     "values": "values",
     "retryable": "retryable",
+    "constraints": "constraints",
+    "feasible": "feasible",
     "startTime": "start_time",
     "completionTime": "completion_time",
     "exitCode": "exit_code",

@@ -55,9 +55,10 @@ def derive_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-# The user attribute that holds a trial's constraint violations (Optuna's sign:
-# > 0 violated) until the sampler's constraints_func reads them.
-VIOLATIONS = "trialforge:violations"
+# Optuna 5 reads a trial's constraints from its system attributes (what
+# Trial.set_constraint writes; constraints_func is deprecated there); Optuna 4's
+# samplers use them only when given a constraints_func.
+_NEEDS_CONSTRAINTS_FUNC = int(optuna.__version__.split(".")[0]) < 5
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,11 @@ class WarmTrial:
     violations: tuple[float, ...] | None = None
 
 
-def _violations(trial: FrozenTrial) -> Sequence[float]:
-    """Optuna's constraints_func: what :meth:`Search.finish` stored (a pruned trial,
+def _violations(width: int, trial: FrozenTrial) -> Sequence[float]:
+    """Optuna 4's constraints_func: what :meth:`Search.finish` stored (a pruned trial,
     whose constraint metrics are unknown, counts as feasible)."""
-    stored = trial.user_attrs.get(VIOLATIONS)
-    return tuple(stored) if stored else (0.0,)
+    stored = trial.system_attrs.get(_CONSTRAINTS_KEY)
+    return tuple(stored) if stored else (0.0,) * width
 
 
 def takes_constraints(cls: type) -> bool:
@@ -267,8 +268,9 @@ class Search:
         if state == TrialState.COMPLETE and values is None:
             state = TrialState.FAIL
         if violations is not None:
-            self._study._storage.set_trial_user_attr(
-                self._trial_id(index), VIOLATIONS, list(violations)
+            # Where the samplers that handle constraints (TPE, NSGA-II, GP) read them.
+            self._study._storage.set_trial_system_attr(
+                self._trial_id(index), _CONSTRAINTS_KEY, tuple(violations)
             )
         told = list(values) if state == TrialState.COMPLETE and values is not None else None
         self._study.tell(self._base + index, told, state=state)
@@ -327,7 +329,8 @@ class Search:
         """Add a finished trial of an earlier experiment (before any of this one's)."""
         attrs: dict[str, Any] = {}
         if self._constrained:
-            attrs[_CONSTRAINTS_KEY] = tuple(warm.violations or (0.0,))
+            width = len(self.spec.constraints or ())
+            attrs[_CONSTRAINTS_KEY] = tuple(warm.violations or (0.0,) * width)
         trial = create_trial(
             state=TrialState.COMPLETE,
             params=dict(warm.parameters),
@@ -363,8 +366,9 @@ class Search:
         if self._conditional and algorithm != "tpe" and "warn_independent_sampling" in accepted:
             # A define-by-run space falls back to independent sampling by design.
             extra["warn_independent_sampling"] = False
-        if self._constrained and takes_constraints(plugin.cls):
-            extra["constraints_func"] = _violations
+        if self._constrained and _NEEDS_CONSTRAINTS_FUNC and takes_constraints(plugin.cls):
+            width = len(self.spec.constraints or ())
+            extra["constraints_func"] = functools.partial(_violations, width)
         return plugins.make_sampler(
             algorithm, seed, settings, self.spec.budget.parallelism, self._grid, extra
         )
