@@ -502,3 +502,51 @@ def test_a_baseline_sets_exactly_its_active_parameters() -> None:
     missing = errors_of(conditional_doc([OPT, MOMENTUM], baseline={"parameters": {"opt": "sgd"}}))
     assert "missing: momentum" in missing["spec.baseline.parameters"]
     load_experiment(conditional_doc([OPT, MOMENTUM], baseline={"parameters": {"opt": "adam"}}))
+
+
+# -- constraints, initialPoints, warmStart ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("more", "path", "words"),
+    [
+        ({"constraints": [{"metric": "latency_ms"}]}, "spec.constraints[0].max",
+         "needs max, min or both"),
+        ({"constraints": [{"metric": "latency_ms", "max": 1, "min": 2}]},
+         "spec.constraints[0].min", "min (2) is above max (1)"),
+        ({"constraints": [{"metric": "lat", "max": 1}, {"metric": "lat", "min": 0}]},
+         "spec.constraints[1].metric", "constrained twice"),
+        ({"constraints": [{"metric": "acc", "max": 1}]}, "spec.constraints[0].metric",
+         "'acc' is an objective"),
+        ({"initialPoints": [{"lr": 5.0}]}, "spec.initialPoints[0].lr", "outside lr's space"),
+        ({"initialPoints": [{"depth": 2}]}, "spec.initialPoints[0].depth", "names no parameter"),
+        ({"initialPoints": [{"opt": "rmsprop"}]}, "spec.initialPoints[0].opt",
+         "'rmsprop' is not one of opt's values"),
+        ({"initialPoints": [{"lr": 0.01}, {"lr": 0.01}]}, "spec.initialPoints[1]",
+         "listed earlier"),
+        ({"initialPoints": [{"layers": n} for n in (1, 2, 3, 4)], "budget": {"maxTrials": 3}},
+         "spec.initialPoints", "4 initial points but the search tries 3"),
+        ({"warmStart": {}}, "spec.warmStart", "exactly one of experiment"),
+        ({"warmStart": {"experiment": "a", "runDir": "b"}}, "spec.warmStart",
+         "exactly one of experiment"),
+        ({"warmStart": {"experiment": "Not_A_Name"}}, "spec.warmStart.experiment",
+         "not a valid name"),
+    ],
+)  # fmt: skip
+def test_bad_constraints_and_warm_starts_name_the_field(
+    more: dict[str, Any], path: str, words: str
+) -> None:
+    errors = errors_of(experiment_doc(**more))
+    assert path in errors, errors
+    assert words in errors[path]
+
+
+def test_an_initial_point_may_leave_parameters_to_the_sampler_but_not_set_inactive_ones() -> None:
+    spec = load_experiment(
+        conditional_doc([OPT, MOMENTUM], initialPoints=[{"opt": "sgd"}, {"opt": "adam"}])
+    ).spec
+    assert spec.initial_points == [{"opt": "sgd"}, {"opt": "adam"}]
+    errors = errors_of(
+        conditional_doc([OPT, MOMENTUM], initialPoints=[{"opt": "adam", "momentum": 0.1}])
+    )
+    assert "inactive" in errors["spec.initialPoints[0].momentum"]

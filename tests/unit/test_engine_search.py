@@ -221,3 +221,54 @@ def test_a_constrained_search_restarted_mid_run_suggests_the_same() -> None:
     second.started = list(first.started)
     second.run(constrained_end)
     assert second.suggested == straight.suggested
+
+
+# -- initial points ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "random", "qmc", "grid"])
+def test_initial_points_run_first_in_order(algorithm: str) -> None:
+    points = [{"opt": "sgd", "layers": 3}, {"opt": "adam"}]
+    parameters: Any = None
+    trial: Any = None
+    if algorithm == "grid":
+        parameters = [
+            {"name": "opt", "type": "categorical", "values": ["sgd", "adam"]},
+            {"name": "layers", "type": "int", "min": 1, "max": 4},
+        ]
+        trial = PLAIN_TRIAL
+        points = [{"opt": "sgd", "layers": 3}, {"opt": "adam", "layers": 1}]
+    spec = spec_of(
+        initialPoints=points,
+        search={"algorithm": algorithm, "seed": 8},
+        budget={"maxTrials": 8, "parallelism": 3},
+        **({"parameters": parameters, "trial": trial} if parameters else {}),
+    )
+    world = World(Planner(spec, "x"))
+    world.run(succeed_scored)
+    suggested = [p for _, _, p in world.suggested]
+    assert len(suggested) == 8
+    for point, got in zip(points, suggested, strict=False):
+        assert {k: got[k] for k in point} == point  # the rest is the sampler's
+        assert sorted(got) == (
+            ["layers", "opt"] if algorithm == "grid" else ["layers", "lr", "opt"]
+        )
+    if algorithm == "grid":  # the grid still visits every point once
+        assert len({tuple(sorted(p.items())) for p in suggested}) == 8
+
+
+def test_a_search_with_initial_points_restarted_mid_run_suggests_the_same() -> None:
+    spec = spec_of(
+        initialPoints=[{"lr": 0.001}, {"lr": 0.05, "opt": "sgd", "layers": 1}],
+        search={"algorithm": "tpe", "seed": 2, "settings": {"nStartupTrials": 3}},
+        budget={"maxTrials": 8, "parallelism": 2},
+    )
+    straight = World(Planner(spec, "x"))
+    straight.run(succeed_scored)
+    first = World(Planner(spec, "x"))
+    first.step(succeed_scored)
+    second = World(Planner(spec, "x"), list(first.views.values()))
+    second.started = list(first.started)
+    second.run(succeed_scored)
+    assert second.suggested == straight.suggested
+    assert straight.suggested[0][2]["lr"] == 0.001

@@ -801,3 +801,60 @@ def test_a_latency_constraint_keeps_the_best_trial_feasible(tmp_path: Path) -> N
     best = min(feasible, key=lambda r: r.values[0])
     assert status.best.trial == best.name
     assert min(r.values[0] for r in infeasible) < best.values[0]  # it was not the best loss
+
+
+def test_initial_points_are_the_first_trials_a_run_starts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(
+        out, max_trials=4, parallelism=1, initialPoints=[{"x": 0.9}, {"x": 0.3}],
+    )  # fmt: skip
+    result, _ = run_local(doc, tmp_path)
+    assert result.phase == "Succeeded"
+    xs = [r.parameters["x"] for r in sorted(result.records, key=lambda r: r.index)]
+    assert xs[:2] == [0.9, 0.3]
+    assert len(set(xs)) == 4
+    assert result.plan is not None and result.plan.best is not None
+    assert result.plan.best.parameters["x"] == 0.3  # tiny's loss is lowest there
+
+
+def test_a_warm_start_from_an_earlier_run_directory_is_told_and_resumes_the_same(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    earlier = experiment(out, name="old", max_trials=6, parallelism=2)
+    earlier["spec"]["parameters"].append({"name": "gone", "type": "int", "min": 1, "max": 3})
+    first, _ = run_local(earlier, tmp_path)  # into tmp_path/run
+    assert first.phase == "Succeeded"
+
+    def warm_run(run_dir: str, max_trials: int) -> RunResult:
+        doc = experiment(
+            out, name="new", max_trials=max_trials, parallelism=1,
+            search={"algorithm": "tpe", "seed": 5, "settings": {"nStartupTrials": 2}},
+            warmStart={"runDir": "run"},
+        )  # fmt: skip
+        runner = LocalRunner(load_experiment(doc), tmp_path / run_dir, tmp_path, stop_grace=0.5)
+        return runner.run()
+
+    straight = warm_run("straight", 5)
+    assert straight.phase == "Succeeded"
+    assert {r.warm_start for r in straight.records} == {
+        "runDir run: 6 trials, dropped parameters gone"
+    }
+    events = [e for e in RunDirectory(tmp_path / "straight").events() if e["event"] == "WarmStart"]
+    assert any("dropped parameters gone (not in this space)" in e["message"] for e in events)
+    # Three trials, then the budget raised to five: a resume tells the same warm trials
+    # (only those that ended before the run began) and suggests what a straight run did.
+    warm_run("resumed", 3)
+    resumed = warm_run("resumed", 5)
+    assert resumed.phase == "Succeeded"
+
+    def xs(result: RunResult) -> list[float]:
+        return [r.parameters["x"] for r in sorted(result.records, key=lambda r: r.index)]
+
+    assert xs(resumed) == xs(straight)
+    cold = experiment(
+        out, name="new", max_trials=5, parallelism=1,
+        search={"algorithm": "tpe", "seed": 5, "settings": {"nStartupTrials": 2}},
+    )  # fmt: skip
+    cold_result = LocalRunner(load_experiment(cold), tmp_path / "cold", tmp_path).run()
+    assert xs(cold_result) != xs(straight)  # the told trials changed the suggestions

@@ -139,6 +139,11 @@ def _message(err: Mapping[str, Any], known: set[str]) -> str:
             f"{err.get('input')!r} is not a valid arm name: use letters, digits, '-', '_' "
             "and '.', starting and ending with a letter or digit"
         )
+    if kind == "string_pattern_mismatch" and tuple(err["loc"][-2:]) == ("warmStart", "experiment"):
+        return (
+            f"{err.get('input')!r} is not a valid name: an Experiment's name is lower-case "
+            "letters, digits and '-'"
+        )
     if kind == "string_pattern_mismatch" and str(err["loc"][-1]) == "name":
         return (
             f"{err.get('input')!r} is not a valid name: use lower-case letters, digits and "

@@ -45,6 +45,7 @@ from trialforge.engine.objective import violations_of
 from trialforge.engine.outcome import Best, Config
 from trialforge.engine.record import TrialRecord, latest_attempts
 from trialforge.engine.search import Search
+from trialforge.engine.warm import WarmStart
 
 __all__ = [
     "BASELINE",
@@ -115,10 +116,11 @@ class Planner:
     told the end of (and the best of them), and the comparison's last rows.
     """
 
-    def __init__(self, spec: ExperimentSpec, name: str) -> None:
+    def __init__(self, spec: ExperimentSpec, name: str, warm: WarmStart | None = None) -> None:
         self.spec = spec
         self.name = name
-        self.search = Search(spec, name)
+        self.warm = warm
+        self.search = Search(spec, name, warm.trials if warm is not None else ())
         self._comparer = Comparer()
         self._final_configs: dict[int, Config] = {}
         self._best_final: Config | None = None
@@ -377,6 +379,7 @@ class Planner:
                         slot.config,
                         slot.repeat,
                         slot.search_index,
+                        self._warm_label,
                     )
                 )
         return starts
@@ -413,10 +416,15 @@ class Planner:
                     slot.config,
                     slot.repeat,
                     slot.search_index,
+                    self._warm_label,
                 )
             )
             next_index += 1
         return starts
+
+    @property
+    def _warm_label(self) -> str | None:
+        return self.warm.summary if self.warm is not None else None
 
     def _wanted(self, decided: _Decided) -> Iterator[Slot]:
         return design.wanted(

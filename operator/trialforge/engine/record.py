@@ -79,6 +79,7 @@ class TrialRecord:
     config: str | None = None
     repeat: int = 0
     search_index: int | None = None
+    warm_start: str | None = None  # the warm start's source the sampler was told (engine.warm)
     # Lineage: what reproduces it and where it ran.
     code_version: str | None = None
     data_version: str | None = None
@@ -151,6 +152,7 @@ class TrialRecord:
             config=spec.get("config"),
             repeat=int(spec.get("repeat") or 0),
             search_index=spec.get("searchIndex"),
+            warm_start=spec.get("warmStart"),
             code_version=spec.get("codeVersion"),
             data_version=spec.get("dataVersion"),
             **{"phase": "Pending", **_from_status(status)},
@@ -172,6 +174,7 @@ class TrialRecord:
             config=action.config,
             repeat=action.repeat,
             search_index=action.search_index,
+            warm_start=action.warm_start,
             code_version=spec.code_version,
             data_version=spec.data_version,
         )
@@ -231,6 +234,7 @@ def trial_spec(experiment: str, record: TrialRecord) -> dict[str, Any]:
         "config": record.config,
         "repeat": record.repeat,
         "searchIndex": record.search_index,
+        "warmStart": record.warm_start,
         "codeVersion": record.code_version,
         "dataVersion": record.data_version,
     }

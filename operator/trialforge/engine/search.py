@@ -111,11 +111,13 @@ class Search:
         self._distributions = space.distributions(spec.parameters)
         self._conditional = spec.conditional
         grid = spec.search.algorithm == "grid"
-        self._grid = space.grid(spec.parameters) if grid and not self._conditional else None
-        # A conditional grid lists its valid configurations only, in an order the
-        # seed shuffles; each suggestion takes the first one no trial holds yet.
+        # A conditional grid (or one with initial points, which Optuna's grid
+        # sampler would visit again) lists its valid configurations, in an order
+        # the seed shuffles; each suggestion takes the first one no trial holds yet.
+        own_grid = grid and (self._conditional or bool(spec.initial_points))
+        self._grid = space.grid(spec.parameters) if grid and not own_grid else None
         self._points: list[dict[str, Any]] | None = None
-        if grid and self._conditional:
+        if own_grid:
             self._points = space.conditional_grid(spec)
             random.Random(derive_seed(self.seed, "grid")).shuffle(self._points)
         self._initial = [dict(p) for p in spec.initial_points or []]
