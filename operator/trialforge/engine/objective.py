@@ -101,7 +101,7 @@ def conclude(
     feasible = violations is not None and all(v <= 0 for v in violations)
     message = "trial completed"
     if not feasible:
-        message += f", infeasible: {describe_violations(spec, constraints)}"
+        message = f"infeasible: {describe_violations(spec, constraints)}"
     return Outcome(
         "Succeeded", "Completed", message, tuple(values), constraints=constraints,
         feasible=feasible,
