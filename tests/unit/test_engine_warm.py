@@ -137,3 +137,18 @@ def test_a_warm_started_search_restarted_mid_run_suggests_the_same() -> None:
     second.started = list(first.started)
     second.run(succeed_scored)
     assert second.suggested == straight.suggested
+
+
+def test_an_unconstrained_source_gives_its_constrained_metrics_last_values() -> None:
+    """The earlier experiment had no constraints: its trials carry none, but they did
+    report the metric, and its last value is what this experiment's constraint reads."""
+    old = spec_of()
+    records = earlier_run(old, 6)
+    constrained = spec_of(constraints=[{"metric": "latency_ms", "max": 10}])
+    last = {r.name: {"latency_ms": 4.0 * r.parameters["layers"]} for r in records}
+    warm = warm_trials(constrained, old, records, source="x", before=NOW, last_values=last)
+    assert len(warm.trials) == 6 and warm.skipped == 0
+    for t in warm.trials:
+        assert t.violations == (4.0 * t.parameters["layers"] - 10,)
+    # Without them, such trials cannot be judged and are left out.
+    assert warm_trials(constrained, old, records, source="x", before=NOW).trials == []

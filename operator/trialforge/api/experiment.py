@@ -508,7 +508,10 @@ class ExperimentSpec(SpecModel):
         "violates one is infeasible, and the best trial and the Pareto front are chosen "
         "among feasible trials only.",
     )
-    initial_points: list[dict[str, ParameterValue]] | None = Field(
+    # Free-form maps to the schema (each value is checked against its parameter by
+    # api.validation): the API server's CEL cannot type a list of maps of mixed
+    # values, and the immutability rule needs it typed or free-form.
+    initial_points: list[dict[str, Any]] | None = Field(
         default=None,
         min_length=1,
         max_length=1000,

@@ -21,7 +21,7 @@ if the earlier experiment has run on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from trialforge.api.experiment import ExperimentSpec
@@ -58,9 +58,13 @@ def warm_trials(
     *,
     source: str,
     before: float | None,
+    last_values: Mapping[str, Mapping[str, float]] | None = None,
 ) -> WarmStart:
     """The trials of an earlier experiment (``source_spec``, ``records``) to tell the
-    sampler of ``spec``: those that succeeded and completed before ``before``."""
+    sampler of ``spec``: those that succeeded and completed before ``before``.
+
+    ``last_values`` (trial name -> metric -> its last reported value) gives the
+    constrained metrics of trials whose experiment did not constrain them."""
     warnings: list[str] = []
     columns: list[int] = []
     theirs = source_spec.all_objectives
@@ -105,7 +109,10 @@ def warm_trials(
         ):
             continue
         parameters = {k: record.parameters[k] for k in kept if k in record.parameters}
-        violations = violations_of(spec, record.constraints) if spec.constraints else None
+        constraints = record.constraints
+        if spec.constraints and constraints is None and last_values is not None:
+            constraints = last_values.get(record.name)
+        violations = violations_of(spec, constraints) if spec.constraints else None
         if (
             len(record.values) != len(theirs)
             or any(value_error(spec.parameter(k), v) for k, v in parameters.items())

@@ -216,15 +216,23 @@ class Reconciler:
                     )
                 ]
             ) from None
-        records = [
-            trial_view(earlier.spec, t) for t in self.kube.list_trials(namespace, warm.experiment)
-        ]
+        trials = self.kube.list_trials(namespace, warm.experiment)
+        records = [trial_view(earlier.spec, t) for t in trials]
+        # The last value of each metric, for constraints the earlier experiment lacked.
+        last_values = {
+            t["metadata"]["name"]: {
+                m: float(s["latest"])
+                for m, s in ((t.get("status") or {}).get("metrics") or {}).items()
+                if isinstance((s or {}).get("latest"), int | float)
+            }
+            for t in trials
+        }
         status = obj.get("status") or {}
         # Its recorded start, in whole seconds: an operator that restarts tells the same trials.
         before = timestamp(status.get("startTime")) or float(int(time.time()))
         result = warm_trials(
             experiment.spec, earlier.spec, records,
-            source=f"experiment {warm.experiment}", before=before,
+            source=f"experiment {warm.experiment}", before=before, last_values=last_values,
         )  # fmt: skip
         for warning in result.warnings:
             self.kube.event(obj, "Warning", "WarmStartPartial", warning)

@@ -201,10 +201,18 @@ class LocalRunner:
             raise LocalRunError(
                 f"spec.warmStart.runDir: {source.root}/experiment.yaml is no Experiment ({exc})"
             ) from None
+        records = source.load_trials()
+        # The last value of each metric, for constraints the earlier run lacked.
+        last_values: dict[str, dict[str, float]] = {}
+        if self.spec.constraints:
+            for record in records:
+                last = last_values.setdefault(record.name, {})
+                for observation in source.load_observations(record.name):
+                    last.update(observation.metrics)
         # Whole seconds, as state.json keeps the start: a resume tells the same trials.
         result = warm_trials(
-            self.spec, earlier, source.load_trials(), source=f"runDir {warm.run_dir}",
-            before=float(int(started_at)),
+            self.spec, earlier, records, source=f"runDir {warm.run_dir}",
+            before=float(int(started_at)), last_values=last_values,
         )  # fmt: skip
         for warning in result.warnings:
             log.warning("%s", warning)
