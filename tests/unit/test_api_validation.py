@@ -422,3 +422,137 @@ def test_a_queue_and_suspend_policy_pause_go_together() -> None:
     """Pause with a Kueue queue deactivates the Workloads (kube/kueue.py): no refusal."""
     xp = load_experiment(experiment_doc(queue="team-a", suspend=True, suspendPolicy="Pause"))
     assert xp.spec.queue == "team-a" and xp.spec.suspend_policy == "Pause"
+
+
+# -- conditional parameters (parameters[].when) ------------------------------------------
+
+OPT = {"name": "opt", "type": "categorical", "values": ["sgd", "adam"]}
+MOMENTUM = {"name": "momentum", "type": "float", "min": 0.0, "max": 0.99, "when": {"opt": ["sgd"]}}
+PLAIN_TEMPLATE = {
+    "template": {"spec": {"containers": [{"name": "t", "image": "i", "command": ["train"]}]}}
+}
+
+
+def conditional_doc(parameters: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
+    return experiment_doc(parameters=parameters, trial=PLAIN_TEMPLATE, **more)
+
+
+def test_a_conditional_space_loads() -> None:
+    spec = load_experiment(conditional_doc([OPT, MOMENTUM])).spec
+    assert spec.conditional
+    assert spec.parameters[1].when == {"opt": ["sgd"]}
+    assert spec.active({"opt": "sgd"}) == ["opt", "momentum"]
+    assert spec.active({"opt": "adam"}) == ["opt"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "path", "words"),
+    [
+        (
+            [OPT, {**MOMENTUM, "when": {"optimiser": ["sgd"]}}],
+            "spec.parameters[1].when.optimiser",
+            "names no parameter (parameters before it: opt)",
+        ),
+        (
+            [MOMENTUM, OPT],
+            "spec.parameters[0].when.opt",
+            "parent 'opt' is defined after 'momentum' (parameters[1])",
+        ),
+        (
+            [OPT, {**MOMENTUM, "when": {"opt": ["sgd", "rmsprop"]}}],
+            "spec.parameters[1].when.opt[1]",
+            "'rmsprop' is not a value 'opt' can take",
+        ),
+        (
+            [
+                {**OPT, "when": {"mode": ["a"]}},
+                {"name": "mode", "type": "categorical", "values": ["a", "b"],
+                 "when": {"opt": ["sgd"]}},
+            ],
+            "spec.parameters[0].when",
+            "a cycle of conditions: opt -> mode -> opt",
+        ),
+        (
+            [OPT, {"name": "lr", "type": "float", "min": 0.1, "max": 1.0},
+             {**MOMENTUM, "when": {"lr": [0.5]}}],
+            "spec.parameters[2].when.lr",
+            "parent 'lr' is a float parameter; a condition needs a categorical or discrete",
+        ),
+        (
+            [OPT, {"name": "nesterov", "type": "categorical", "values": [True, False],
+                   "when": {"opt": ["sgd"]}},
+             {**MOMENTUM, "when": {"opt": ["adam"], "nesterov": [True]}}],
+            "spec.parameters[2].when",
+            "'momentum' can never be active",
+        ),
+        (
+            [OPT, {**MOMENTUM, "when": {"opt": []}}],
+            "spec.parameters[1].when",
+            "opt: list at least one value",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_conditions_name_the_field(
+    parameters: list[dict[str, Any]], path: str, words: str
+) -> None:
+    errors = errors_of(conditional_doc(parameters))
+    assert path in errors, errors
+    assert words in errors[path]
+
+
+def test_a_baseline_sets_exactly_its_active_parameters() -> None:
+    inactive = errors_of(
+        conditional_doc([OPT, MOMENTUM], baseline={"parameters": {"opt": "adam", "momentum": 0.5}})
+    )
+    assert "is inactive in this configuration" in inactive["spec.baseline.parameters.momentum"]
+    missing = errors_of(conditional_doc([OPT, MOMENTUM], baseline={"parameters": {"opt": "sgd"}}))
+    assert "missing: momentum" in missing["spec.baseline.parameters"]
+    load_experiment(conditional_doc([OPT, MOMENTUM], baseline={"parameters": {"opt": "adam"}}))
+
+
+# -- constraints, initialPoints, warmStart ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("more", "path", "words"),
+    [
+        ({"constraints": [{"metric": "latency_ms"}]}, "spec.constraints[0].max",
+         "needs max, min or both"),
+        ({"constraints": [{"metric": "latency_ms", "max": 1, "min": 2}]},
+         "spec.constraints[0].min", "min (2) is above max (1)"),
+        ({"constraints": [{"metric": "lat", "max": 1}, {"metric": "lat", "min": 0}]},
+         "spec.constraints[1].metric", "constrained twice"),
+        ({"constraints": [{"metric": "acc", "max": 1}]}, "spec.constraints[0].metric",
+         "'acc' is an objective"),
+        ({"initialPoints": [{"lr": 5.0}]}, "spec.initialPoints[0].lr", "outside lr's space"),
+        ({"initialPoints": [{"depth": 2}]}, "spec.initialPoints[0].depth", "names no parameter"),
+        ({"initialPoints": [{"opt": "rmsprop"}]}, "spec.initialPoints[0].opt",
+         "'rmsprop' is not one of opt's values"),
+        ({"initialPoints": [{"lr": 0.01}, {"lr": 0.01}]}, "spec.initialPoints[1]",
+         "listed earlier"),
+        ({"initialPoints": [{"layers": n} for n in (1, 2, 3, 4)], "budget": {"maxTrials": 3}},
+         "spec.initialPoints", "4 initial points but the search tries 3"),
+        ({"warmStart": {}}, "spec.warmStart", "exactly one of experiment"),
+        ({"warmStart": {"experiment": "a", "runDir": "b"}}, "spec.warmStart",
+         "exactly one of experiment"),
+        ({"warmStart": {"experiment": "Not_A_Name"}}, "spec.warmStart.experiment",
+         "not a valid name"),
+    ],
+)  # fmt: skip
+def test_bad_constraints_and_warm_starts_name_the_field(
+    more: dict[str, Any], path: str, words: str
+) -> None:
+    errors = errors_of(experiment_doc(**more))
+    assert path in errors, errors
+    assert words in errors[path]
+
+
+def test_an_initial_point_may_leave_parameters_to_the_sampler_but_not_set_inactive_ones() -> None:
+    spec = load_experiment(
+        conditional_doc([OPT, MOMENTUM], initialPoints=[{"opt": "sgd"}, {"opt": "adam"}])
+    ).spec
+    assert spec.initial_points == [{"opt": "sgd"}, {"opt": "adam"}]
+    errors = errors_of(
+        conditional_doc([OPT, MOMENTUM], initialPoints=[{"opt": "adam", "momentum": 0.1}])
+    )
+    assert "inactive" in errors["spec.initialPoints[0].momentum"]

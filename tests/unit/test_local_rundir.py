@@ -72,9 +72,11 @@ def full_record() -> TrialRecord:
     return TrialRecord(
         name="xp-3-r1", index=3, attempt=1, parameters={"x": 0.5, "opt": "adam"}, seed=9,
         phase="Succeeded", reason="Completed", message="done", values=(0.25, 3.0),
-        retryable=False, exit_code=0, start_time=1.5, completion_time=2.5,
+        retryable=False, constraints={"latency_ms": 12.5}, feasible=True, exit_code=0,
+        start_time=1.5, completion_time=2.5,
         search_state={"trial": {"number": 3}, "study": {}}, junk_lines=2, role="repeat",
-        config="c1", repeat=1, search_index=3, code_version="abc", data_version="v2",
+        config="c1", repeat=1, search_index=3, warm_start="runDir old: 3 trials",
+        code_version="abc", data_version="v2",
         command=("python", "train.py"), node="host", gpu_type="H200", image_digest="img@sha256:1",
         artifact_uri="file:///m", gpu_seconds=1.0,
     )  # fmt: skip

@@ -830,3 +830,119 @@ def test_the_live_table_counts_the_trials_it_does_not_show() -> None:
     shown = [TrialRecord(f"tiny-{i}", i, 0, "Succeeded", {"x": 0.5}) for i in (8, 9)]
     table = trials_table(spec, shown, {}, None, max_rows=30, total=10_000)
     assert table.caption == "9998 more trials not shown" and table.row_count == 2
+
+
+# --- conditional parameters, constraints, warm starts (issue 17) ------------------------
+
+
+def test_a_conditional_parameter_reaches_only_the_trials_where_it_is_active(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--dump", "--tag=${params.m}", max_trials=8, parallelism=2)
+    doc["spec"]["parameters"] = [
+        {"name": "opt", "type": "categorical", "values": ["sgd", "adam"]},
+        {"name": "m", "type": "discrete", "values": [0.5, 0.9], "when": {"opt": ["sgd"]}},
+        {"name": "x", "type": "float", "min": 0.0, "max": 1.0},
+    ]
+    result, _ = run_local(doc, tmp_path)
+
+    assert result.phase == "Succeeded"
+    assert {r.parameters["opt"] for r in result.records} == {"sgd", "adam"}
+    for record in result.records:
+        params = dict(record.parameters)
+        dump = json.loads((out / f"{record.name}.env.json").read_text())
+        assert json.loads(dump["env"]["TRIALFORGE_PARAMS"]) == params
+        if params["opt"] == "sgd":
+            assert sorted(params) == ["m", "opt", "x"]
+            assert dump["argv"][-1] == f"--tag={params['m']!r}"
+        else:
+            assert sorted(params) == ["opt", "x"]  # m is inactive: absent, and '' in argv
+            assert dump["argv"][-1] == "--tag="
+
+
+def test_a_latency_constraint_keeps_the_best_trial_feasible(tmp_path: Path) -> None:
+    """tiny.py reports latency_ms = 100 x; its loss is lowest at x = 0.3 (30 ms), past the
+    20 ms bound, so the best trial is the best one at x <= 0.2."""
+    out = tmp_path / "out"
+    doc = experiment(
+        out, "--latency", max_trials=10, parallelism=2,
+        constraints=[{"metric": "latency_ms", "max": 20}],
+    )  # fmt: skip
+    result, rd = run_local(doc, tmp_path)
+
+    assert result.phase == "Succeeded"
+    records = result.records
+    for record in records:
+        x = record.parameters["x"]
+        assert record.constraints == {"latency_ms": pytest.approx(100 * x)}
+        assert record.feasible is (100 * x <= 20)
+    feasible = [r for r in records if r.feasible]
+    infeasible = [r for r in records if not r.feasible]
+    assert feasible and infeasible
+    # The journal keeps feasibility: a record read back is the record written.
+    on_disk = journal_record(rd, infeasible[0].name)
+    assert on_disk["feasible"] is False and on_disk["constraints"]["latency_ms"] > 20
+    status = ExperimentStatus.model_validate(status_of(rd.load_state()))
+    assert status.trials.infeasible == len(infeasible)
+    assert status.best is not None
+    best = min(feasible, key=lambda r: r.values[0])
+    assert status.best.trial == best.name
+    assert min(r.values[0] for r in infeasible) < best.values[0]  # it was not the best loss
+
+
+def test_initial_points_are_the_first_trials_a_run_starts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(
+        out, max_trials=4, parallelism=1, initialPoints=[{"x": 0.9}, {"x": 0.3}],
+    )  # fmt: skip
+    result, _ = run_local(doc, tmp_path)
+    assert result.phase == "Succeeded"
+    xs = [r.parameters["x"] for r in sorted(result.records, key=lambda r: r.index)]
+    assert xs[:2] == [0.9, 0.3]
+    assert len(set(xs)) == 4
+    assert result.plan is not None and result.plan.best is not None
+    assert result.plan.best.parameters["x"] == 0.3  # tiny's loss is lowest there
+
+
+def test_a_warm_start_from_an_earlier_run_directory_is_told_and_resumes_the_same(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    earlier = experiment(out, name="old", max_trials=6, parallelism=2)
+    earlier["spec"]["parameters"].append({"name": "gone", "type": "int", "min": 1, "max": 3})
+    first, _ = run_local(earlier, tmp_path)  # into tmp_path/run
+    assert first.phase == "Succeeded"
+
+    def warm_run(run_dir: str, max_trials: int) -> RunResult:
+        doc = experiment(
+            out, name="new", max_trials=max_trials, parallelism=1,
+            search={"algorithm": "tpe", "seed": 5, "settings": {"nStartupTrials": 2}},
+            warmStart={"runDir": "run"},
+        )  # fmt: skip
+        runner = LocalRunner(load_experiment(doc), tmp_path / run_dir, tmp_path, stop_grace=0.5)
+        return runner.run()
+
+    straight = warm_run("straight", 5)
+    assert straight.phase == "Succeeded"
+    assert {r.warm_start for r in straight.records} == {
+        "runDir run: 6 trials, dropped parameters gone"
+    }
+    events = [e for e in RunDirectory(tmp_path / "straight").events() if e["event"] == "WarmStart"]
+    assert any("dropped parameters gone (not in this space)" in e["message"] for e in events)
+    # Three trials, then the budget raised to five: a resume tells the same warm trials
+    # (only those that ended before the run began) and suggests what a straight run did.
+    warm_run("resumed", 3)
+    resumed = warm_run("resumed", 5)
+    assert resumed.phase == "Succeeded"
+
+    def xs(result: RunResult) -> list[float]:
+        return [r.parameters["x"] for r in sorted(result.records, key=lambda r: r.index)]
+
+    assert xs(resumed) == xs(straight)
+    cold = experiment(
+        out, name="new", max_trials=5, parallelism=1,
+        search={"algorithm": "tpe", "seed": 5, "settings": {"nStartupTrials": 2}},
+    )  # fmt: skip
+    cold_result = LocalRunner(load_experiment(cold), tmp_path / "cold", tmp_path).run()
+    assert xs(cold_result) != xs(straight)  # the told trials changed the suggestions

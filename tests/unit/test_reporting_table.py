@@ -125,3 +125,21 @@ def test_a_wide_comparison_shows_every_column() -> None:
     text = render_comparison(130)
     for header in ("boot CI", "95% CI", "p Holm", " g ", "verdict"):
         assert header in text, (header, text)
+
+
+def test_an_infeasible_trial_says_which_bound_it_broke() -> None:
+    spec = load_experiment_file(EXAMPLE).spec
+    rows = [
+        TrialRecord("digits-mlp-0", 0, 0, "Succeeded", dict(PARAMS), values=(0.97,),
+                    message="infeasible: latency_ms = 31 > max 20",
+                    constraints={"latency_ms": 31.0}, feasible=False),
+        TrialRecord("digits-mlp-1", 1, 0, "Succeeded", dict(PARAMS), values=(0.95,),
+                    message="trial completed", constraints={"latency_ms": 9.0}, feasible=True),
+    ]  # fmt: skip
+    console = Console(width=200, record=True, force_terminal=False)
+    console.print(trials_table(spec, rows, {}, "digits-mlp-1", width=200, experiment="digits-mlp"))
+    lines = console.export_text().splitlines()
+    assert any(
+        "infeasible: latency_ms" in line and line.lstrip("│ ").startswith("0") for line in lines
+    )
+    assert not any("trial completed" in line and "1 ★" in line for line in lines)

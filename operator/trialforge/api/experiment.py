@@ -11,6 +11,7 @@ refuses.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
@@ -71,6 +72,42 @@ def _positive_duration(value: str | None) -> str | None:
     return value
 
 
+# parameters[].when: the parameter exists only when every named parent (a
+# categorical or discrete parameter defined earlier) takes one of the listed
+# values.  Which parents exist, and in what order, is checked across the list
+# (api.validation); the API server's CEL cannot within its cost budget.
+When = dict[str, list[ParameterValue]]
+_WHEN_FIELD_DESCRIPTION = (
+    "Conditional parameter: it exists only when every named parent (a categorical or "
+    "discrete parameter defined earlier) takes one of the listed values, e.g. "
+    "{optimizer: [sgd]}. An inactive parameter is absent from the trial's parameters "
+    "and TRIALFORGE_PARAMS, and ${params.NAME} of it is an empty string."
+)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two parameter values are the same choice (1 and True are not; 1 and 1.0 are)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def _when_field() -> Any:
+    return Field(default=None, max_length=16, description=_WHEN_FIELD_DESCRIPTION)
+
+
+def _when_lists(value: When | None) -> When | None:
+    for parent, values in (value or {}).items():
+        if not values:
+            raise ValueError(f"{parent}: list at least one value the parent may take")
+        if len(values) > 1000:
+            raise ValueError(f"{parent}: at most 1000 values")
+        _no_duplicates(values)
+    return value
+
+
 def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
     return {"rule": rule, "message": message, **extra}
 
@@ -84,6 +121,9 @@ class FloatParameter(SpecModel):
 
     name: str = Field(pattern=PARAMETER_NAME, max_length=63)
     type: Literal["float"]
+    when: When | None = _when_field()
+
+    _when_ok = field_validator("when")(_when_lists)
     min: float = Field(ge=-MAX_FLOAT, le=MAX_FLOAT)
     max: float = Field(ge=-MAX_FLOAT, le=MAX_FLOAT)
     log: bool = False
@@ -123,6 +163,9 @@ class IntParameter(SpecModel):
 
     name: str = Field(pattern=PARAMETER_NAME, max_length=63)
     type: Literal["int"]
+    when: When | None = _when_field()
+
+    _when_ok = field_validator("when")(_when_lists)
     min: int = Field(ge=-MAX_INT, le=MAX_INT)
     max: int = Field(ge=-MAX_INT, le=MAX_INT)
     step: int = Field(default=1, ge=1, le=MAX_INT)
@@ -174,6 +217,9 @@ class CategoricalParameter(SpecModel):
 
     name: str = Field(pattern=PARAMETER_NAME, max_length=63)
     type: Literal["categorical"]
+    when: When | None = _when_field()
+
+    _when_ok = field_validator("when")(_when_lists)
     values: list[ParameterValue] = Field(min_length=1, max_length=1000)
 
     _unique = field_validator("values")(_no_duplicates)
@@ -188,6 +234,9 @@ class DiscreteParameter(SpecModel):
 
     name: str = Field(pattern=PARAMETER_NAME, max_length=63)
     type: Literal["discrete"]
+    when: When | None = _when_field()
+
+    _when_ok = field_validator("when")(_when_lists)
     # The range is checked per item, so an error names the item; the schema cannot
     # say it: int | float items are any JSON value to it.
     values: list[Annotated[int | float, AfterValidator(_in_range)]] = Field(
@@ -359,6 +408,55 @@ class ComparisonSpec(SpecModel):
     alpha: float = Field(default=0.05, gt=0.0, le=0.5)
 
 
+class Constraint(SpecModel):
+    """A bound a trial's metric must keep for the trial to be feasible (e.g. latency_ms <= 20).
+
+    The trial's value of the metric is its last reported one; a trial that
+    violates a bound is infeasible: it stays in the search (the samplers that
+    take Optuna's ``constraints_func`` learn from it), but it is never the best
+    trial nor on the Pareto front.
+    """
+
+    metric: str = Field(min_length=1, max_length=128)
+    max: float | None = Field(default=None, description="Feasible when the metric is <= max.")
+    min: float | None = Field(default=None, description="Feasible when the metric is >= min.")
+
+    @field_validator("min")
+    @classmethod
+    def _min_below_max(cls, value: float | None, info: ValidationInfo) -> float | None:
+        high = info.data.get("max")
+        if value is not None and high is not None and value > high:
+            raise ValueError(f"min ({value:g}) is above max ({high:g}); no value is feasible")
+        return value
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` lies outside the bounds: > 0 infeasible, <= 0 feasible."""
+        out = float("-inf")
+        if self.max is not None:
+            out = max(out, value - self.max)
+        if self.min is not None:
+            out = max(out, self.min - value)
+        return out
+
+
+class WarmStart(SpecModel):
+    """An earlier experiment whose finished trials the sampler is told before it suggests."""
+
+    experiment: str | None = Field(
+        default=None,
+        pattern=EXPERIMENT_NAME,
+        max_length=MAX_EXPERIMENT_NAME,
+        description="An Experiment in the same namespace (on a cluster).",
+    )
+    run_dir: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="The run directory of an earlier `trialforge run` (locally); relative to "
+        "the experiment file's directory.",
+    )
+
+
 class ExperimentSpec(SpecModel):
     objective: Objective | None = None
     objectives: list[Objective] | None = Field(default=None, min_length=1, max_length=16)
@@ -405,6 +503,29 @@ class ExperimentSpec(SpecModel):
     )
     confirm: ConfirmSpec | None = None
     comparison: ComparisonSpec = Field(default_factory=ComparisonSpec)
+    constraints: list[Constraint] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="Bounds on metrics, e.g. [{metric: latency_ms, max: 20}]: a trial that "
+        "violates one is infeasible, and the best trial and the Pareto front are chosen "
+        "among feasible trials only.",
+    )
+    # Free-form maps to the schema (each value is checked against its parameter by
+    # api.validation): the API server's CEL cannot type a list of maps of mixed
+    # values, and the immutability rule needs it typed or free-form.
+    initial_points: list[dict[str, Any]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Configurations the search runs first, in order (Optuna's enqueue_trial); "
+        "a parameter left out is sampled.",
+    )
+    warm_start: WarmStart | None = Field(
+        default=None,
+        description="Tell the sampler every finished trial of an earlier experiment before "
+        "the first suggestion: {experiment: NAME} on a cluster, {runDir: PATH} locally.",
+    )
 
     @property
     def all_objectives(self) -> list[Objective]:
@@ -415,6 +536,29 @@ class ExperimentSpec(SpecModel):
     @property
     def multi_objective(self) -> bool:
         return len(self.all_objectives) > 1
+
+    @property
+    def conditional(self) -> bool:
+        """Whether some parameter exists only under a condition (``when``)."""
+        return any(p.when for p in self.parameters)
+
+    def active(self, values: Mapping[str, Any]) -> list[str]:
+        """The parameters that exist for a configuration whose values are ``values``.
+
+        A parameter is active when it has no ``when``, or when every parent is
+        active and takes one of the values listed for it (parents come first,
+        so one pass in order decides).
+        """
+        active: list[str] = []
+        for p in self.parameters:
+            if not p.when or all(
+                parent in active
+                and parent in values
+                and any(same_value(values[parent], v) for v in allowed)
+                for parent, allowed in p.when.items()
+            ):
+                active.append(p.name)
+        return active
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -560,6 +704,28 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
         # No CEL for `values`: its items may be strings, numbers or booleans, a
         # type CEL cannot see into; validate/operator check it instead.
     ],
+    "Constraint": [
+        _cel(
+            "has(self.max) || has(self.min)",
+            "a constraint needs max, min or both",
+            fieldPath=".max",
+            reason="FieldValueRequired",
+        ),
+        _cel(
+            "!has(self.max) || !has(self.min) || self.min <= self.max",
+            "min is above max; no value is feasible",
+            fieldPath=".min",
+            reason="FieldValueInvalid",
+        ),
+    ],
+    "WarmStart": [
+        _cel(
+            "has(self.experiment) != has(self.runDir)",
+            "set exactly one of experiment (on a cluster) or runDir (locally)",
+            fieldPath=".experiment",
+            reason="FieldValueInvalid",
+        ),
+    ],
     # A duration with a non-zero digit is more than zero (the units are letters).
     "BudgetSpec": [
         _cel(
@@ -605,5 +771,8 @@ IMMUTABLE_FIELDS: dict[str, list[str]] = {
         "baseline",
         "repeats",
         "arms",
+        "constraints",
+        "initial_points",
+        "warm_start",
     ],
 }

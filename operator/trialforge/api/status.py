@@ -89,6 +89,12 @@ class TrialStatus(WireModel):
     message: str | None = None
     objective: float | None = Field(default=None, description="The first objective's value.")
     values: list[float] | None = Field(default=None, description="Every objective, in order.")
+    constraints: dict[str, float] | None = Field(
+        default=None, description="The last value of each metric spec.constraints bounds."
+    )
+    feasible: bool | None = Field(
+        default=None, description="Whether the trial kept every bound of spec.constraints."
+    )
     metrics: dict[str, MetricSummary] | None = None
     history: dict[str, list[HistoryPoint]] | None = None
     start_time: str | None = None
@@ -139,6 +145,9 @@ class TrialCounts(WireModel):
     pruned: int = 0
     cancelled: int = 0
     retried: int = 0
+    infeasible: int = Field(
+        default=0, description="Trials that succeeded but violated spec.constraints."
+    )
     total: int = 0
 
 

@@ -58,6 +58,12 @@ class TrialSpec(WireModel):
     search_index: int | None = Field(
         default=None, ge=0, description="The search configuration (Optuna trial number)."
     )
+    warm_start: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="The warm start's source the sampler was told before the experiment's "
+        "first suggestion (spec.warmStart), with how many of its trials.",
+    )
     code_version: str | None = Field(
         default=None, max_length=256, description="spec.codeVersion of the experiment."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -137,6 +138,11 @@ def _message(err: Mapping[str, Any], known: set[str]) -> str:
         return (
             f"{err.get('input')!r} is not a valid arm name: use letters, digits, '-', '_' "
             "and '.', starting and ending with a letter or digit"
+        )
+    if kind == "string_pattern_mismatch" and tuple(err["loc"][-2:]) == ("warmStart", "experiment"):
+        return (
+            f"{err.get('input')!r} is not a valid name: an Experiment's name is lower-case "
+            "letters, digits and '-'"
         )
     if kind == "string_pattern_mismatch" and str(err["loc"][-1]) == "name":
         return (
@@ -439,6 +445,176 @@ def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
 
     yield from _check_template(spec.trial.template, set(names), metrics_spec.source)
     yield from _check_science(spec)
+    yield from check_conditions(spec)
+    yield from _check_constraints(spec)
+    yield from _check_warm(spec)
+
+
+# Combinations of the parents' values enumerated to find parameters that can
+# never be active; a larger space is not enumerated (the rule is then skipped).
+MAX_CONDITION_COMBINATIONS = 100_000
+
+
+def check_conditions(spec: ExperimentSpec) -> Iterator[FieldError]:
+    """parameters[].when: parents known, defined earlier, categorical or discrete,
+    the values ones they can take, no cycle, and each parameter active somewhere."""
+    index = {p.name: i for i, p in enumerate(spec.parameters)}
+    bad = False
+    for cycle in _cycles(spec, index):
+        bad = True
+        first = cycle[0]
+        loop = " -> ".join([*cycle, first])
+        yield FieldError(
+            f"spec.parameters[{index[first]}].when",
+            f"a cycle of conditions: {loop}; a parent must be defined before the parameters "
+            "that depend on it",
+        )
+    in_cycle = {name for cycle in _cycles(spec, index) for name in cycle}
+    for i, p in enumerate(spec.parameters):
+        for parent, allowed in (p.when or {}).items():
+            where = f"spec.parameters[{i}].when.{parent}"
+            if parent not in index:
+                known = ", ".join(q.name for q in spec.parameters[:i]) or "none"
+                yield FieldError(where, f"names no parameter (parameters before it: {known})")
+                bad = True
+                continue
+            j = index[parent]
+            q = spec.parameters[j]
+            if j >= i and not (p.name in in_cycle and parent in in_cycle):
+                yield FieldError(
+                    where,
+                    f"parent {parent!r} is defined after {p.name!r} (parameters[{j}]); "
+                    "define a parent before the parameters that depend on it",
+                )
+                bad = True
+            if not isinstance(q, xp.CategoricalParameter | xp.DiscreteParameter):
+                yield FieldError(
+                    where,
+                    f"parent {parent!r} is a {q.type} parameter; a condition needs a "
+                    "categorical or discrete parent",
+                )
+                bad = True
+                continue
+            for k, value in enumerate(allowed):
+                if not any(xp.same_value(value, v) for v in q.values):
+                    yield FieldError(
+                        f"{where}[{k}]",
+                        f"{_shown(value)} is not a value {parent!r} can take "
+                        f"({list(q.values)}): the condition could never hold",
+                    )
+                    bad = True
+    if bad or not spec.conditional:
+        return
+    never = _never_active(spec)
+    for name in never:
+        i = index[name]
+        yield FieldError(
+            f"spec.parameters[{i}].when",
+            f"{name!r} can never be active: no values of its parents meet its condition "
+            "together with theirs",
+        )
+
+
+def _cycles(spec: ExperimentSpec, index: Mapping[str, int]) -> list[list[str]]:
+    """The cycles among the conditions, each once, as the parameters in it from the
+    one defined first, each followed by its parent."""
+    parents = {p.name: [q for q in (p.when or {}) if q in index] for p in spec.parameters}
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+    done: set[str] = set()
+
+    def visit(node: str, stack: list[str]) -> None:
+        if node in stack:
+            cycle = stack[stack.index(node) :]
+            key = frozenset(cycle)
+            if key not in seen:
+                seen.add(key)
+                first = min(range(len(cycle)), key=lambda k: index[cycle[k]])
+                found.append(cycle[first:] + cycle[:first])
+            return
+        if node in done:
+            return
+        stack.append(node)
+        for parent in parents[node]:
+            visit(parent, stack)
+        stack.pop()
+        done.add(node)
+
+    for name in parents:
+        visit(name, [])
+    return found
+
+
+def _never_active(spec: ExperimentSpec) -> list[str]:
+    """Parameters no combination of the parents' values makes active (empty when the
+    combinations are too many to enumerate)."""
+    parents = [p for p in spec.parameters if any(p.name in (q.when or {}) for q in spec.parameters)]
+    if not parents:
+        return []
+    size = 1
+    for p in parents:
+        size *= len(p.values)  # type: ignore[union-attr]
+        if size > MAX_CONDITION_COMBINATIONS:
+            return []
+    reached: set[str] = set()
+    for combo in itertools.product(*(p.values for p in parents)):  # type: ignore[union-attr]
+        values = {p.name: v for p, v in zip(parents, combo, strict=True)}
+        reached.update(spec.active(values))
+    return [p.name for p in spec.parameters if p.name not in reached]
+
+
+def _check_constraints(spec: ExperimentSpec) -> Iterator[FieldError]:
+    objectives = {o.metric for o in spec.all_objectives}
+    seen: set[str] = set()
+    for i, c in enumerate(spec.constraints or []):
+        where = f"spec.constraints[{i}]"
+        if c.max is None and c.min is None:
+            yield FieldError(f"{where}.max", "a constraint needs max, min or both")
+        if c.metric in seen:
+            yield FieldError(
+                f"{where}.metric",
+                f"metric {c.metric!r} is constrained twice; give one constraint both min and max",
+            )
+        seen.add(c.metric)
+        if c.metric in objectives:
+            yield FieldError(
+                f"{where}.metric",
+                f"{c.metric!r} is an objective; a constraint bounds another metric (or use the "
+                "objective's goal)",
+            )
+    if spec.constraints and spec.arms:
+        yield FieldError(
+            "spec.constraints", "an arms experiment has no search to constrain; remove it"
+        )
+
+
+def _check_warm(spec: ExperimentSpec) -> Iterator[FieldError]:
+    """initialPoints and warmStart: a search to start, values inside the space."""
+    warm = spec.warm_start
+    if warm is not None:
+        if (warm.experiment is None) == (warm.run_dir is None):
+            yield FieldError(
+                "spec.warmStart",
+                "set exactly one of experiment (on a cluster) or runDir (locally)",
+            )
+        if spec.arms:
+            yield FieldError("spec.warmStart", "an arms experiment has no search to warm-start")
+    points = spec.initial_points or []
+    if points and spec.arms:
+        yield FieldError("spec.initialPoints", "an arms experiment has no search; use arms")
+        return
+    limit = spec.budget.max_trials
+    if limit is not None and len(points) > limit:
+        yield FieldError(
+            "spec.initialPoints",
+            f"{len(points)} initial points but the search tries {limit} configurations "
+            "(budget.maxTrials)",
+        )
+    for i, point in enumerate(points):
+        yield from _check_configuration(spec, point, f"spec.initialPoints[{i}]", partial=True)
+    for i, point in enumerate(points):
+        if point in points[:i]:
+            yield FieldError(f"spec.initialPoints[{i}]", "the same point is listed earlier")
 
 
 def value_error(p: Any, value: Any) -> str | None:
@@ -472,9 +648,11 @@ def value_error(p: Any, value: Any) -> str | None:
 
 
 def _check_configuration(
-    spec: ExperimentSpec, parameters: Mapping[str, Any], path: str
+    spec: ExperimentSpec, parameters: Mapping[str, Any], path: str, partial: bool = False
 ) -> Iterator[FieldError]:
-    """A full parameter set: every parameter once, each value inside its space."""
+    """A full parameter set: every active parameter once, each value inside its space
+    (``partial``: parameters left out are allowed, the search samples them)."""
+    active = spec.active(parameters)
     for name, value in parameters.items():
         p = spec.parameter(name)
         if p is None:
@@ -484,8 +662,15 @@ def _check_configuration(
         problem = value_error(p, value)
         if problem is not None:
             yield FieldError(f"{path}.{name}", problem)
-    missing = [p.name for p in spec.parameters if p.name not in parameters]
-    if missing:
+        elif name not in active:
+            condition = ", ".join(f"{k} in {list(v)}" for k, v in (p.when or {}).items())
+            yield FieldError(
+                f"{path}.{name}",
+                f"{name!r} is inactive in this configuration (it exists only when {condition}); "
+                "leave it out",
+            )
+    missing = [n for n in active if n not in parameters]
+    if missing and not partial:
         yield FieldError(
             path, f"a configuration sets every parameter; missing: {', '.join(missing)}"
         )

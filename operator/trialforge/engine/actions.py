@@ -21,6 +21,8 @@ class StartTrial:
     config: str | None = None
     repeat: int = 0
     search_index: int | None = None
+    # The warm start the sampler was told before its first suggestion (engine.warm).
+    warm_start: str | None = None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class Ledger:
         self.runs: dict[int, dict[int, TrialRecord]] = {}  # k -> repeat -> latest attempt
         self.phases: dict[str, int] = {}  # lower-case phase -> latest attempts
         self.retried = 0  # attempts > 0
+        self.infeasible = 0  # latest attempts that violated spec.constraints
         self.failed = 0  # outcomes
         self.succeeded = 0
         self.configs_succeeded = 0
@@ -109,6 +110,7 @@ class Ledger:
         self.phases[phase] = self.phases.get(phase, 0) + 1
         self.failed += outcome == TrialPhase.FAILED
         self.succeeded += outcome == TrialPhase.SUCCEEDED
+        self.infeasible += latest.feasible is False
         k = cfg.k
         runs = self.runs.setdefault(k, {})
         if slot.repeat not in runs or runs[slot.repeat].index > index:

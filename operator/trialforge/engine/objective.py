@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from trialforge.api.experiment import ExperimentSpec, Objective
@@ -19,6 +19,9 @@ class Outcome:
     message: str
     values: tuple[float, ...] | None = None
     retryable: bool = True
+    # spec.constraints' metrics (their last values) and whether all bounds hold.
+    constraints: dict[str, float] | None = None
+    feasible: bool | None = None
 
 
 def series(observations: Sequence[Observation], metric: str) -> list[tuple[int, float]]:
@@ -73,7 +76,69 @@ def conclude(
                 retryable=False,
             )
         values.append(value)
-    return Outcome("Succeeded", "Completed", "trial completed", tuple(values))
+    constraints: dict[str, float] = {}
+    for c in spec.constraints or []:
+        points = series(observations, c.metric)
+        if not points:
+            return Outcome(
+                "Failed",
+                "MissingConstraint",
+                f"the trainer never reported {c.metric!r}, which spec.constraints bounds",
+                retryable=False,
+            )
+        value = points[-1][1]
+        if not math.isfinite(value):
+            return Outcome(
+                "Failed",
+                "ConstraintNotFinite",
+                f"constrained metric {c.metric!r} is {value}",
+                retryable=False,
+            )
+        constraints[c.metric] = value
+    if not spec.constraints:
+        return Outcome("Succeeded", "Completed", "trial completed", tuple(values))
+    violations = violations_of(spec, constraints)
+    feasible = violations is not None and all(v <= 0 for v in violations)
+    message = "trial completed"
+    if not feasible:
+        message = f"infeasible: {describe_violations(spec, constraints)}"
+    return Outcome(
+        "Succeeded", "Completed", message, tuple(values), constraints=constraints,
+        feasible=feasible,
+    )  # fmt: skip
+
+
+def violations_of(
+    spec: ExperimentSpec, constraints: Mapping[str, float] | None
+) -> tuple[float, ...] | None:
+    """Each constraint's violation (> 0: violated), in spec order; None when a value is missing."""
+    if not spec.constraints:
+        return None
+    if constraints is None or any(c.metric not in constraints for c in spec.constraints):
+        return None
+    return tuple(c.violation(float(constraints[c.metric])) for c in spec.constraints)
+
+
+def is_feasible(spec: ExperimentSpec, constraints: Mapping[str, float] | None) -> bool:
+    """Whether the metric values keep every bound (always, without constraints)."""
+    if not spec.constraints:
+        return True
+    violations = violations_of(spec, constraints)
+    return violations is not None and all(v <= 0 for v in violations)
+
+
+def describe_violations(spec: ExperimentSpec, constraints: Mapping[str, float]) -> str:
+    """The bounds ``constraints`` violate, in words (latency_ms = 31 > max 20)."""
+    out: list[str] = []
+    for c in spec.constraints or []:
+        value = constraints.get(c.metric)
+        if value is None:
+            out.append(f"{c.metric} not reported")
+        elif c.max is not None and value > c.max:
+            out.append(f"{c.metric} = {value:g} > max {c.max:g}")
+        elif c.min is not None and value < c.min:
+            out.append(f"{c.metric} = {value:g} < min {c.min:g}")
+    return ", ".join(out)
 
 
 def mean_values(rows: Iterable[Sequence[float] | None], width: int) -> tuple[float, ...] | None:

@@ -16,7 +16,7 @@ from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES, ExperimentPhase, TrialPhase
 from trialforge.engine.actions import FinishExperiment, StopTrial
 from trialforge.engine.design import Slot, arm_runs, search_config, search_limit
-from trialforge.engine.objective import better, dominates, mean_values, meets_goal
+from trialforge.engine.objective import better, dominates, is_feasible, mean_values, meets_goal
 from trialforge.engine.record import TrialRecord
 from trialforge.engine.search import Search
 
@@ -47,6 +47,10 @@ class Config:
     phase: TrialPhase | None = None  # final phase, None while it may still change
     values: tuple[float, ...] | None = None  # means over the runs that succeeded
     succeeded: list[TrialRecord] = field(default_factory=list)
+    # spec.constraints' metrics (means over the runs that succeeded) and whether
+    # they keep every bound; an infeasible configuration is never the best.
+    constraints: dict[str, float] | None = None
+    feasible: bool = True
 
 
 def final_phase(
@@ -91,15 +95,35 @@ def config_outcome(
     if means is not None:
         cfg.values = means
         cfg.phase = TrialPhase.SUCCEEDED
+        if spec.constraints:
+            cfg.constraints = _mean_constraints(cfg.succeeded)
+            cfg.feasible = is_feasible(spec, cfg.constraints)
         return cfg
     ended = finals.values()
     cfg.phase = TrialPhase.FAILED if TrialPhase.FAILED in ended else next(iter(ended))
     return cfg
 
 
+def _mean_constraints(runs: list[TrialRecord]) -> dict[str, float] | None:
+    """The constrained metrics' means over ``runs``; None when a run lacks them."""
+    rows = [r.constraints for r in runs]
+    if not rows or any(row is None for row in rows):
+        return None
+    keys = set(rows[0] or {})
+    if any(set(row or {}) != keys for row in rows):
+        return None
+    return {k: sum(float(row[k]) for row in rows if row) / len(rows) for k in sorted(keys)}
+
+
 def keep_best(spec: ExperimentSpec, top: Config | None, cfg: Config) -> Config | None:
-    """The best of ``top`` and ``cfg`` (a configuration that just ended) with one objective."""
-    if cfg.phase != TrialPhase.SUCCEEDED or cfg.values is None or spec.multi_objective:
+    """The best of ``top`` and ``cfg`` (a configuration that just ended) with one objective;
+    an infeasible configuration is never the best."""
+    if (
+        cfg.phase != TrialPhase.SUCCEEDED
+        or cfg.values is None
+        or spec.multi_objective
+        or not cfg.feasible
+    ):
         return top
     direction = spec.all_objectives[0].direction
     if (
@@ -149,7 +173,8 @@ def best_and_front(
 
 
 def _succeeded(cfg: Config) -> bool:
-    return cfg.phase == TrialPhase.SUCCEEDED and cfg.values is not None
+    """Succeeded and feasible: a candidate for the Pareto front."""
+    return cfg.phase == TrialPhase.SUCCEEDED and cfg.values is not None and cfg.feasible
 
 
 def _best_of(cfg: Config) -> Best:
@@ -213,7 +238,9 @@ def top_configs(spec: ExperimentSpec, configs: Mapping[int, Config]) -> list[str
     """The confirmation's configurations: the best ``confirm.top`` of the search."""
     assert spec.confirm is not None
     direction = spec.all_objectives[0].direction
-    done = [c for c in configs.values() if c.phase == TrialPhase.SUCCEEDED and c.values]
+    done = [
+        c for c in configs.values() if c.phase == TrialPhase.SUCCEEDED and c.values and c.feasible
+    ]
     sign = -1.0 if direction == "maximize" else 1.0
     done.sort(key=lambda c: (sign * c.values[0], c.k))  # type: ignore[index]
     return [search_config(c.k) for c in done[: spec.confirm.top]]

@@ -41,9 +41,11 @@ from trialforge.engine.design import (
     slot_of,
 )
 from trialforge.engine.ledger import Ledger, Merged
+from trialforge.engine.objective import violations_of
 from trialforge.engine.outcome import Best, Config
 from trialforge.engine.record import TrialRecord, latest_attempts
 from trialforge.engine.search import Search
+from trialforge.engine.warm import WarmStart
 
 __all__ = [
     "BASELINE",
@@ -114,10 +116,11 @@ class Planner:
     told the end of (and the best of them), and the comparison's last rows.
     """
 
-    def __init__(self, spec: ExperimentSpec, name: str) -> None:
+    def __init__(self, spec: ExperimentSpec, name: str, warm: WarmStart | None = None) -> None:
         self.spec = spec
         self.name = name
-        self.search = Search(spec, name)
+        self.warm = warm
+        self.search = Search(spec, name, warm.trials if warm is not None else ())
         self._comparer = Comparer()
         self._final_configs: dict[int, Config] = {}
         self._best_final: Config | None = None
@@ -274,7 +277,8 @@ class Planner:
                 self.search.report(k, first.intermediate, ended=done_first)
             cfg = outcome.config_outcome(self.spec, self.search, k, runs, ended[k])
             if cfg.phase is not None:
-                self.search.finish(k, cfg.phase, cfg.values)
+                violations = violations_of(self.spec, cfg.constraints)
+                self.search.finish(k, cfg.phase, cfg.values, violations)
                 self._final_configs[k] = cfg
                 self._best_final = outcome.keep_best(self.spec, self._best_final, cfg)
 
@@ -391,6 +395,7 @@ class Planner:
                         slot.config,
                         slot.repeat,
                         slot.search_index,
+                        self._warm_label,
                     )
                 )
         return starts
@@ -427,10 +432,15 @@ class Planner:
                     slot.config,
                     slot.repeat,
                     slot.search_index,
+                    self._warm_label,
                 )
             )
             next_index += 1
         return starts
+
+    @property
+    def _warm_label(self) -> str | None:
+        return self.warm.summary if self.warm is not None else None
 
     def _wanted(self, decided: _Decided) -> Iterator[Slot]:
         return design.wanted(
@@ -455,5 +465,8 @@ def _counts(world: _World, ledger: Ledger) -> dict[str, int]:
         phase = stopping[view.name].phase if view.name in stopping else view.phase
         counts[phase.lower()] += 1
     counts["retried"] = ledger.retried + sum(1 for v in world.live if v.attempt > 0)
+    counts["infeasible"] = ledger.infeasible + sum(
+        1 for v in world.latest.values() if v.feasible is False
+    )
     counts["total"] = len(ledger.indices) + len(world.latest)
     return counts

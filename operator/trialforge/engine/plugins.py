@@ -60,7 +60,7 @@ def _grid_sampler() -> type[optuna.samplers.GridSampler]:
 
 
 # Settings Trialforge sets itself; a user value would fight ours.
-_RESERVED = {"seed", "search_space", "self"}
+_RESERVED = {"seed", "search_space", "self", "constraints_func"}
 
 
 @dataclass(frozen=True)
@@ -205,12 +205,17 @@ def make_sampler(
     settings: Mapping[str, Any] | None,
     parallelism: int,
     grid: Mapping[str, list[Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> optuna.samplers.BaseSampler:
+    """The sampler ``algorithm`` names; ``extra`` are keyword arguments Trialforge
+    sets itself (TPE's group for a conditional space, a constraints_func), which a
+    user's settings may override where they are settings at all."""
     plugin = SAMPLERS[algorithm]
     why = unavailable(algorithm)
     if why is not None:
         raise EngineError(why)
     kwargs = plugin.defaults(parallelism) if plugin.defaults else {}
+    kwargs.update(extra or {})
     kwargs.update(_kwargs(settings))
     try:
         if algorithm == "grid":

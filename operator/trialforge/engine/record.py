@@ -64,6 +64,9 @@ class TrialRecord:
     message: str | None = None
     values: tuple[float, ...] | None = None  # every objective, in order, once it succeeded
     retryable: bool = True  # False when running it again cannot help (a NaN objective)
+    # spec.constraints' metrics at the trial's end, and whether it kept every bound.
+    constraints: Mapping[str, float] | None = None
+    feasible: bool | None = None
     # The first objective by step, as the planner and its pruner hear it: the
     # trial's bounded history (engine.history), which both runtimes keep alike
     # (the ingest merges each batch of observations into it, the local runtime
@@ -77,6 +80,7 @@ class TrialRecord:
     config: str | None = None
     repeat: int = 0
     search_index: int | None = None
+    warm_start: str | None = None  # the warm start's source the sampler was told (engine.warm)
     # Lineage: what reproduces it and where it ran.
     code_version: str | None = None
     data_version: str | None = None
@@ -103,7 +107,7 @@ class TrialRecord:
         """The record as a journal line holds it (JSON-ready, camelCase keys; no
         intermediate values: the line at an attempt's end holds its observations)."""
         out = {f: getattr(self, f) for f in _JOURNALED}
-        for key in ("parameters", "search_state"):
+        for key in ("parameters", "search_state", "constraints"):
             if out[key] is not None:
                 out[key] = dict(out[key])
         for key in ("values", "command"):
@@ -154,6 +158,7 @@ class TrialRecord:
             config=spec.get("config"),
             repeat=int(spec.get("repeat") or 0),
             search_index=spec.get("searchIndex"),
+            warm_start=spec.get("warmStart"),
             code_version=spec.get("codeVersion"),
             data_version=spec.get("dataVersion"),
             **{"phase": "Pending", **_from_status(status)},
@@ -175,6 +180,7 @@ class TrialRecord:
             config=action.config,
             repeat=action.repeat,
             search_index=action.search_index,
+            warm_start=action.warm_start,
             code_version=spec.code_version,
             data_version=spec.data_version,
         )
@@ -187,6 +193,8 @@ STATUS_FIELDS: dict[str, str] = {
     "message": "message",
     "values": "values",
     "retryable": "retryable",
+    "constraints": "constraints",
+    "feasible": "feasible",
     "startTime": "start_time",
     "completionTime": "completion_time",
     "exitCode": "exit_code",
@@ -247,6 +255,7 @@ def trial_spec(experiment: str, record: TrialRecord) -> dict[str, Any]:
         "config": record.config,
         "repeat": record.repeat,
         "searchIndex": record.search_index,
+        "warmStart": record.warm_start,
         "codeVersion": record.code_version,
         "dataVersion": record.data_version,
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from optuna.distributions import (
@@ -16,6 +16,7 @@ from optuna.distributions import (
 from trialforge.api.experiment import (
     CategoricalParameter,
     DiscreteParameter,
+    ExperimentSpec,
     FloatParameter,
     IntParameter,
     Parameter,
@@ -55,3 +56,31 @@ def grid(parameters: Sequence[Parameter]) -> dict[str, list[Any]]:
 
 def grid_size(parameters: Sequence[Parameter]) -> int:
     return math.prod(len(v) for v in grid(parameters).values())
+
+
+def conditional_grid(spec: ExperimentSpec) -> list[dict[str, Any]]:
+    """Every valid configuration of a conditional space, in a fixed order: each
+    parameter branches over its grid values only where it is active."""
+    points: list[dict[str, Any]] = [{}]
+    for p in spec.parameters:
+        values = grid_values(p)
+        out: list[dict[str, Any]] = []
+        for point in points:
+            if p.name in spec.active(point):
+                out.extend({**point, p.name: v} for v in values)
+            else:
+                out.append(point)
+        points = out
+    return points
+
+
+def point_key(parameters: Mapping[str, Any]) -> tuple[tuple[str, str, Any], ...]:
+    """A configuration as a hashable key (1 and True stay different choices)."""
+
+    def typed(v: Any) -> tuple[str, Any]:
+        # A number read back from the API server may come as 1 where 1.0 was written.
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return "number", float(v)
+        return type(v).__name__, v
+
+    return tuple(sorted((k, *typed(v)) for k, v in parameters.items()))

@@ -45,6 +45,9 @@ def outcome_status(outcome: Outcome) -> dict[str, Any]:
         out["objective"] = outcome.values[0]
     if not outcome.retryable:
         out["retryable"] = False
+    if outcome.constraints is not None:
+        out["constraints"] = dict(outcome.constraints)
+        out["feasible"] = outcome.feasible
     return out
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 # The API's, so that what validation accepted is exactly what gets filled in.
+from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.vocabulary import PLACEHOLDER
 
 
@@ -21,7 +22,16 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def placeholder_values(spec: ExperimentSpec, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``${params.NAME}`` reads for a trial: its values, and the empty string for
+    each conditional parameter that is inactive in it (``parameters[].when``).  The
+    trial's parameters and TRIALFORGE_PARAMS hold the active ones only."""
+    return {**{p.name: "" for p in spec.parameters}, **parameters}
+
+
 def substitute_text(text: str, parameters: Mapping[str, Any]) -> str:
+    """``text`` with each ``${params.NAME}`` replaced (KeyError: it names no parameter)."""
+
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in parameters:

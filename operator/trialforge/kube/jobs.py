@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from trialforge.api.experiment import Experiment
-from trialforge.engine.template import substitute_container, substitute_text, trial_environment
+from trialforge.engine.template import (
+    placeholder_values,
+    substitute_container,
+    substitute_text,
+    trial_environment,
+)
 from trialforge.kube import names
 from trialforge.metrics import contract as c
 
@@ -73,7 +78,8 @@ def build_job(
     tspec = trial["spec"]
     labels = trial_labels(experiment.name, name, tspec["index"], tspec.get("attempt", 0))
     workers = spec.trial.workers
-    template = _pod_template(spec.trial.template, tspec["parameters"], labels)
+    filled = placeholder_values(spec, tspec["parameters"])  # inactive parameters: ''
+    template = _pod_template(spec.trial.template, filled, labels)
     pod_spec = template["spec"]
     token_ref = names.token_secret_ref(
         experiment.name, name, int(tspec["index"]), experiment.spec.trial.retries
@@ -81,7 +87,7 @@ def build_job(
     extra = _trial_env(experiment, trial, ingest_url, token_ref)
     if workers > 1:
         pod_spec["subdomain"] = name  # the headless Service's name
-    _fill_containers(pod_spec, tspec["parameters"], extra)
+    _fill_containers(pod_spec, filled, extra)
     if ingest_url and collector_image:
         add_collector(experiment, pod_spec, ingest_url, collector_image, workers > 1, token_ref)
 

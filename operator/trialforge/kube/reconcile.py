@@ -26,7 +26,8 @@ from trialforge.engine.history import rules
 from trialforge.engine.planner import Plan, Planner, StartTrial, StopTrial
 from trialforge.engine.record import TrialRecord, timestamp, trial_spec
 from trialforge.engine.status import experiment_phase, stop_status
-from trialforge.engine.validation import ExperimentInvalid, load_experiment
+from trialforge.engine.validation import ExperimentInvalid, FieldError, load_experiment
+from trialforge.engine.warm import WarmStart, warm_trials
 from trialforge.kube import names
 from trialforge.kube.client import Kube
 from trialforge.kube.jobs import build_job, owner_reference, trial_labels
@@ -102,6 +103,11 @@ class Reconciler:
 
         try:
             planner = self._planner(obj, experiment)
+        except ExperimentInvalid as exc:
+            # A warm start that cannot be read (yet): refused, and looked at again,
+            # since the Experiment it names may still be created.
+            self.status.invalid(obj, exc)
+            return self.resync
         except EngineError as exc:
             return self._cannot_plan(obj, exc)
         trials = self.kube.list_trials(namespace, name)
@@ -187,11 +193,77 @@ class Reconciler:
         if cached is None or cached.uid != uid or cached.fingerprint != fingerprint:
             # A new process, a new object under an old name, or a changed search:
             # the planner is rebuilt from the Trials on its first plan.
-            cached = _Cached(uid, fingerprint, Planner(experiment.spec, experiment.name))
+            warm = self._warm_start(obj, experiment)
+            cached = _Cached(uid, fingerprint, Planner(experiment.spec, experiment.name, warm))
             exporter.timed_suggestions(cached.planner.search)
             self._cache[key] = cached
         cached.planner.spec = experiment.spec  # budget and suspend may change
         return cached.planner
+
+    def _warm_start(self, obj: Mapping[str, Any], experiment: Experiment) -> WarmStart | None:
+        """spec.warmStart.experiment's finished trials (same namespace), as engine.warm
+        picks them; :class:`ExperimentInvalid` naming the field when it cannot be read."""
+        warm = experiment.spec.warm_start
+        if warm is None:
+            return None
+        namespace = obj["metadata"]["namespace"]
+        if warm.experiment is None:
+            raise ExperimentInvalid(
+                [
+                    FieldError(
+                        "spec.warmStart.runDir",
+                        "a run directory is on the machine that ran `trialforge run`; on a "
+                        "cluster, warm-start from an Experiment: spec.warmStart.experiment",
+                    )
+                ]
+            )
+        if warm.experiment == experiment.name:
+            raise ExperimentInvalid(
+                [FieldError("spec.warmStart.experiment", "names this experiment itself")]
+            )
+        source = self.kube.get_experiment(namespace, warm.experiment)
+        if source is None:
+            raise ExperimentInvalid(
+                [
+                    FieldError(
+                        "spec.warmStart.experiment",
+                        f"no Experiment {warm.experiment!r} in namespace {namespace!r}",
+                    )
+                ]
+            )
+        try:
+            earlier = load_experiment({k: v for k, v in source.items() if k != "status"})
+        except ExperimentInvalid as exc:
+            raise ExperimentInvalid(
+                [
+                    FieldError(
+                        "spec.warmStart.experiment",
+                        f"Experiment {warm.experiment!r} is itself invalid ({exc.errors[0]})",
+                    )
+                ]
+            ) from None
+        trials = self.kube.list_trials(namespace, warm.experiment)
+        records = [trial_view(earlier.spec, t) for t in trials]
+        # The last value of each metric, for constraints the earlier experiment lacked.
+        last_values = {
+            t["metadata"]["name"]: {
+                m: float(s["latest"])
+                for m, s in ((t.get("status") or {}).get("metrics") or {}).items()
+                if isinstance((s or {}).get("latest"), int | float)
+            }
+            for t in trials
+        }
+        status = obj.get("status") or {}
+        # Its recorded start, in whole seconds: an operator that restarts tells the same trials.
+        before = timestamp(status.get("startTime")) or float(int(time.time()))
+        result = warm_trials(
+            experiment.spec, earlier.spec, records,
+            source=f"experiment {warm.experiment}", before=before, last_values=last_values,
+        )  # fmt: skip
+        for warning in result.warnings:
+            self.kube.event(obj, "Warning", "WarmStartPartial", warning)
+        self.kube.event(obj, "Normal", "WarmStarted", f"told the sampler {result.summary}")
+        return result
 
     def _learn_gpu_types(self, pods: Mapping[str, list[dict[str, Any]]]) -> None:
         """The GPU model of each node a trial runs on, read once per node (lineage)."""

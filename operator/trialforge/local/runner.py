@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import logging
 import os
 import queue
 import shutil
@@ -39,13 +40,17 @@ from trialforge.engine.planner import (
 )
 from trialforge.engine.record import TrialRecord, timestamp
 from trialforge.engine.status import experiment_status, outcome_status, stop_status
-from trialforge.engine.template import substitute_text, trial_environment
+from trialforge.engine.template import placeholder_values, substitute_text, trial_environment
+from trialforge.engine.warm import WarmStart, warm_trials
 from trialforge.local.process import TrialProcess
 from trialforge.local.rundir import RunDirectory, state_of
 from trialforge.metrics.parsers import ObservationReader, make_parser
 
 # Seconds a trial's start waits to be written (see LocalRunner.__init__).
 START_RECORD_DELAY = 1.0
+
+
+log = logging.getLogger(__name__)
 
 
 class LocalRunError(RuntimeError):
@@ -172,7 +177,52 @@ class LocalRunner:
             self.dir.create(doc)
         if self.started_at is None:
             self.started_at = time.time()
+        if self.spec.warm_start is not None:
+            self.planner = Planner(self.spec, self.name, self._warm_start(self.started_at))
         self._save_state()
+
+    def _warm_start(self, started_at: float) -> WarmStart:
+        """spec.warmStart.runDir's finished trials (relative to the experiment's folder)."""
+        warm = self.spec.warm_start
+        assert warm is not None
+        if warm.run_dir is None:
+            raise LocalRunError(
+                "spec.warmStart.experiment names a cluster Experiment; locally, warm-start "
+                "from an earlier run with spec.warmStart.runDir"
+            )
+        source = RunDirectory(self.workdir / warm.run_dir)
+        recorded = source.recorded_spec() if source.exists() else None
+        if recorded is None:
+            raise LocalRunError(
+                f"spec.warmStart.runDir: no run directory at {source.root} (a folder "
+                "`trialforge run` wrote, with experiment.yaml and state.json)"
+            )
+        try:
+            earlier = Experiment.model_validate(
+                {k: v for k, v in recorded.items() if k != "status"}
+            ).spec
+        except ValueError as exc:
+            raise LocalRunError(
+                f"spec.warmStart.runDir: {source.root}/experiment.yaml is no Experiment ({exc})"
+            ) from None
+        records = source.load_trials()
+        # The last value of each metric, for constraints the earlier run lacked.
+        last_values: dict[str, dict[str, float]] = {}
+        if self.spec.constraints:
+            for record in records:
+                last = last_values.setdefault(record.name, {})
+                for observation in source.load_observations(record.name):
+                    last.update(observation.metrics)
+        # Whole seconds, as state.json keeps the start: a resume tells the same trials.
+        result = warm_trials(
+            self.spec, earlier, records, source=f"runDir {warm.run_dir}",
+            before=float(int(started_at)), last_values=last_values,
+        )  # fmt: skip
+        for warning in result.warnings:
+            log.warning("%s", warning)
+            self._event("WarmStart", warning)
+        self._event("WarmStart", f"told the sampler {result.summary}")
+        return result
 
     def _resume(self, doc: dict[str, Any]) -> None:
         """Take up a run recorded here: its trials, under the spec-change policy."""
@@ -460,10 +510,11 @@ class LocalRunner:
 
     def _launch(self, record: TrialRecord) -> None:
         parameters = record.parameters
-        argv = [substitute_text(a, parameters) for a in self._argv]
+        filled = placeholder_values(self.spec, parameters)  # inactive parameters: ''
+        argv = [substitute_text(a, filled) for a in self._argv]
         env = self._base_env.copy()
         for name, value in self._env:
-            env[name] = substitute_text(value, parameters) if isinstance(value, str) else str(value)
+            env[name] = substitute_text(value, filled) if isinstance(value, str) else str(value)
         env.update(
             trial_environment(self.name, record.name, parameters, record.seed, record.attempt)
         )

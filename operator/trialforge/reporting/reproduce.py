@@ -23,7 +23,7 @@ import yaml
 
 from trialforge.engine.objective import conclude
 from trialforge.engine.record import TrialRecord
-from trialforge.engine.template import substitute_container, trial_environment
+from trialforge.engine.template import placeholder_values, substitute_container, trial_environment
 from trialforge.metrics.parsers import ObservationReader, make_parser
 from trialforge.reporting.rundata import RunData
 
@@ -43,7 +43,9 @@ class Reproduction:
 
 def reproduction(data: RunData, record: TrialRecord) -> Reproduction:
     containers = data.spec.trial.template["spec"]["containers"]
-    container = substitute_container(containers[0], record.parameters)
+    container = substitute_container(
+        containers[0], placeholder_values(data.spec, record.parameters)
+    )
     argv = record.command or [
         str(a) for a in (container.get("command") or []) + (container.get("args") or [])
     ]

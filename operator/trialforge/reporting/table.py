@@ -81,7 +81,9 @@ def trials_table(
                 "" if step is None else str(int(step)),
             ]
         )
-        notes.append(r.message or r.reason or "" if r.phase not in ("Running", "Succeeded") else "")
+        # Why a trial stopped, or which of spec.constraints a succeeded one violated.
+        shown = r.phase not in ("Running", "Succeeded") or getattr(r, "feasible", None) is False
+        notes.append(r.message or r.reason or "" if shown else "")
     headers = ["trial", "phase", *(p.name for p in spec.parameters), *objectives, "step"]
 
     def build(headers: list[str], note_width: int = 0, compact: bool = False) -> Table:

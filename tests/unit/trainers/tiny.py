@@ -40,6 +40,7 @@ parser.add_argument("--slow", default="", help="I,J,...: these trials run 200 st
 parser.add_argument("--bad-from", type=int, help="indices >= this: terrible loss, slowly")
 parser.add_argument("--gate-from", type=int, help="indices >= this wait for OUT/gate")
 parser.add_argument("--dump", action="store_true", help="write argv and env to OUT")
+parser.add_argument("--latency", action="store_true", help="also report latency_ms = 100 * x")
 args, _extra = parser.parse_known_args()
 
 trial = os.environ.get("TRIALFORGE_TRIAL", "none-0")
@@ -59,7 +60,10 @@ def note(line: str) -> None:
 
 
 def report(step: int, loss: float) -> None:
-    print(json.dumps({"step": step, "loss": loss}), flush=True)
+    line = {"step": step, "loss": loss}
+    if args.latency:
+        line["latency_ms"] = 100.0 * args.x
+    print(json.dumps(line), flush=True)
 
 
 if args.ignore_term:
