@@ -195,7 +195,10 @@ _SEARCH = {
     "multivariate-tpe": "tpe",
     "cmaes": "cmaes",
     "sobol": "qmc",
-    "bayesianoptimization": "gp",
+    # Katib's skopt Gaussian process: ours (gp) needs PyTorch, which the operator image
+    # and the default install lack (the CRD refuses gp), so the model-based search that
+    # runs everywhere instead, with the note saying so
+    "bayesianoptimization": "tpe",
     "hyperband": "random",
 }
 _NOT_SEARCH = {
@@ -245,7 +248,13 @@ def _search(spec: Mapping[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], dict[st
         settings["multivariate"] = True
     if name == "sobol":
         settings["qmcType"] = "sobol"
-    if ours != name and name != "multivariate-tpe":
+    if name == "bayesianoptimization":
+        ctx.note(
+            "spec.algorithm.algorithmName",
+            "bayesianoptimization became tpe: Trialforge's gp needs PyTorch, which the "
+            "operator image lacks (set search.algorithm: gp where torch is installed)",
+        )
+    elif ours != name and name != "multivariate-tpe":
         ctx.note("spec.algorithm.algorithmName", f"{name} became {ours}")
     pruning = None
     known = _SETTINGS.get(name, {})
