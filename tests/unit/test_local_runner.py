@@ -564,6 +564,9 @@ def test_interrupt_then_resume_finishes_without_repeating_a_trial(tmp_path: Path
     # The interrupted attempts start over: their output is that of the second run only.
     for name in ("tiny-2", "tiny-3"):
         assert [o.step for o in rd.load_observations(name)][:2] == [0, 1]
+        # The runner's own stop was a disruption of each (issue 22), not a failure.
+        assert by_name(records)[name].disruptions == 1
+        assert by_name(records)[name].disruption_history[0]["reason"] == "Interrupted"
     kinds = [e["event"] for e in rd.events()]
     assert kinds.index("Interrupted") < kinds.index("Resumed") < kinds.index("BudgetExhausted")
 
@@ -742,3 +745,84 @@ def test_a_search_with_a_baseline_and_a_confirmation_runs_locally(tmp_path: Path
     out = tmp_path / "r.html"
     assert main(["report", str(tmp_path / "run"), "-o", str(out)]) == 0
     assert "Parameter importances" in out.read_text()
+
+
+# --- disruptions (issue 22): a trainer stopped from outside runs again --------------------
+
+
+def _run_in_thread(doc: dict[str, Any], tmp_path: Path) -> tuple[Any, dict[str, Any]]:
+    import threading
+
+    box: dict[str, Any] = {}
+    runner = LocalRunner(load_experiment(doc), tmp_path / "run", tmp_path, stop_grace=STOP_GRACE)
+    thread = threading.Thread(target=lambda: box.setdefault("result", runner.run()), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _starts(out: Path, trial: str) -> list[int]:
+    return [int(e[2]) for e in trainer_events(out) if e[0] == "start" and e[1] == trial]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_trainer_stopped_from_outside_is_disrupted_and_runs_again(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    out = tmp_path / "out"
+    doc = experiment(
+        out, "--steps", "3", "--sleep", "0.02", "--gate-from", "0",
+        budget={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 0},
+    )  # fmt: skip
+    thread, box = _run_in_thread(doc, tmp_path)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 1, 30, "the first run")
+    wait_for(lambda: (tmp_path / "run" / "trials" / "tiny-0.log").exists(), 30, "its log")
+    time.sleep(0.2)  # a few steps reported
+    os.kill(_starts(out, "tiny-0")[0], sig)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 2, 30, "the trial to run again")
+    (out / "gate").touch()
+    thread.join(60)
+    result = box["result"]
+    assert result.phase == "Succeeded", result.message
+    (record,) = result.records
+    # The same trial (same name, attempt, parameters), counted apart, never as a failure.
+    assert (record.name, record.attempt, record.phase) == ("tiny-0", 0, "Succeeded")
+    assert record.disruptions == 1
+    assert record.disruption_history[0]["reason"] == "Interrupted"
+    assert sig.name in record.disruption_history[0]["message"]
+    assert result.plan.counts["failed"] == 0 and result.plan.counts["disruptions"] == 1
+    rd = RunDirectory(tmp_path / "run")
+    steps = [o.step for o in rd.load_observations("tiny-0")]
+    assert steps == sorted(set(steps)) and steps[0] == 0  # complete, no step repeated
+    events = [e["event"] for e in rd.events()]
+    assert "TrialDisrupted" in events and "TrialFailed" not in events
+    assert state_trials(rd)["disruptions"] == 1
+
+
+def state_trials(rd: RunDirectory) -> dict[str, Any]:
+    return rd.load_state()["trials"]
+
+
+def test_a_trainer_killed_with_sigkill_fails_as_the_oom_killer_would(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--gate-from", "0", "--sleep", "0.02")
+    thread, box = _run_in_thread(doc, tmp_path)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 1, 30, "the first run")
+    os.kill(_starts(out, "tiny-0")[0], signal.SIGKILL)
+    thread.join(60)
+    (record,) = box["result"].records
+    assert record.phase == "Failed" and record.disruptions == 0
+    assert record.exit_code == -signal.SIGKILL
+
+
+def test_a_trial_disrupted_more_than_max_disruptions_fails(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--gate-from", "0", "--sleep", "0.02", trial={"maxDisruptions": 0})
+    thread, box = _run_in_thread(doc, tmp_path)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 1, 30, "the first run")
+    os.kill(_starts(out, "tiny-0")[0], signal.SIGTERM)
+    thread.join(60)
+    result = box["result"]
+    (record,) = result.records
+    assert (record.phase, record.reason, record.disruptions) == ("Failed", "TooManyDisruptions", 1)
+    assert len(_starts(out, "tiny-0")) == 1  # not run again
+    assert result.phase == "Failed"

@@ -292,11 +292,24 @@ class MetricsSpec(SpecModel):
         return value
 
 
+# spec.trial.maxDisruptions by default: generous (a preemptible fleet disrupts
+# often), but a trial that is disrupted forever ends.
+DEFAULT_MAX_DISRUPTIONS = 10
+
+
 class TrialSpecTemplate(SpecModel):
     """How one trial runs: workers, retries, timeout, metrics and the pod template."""
 
     workers: int = Field(default=1, ge=1, le=1024)
     retries: int = Field(default=0, ge=0, le=100)
+    max_disruptions: int = Field(
+        default=DEFAULT_MAX_DISRUPTIONS,
+        ge=0,
+        le=1000,
+        description="How many times a trial may be disrupted (preempted, evicted, its node "
+        "lost) and run again before it fails with TooManyDisruptions. Disruptions never "
+        "count against retries or budget.maxFailedTrials.",
+    )
     timeout: str | None = Field(default=None, pattern=DURATION_PATTERN)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     template: dict[str, Any] = Field(

@@ -73,6 +73,16 @@ class Condition(WireModel):
     observed_generation: int | None = None
 
 
+class DisruptionRecord(WireModel):
+    """One run of a trial that a disruption ended (engine.disruption)."""
+
+    reason: str = Field(description="Preempted, Evicted, Drained, NodeLost or Interrupted.")
+    message: str = ""
+    time: str | None = None
+    run: str | None = Field(default=None, description="The run it ended: a pod's name.")
+    node: str | None = None
+
+
 class TrialStatus(WireModel):
     phase: TrialPhaseName = "Pending"
     reason: str | None = None
@@ -97,6 +107,15 @@ class TrialStatus(WireModel):
     )
     last_sequence: int | None = Field(
         default=None, description="The last observation sequence number stored."
+    )
+    disruptions: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many runs of this trial a disruption ended (preemption, eviction, "
+        "a drain, a lost node); each ran again, none counts as a failure or a retry.",
+    )
+    disruption_history: list[DisruptionRecord] | None = Field(
+        default=None, description="The latest disruptions, oldest first (bounded)."
     )
     observed_generation: int | None = None
 
@@ -123,6 +142,7 @@ class TrialCounts(WireModel):
     pruned: int = 0
     cancelled: int = 0
     retried: int = 0
+    disruptions: int = Field(default=0, description="Runs ended by disruptions, in all trials.")
     total: int = 0
 
 

@@ -35,6 +35,7 @@ class Ledger:
         self.runs: dict[int, dict[int, TrialRecord]] = {}  # k -> repeat -> latest attempt
         self.phases: dict[str, int] = {}  # lower-case phase -> latest attempts
         self.retried = 0  # attempts > 0
+        self.disruptions = 0  # runs ended by disruption, over every attempt
         self.failed = 0  # outcomes
         self.succeeded = 0
         self.configs_succeeded = 0
@@ -74,6 +75,7 @@ class Ledger:
         for view in views:
             self.views[view.name] = view
             self.retried += view.attempt > 0
+            self.disruptions += view.disruptions
         index = latest.index
         self.indices.add(index)
         self.outcome[index] = outcome

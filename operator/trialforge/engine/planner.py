@@ -439,5 +439,6 @@ def _counts(world: _World, ledger: Ledger) -> dict[str, int]:
         phase = stopping[view.name].phase if view.name in stopping else view.phase
         counts[phase.lower()] += 1
     counts["retried"] = ledger.retried + sum(1 for v in world.live if v.attempt > 0)
+    counts["disruptions"] = ledger.disruptions + sum(v.disruptions for v in world.live)
     counts["total"] = len(ledger.indices) + len(world.latest)
     return counts
