@@ -118,6 +118,16 @@ def test_job_is_owned_labelled_and_never_retried_by_kubernetes() -> None:
     }
     spec = job["spec"]
     assert spec["backoffLimit"] == 0
+    # A disrupted pod is no failure of the Job: it is replaced (engine.disruption counts it).
+    assert spec["podFailurePolicy"] == {
+        "rules": [
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            }
+        ]
+    }
+    assert spec["podReplacementPolicy"] == "Failed"
     assert spec["activeDeadlineSeconds"] == 1800
     assert "suspend" not in spec and "completionMode" not in spec
     pod = spec["template"]

@@ -182,7 +182,24 @@ def _job_spec(experiment: Experiment, template: dict[str, Any]) -> dict[str, Any
     workers = spec.trial.workers
     # No ttlSecondsAfterFinished: the Job stays until its Trial goes, so its
     # outcome can always be read back after an operator restart.
-    job_spec: dict[str, Any] = {"backoffLimit": 0, "template": template}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        # A pod that a disruption ended (preemption, eviction, a drain, a lost
+        # node: its DisruptionTarget condition) is no failure of the Job: the
+        # Job controller makes a new pod, once the old one has ended, and the
+        # operator counts the disruption (engine.disruption decides whether
+        # the trial may go on: spec.trial.maxDisruptions).
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                }
+            ]
+        },
+        "podReplacementPolicy": "Failed",
+        "template": template,
+    }
     timeout = spec.trial.timeout_seconds
     if timeout is not None:
         job_spec["activeDeadlineSeconds"] = max(1, int(timeout))
