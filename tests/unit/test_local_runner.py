@@ -826,3 +826,31 @@ def test_a_trial_disrupted_more_than_max_disruptions_fails(tmp_path: Path) -> No
     assert (record.phase, record.reason, record.disruptions) == ("Failed", "TooManyDisruptions", 1)
     assert len(_starts(out, "tiny-0")) == 1  # not run again
     assert result.phase == "Failed"
+
+
+def test_a_disrupted_trial_resumes_from_its_checkpoint_and_repeats_no_step(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(
+        out, "--steps", "4", "--sleep", "0.05", "--gate-from", "0", "--checkpoint",
+        budget={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 0},
+    )  # fmt: skip
+    thread, box = _run_in_thread(doc, tmp_path)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 1, 30, "the first run")
+    checkpoints = tmp_path / "run" / "checkpoints" / "tiny-0"
+    wait_for(lambda: (checkpoints / "state.json").exists(), 30, "a first checkpoint")
+    time.sleep(0.3)
+    os.kill(_starts(out, "tiny-0")[0], signal.SIGTERM)  # the trainer saves and exits 143
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 2, 30, "the trial to run again")
+    (out / "gate").touch()
+    thread.join(60)
+    result = box["result"]
+    assert result.phase == "Succeeded", result.message
+    (record,) = result.records
+    assert (record.phase, record.attempt, record.disruptions) == ("Succeeded", 0, 1)
+    resumes = [int(e[2]) for e in trainer_events(out) if e[0] == "resume"]
+    assert resumes[0] == 0 and resumes[1] > 0, resumes  # the second run began past step 0
+    steps = [o.step for o in RunDirectory(tmp_path / "run").load_observations("tiny-0")]
+    assert steps == list(range(len(steps))), steps  # complete, in order, none repeated
+    assert record.checkpoint_step == steps[-1]
+    env_dir = json.loads((checkpoints / "state.json").read_text())
+    assert env_dir["step"] == steps[-1]

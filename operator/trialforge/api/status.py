@@ -117,6 +117,11 @@ class TrialStatus(WireModel):
     disruption_history: list[DisruptionRecord] | None = Field(
         default=None, description="The latest disruptions, oldest first (bounded)."
     )
+    checkpoint_step: int | None = Field(
+        default=None,
+        description="The last step the trainer saved a checkpoint of "
+        "(trialforge.report(..., checkpoint=True)); a run after a disruption resumes there.",
+    )
     observed_generation: int | None = None
 
 

@@ -54,12 +54,14 @@ How the runtimes find a disruption (they observe, this module decides):
 from __future__ import annotations
 
 import enum
+import math
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from trialforge.api.experiment import ExperimentSpec
+from trialforge.api.observation import Observation
 from trialforge.engine.record import rfc3339
 
 # The newest entries of status.disruptionHistory that a Trial keeps.
@@ -144,6 +146,18 @@ def disrupted(
             f"(disruption {n} of at most {limit}, not a failure)",
         )
     return out
+
+
+def last_checkpoint(observations: Iterable[Observation], metric: str) -> int | None:
+    """The step of the last checkpoint a trainer reported: the latest value of
+    ``metric`` (metrics.contract.CHECKPOINT_METRIC, what
+    ``trialforge.report(step, checkpoint=True)`` sends); None if it saved none."""
+    step = None
+    for obs in observations:
+        value = obs.metrics.get(metric)
+        if value is not None and math.isfinite(value):
+            step = int(value)
+    return step
 
 
 # Signals that end a local trainer from outside the runner and count as a

@@ -92,6 +92,7 @@ class TrialRecord:
     # Runs that a disruption ended (engine.disruption): counted apart, never a failure.
     disruptions: int = 0
     disruption_history: tuple[Mapping[str, Any], ...] = ()
+    checkpoint_step: int | None = None
     junk_lines: int = 0  # output lines that were not observations (local)
 
     def disruption_status(self) -> dict[str, Any]:
@@ -205,6 +206,7 @@ STATUS_FIELDS: dict[str, str] = {
     "gpuSeconds": "gpu_seconds",
     "disruptions": "disruptions",
     "disruptionHistory": "disruption_history",
+    "checkpointStep": "checkpoint_step",
 }
 _TIMES = frozenset({"start_time", "completion_time"})
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trialforge.api.experiment import Experiment
+from trialforge.api.trial import trial_name
 from trialforge.engine.template import substitute_container, substitute_text, trial_environment
 from trialforge.kube import names
 from trialforge.metrics import contract as c
@@ -82,6 +83,7 @@ def build_job(
     if workers > 1:
         pod_spec["subdomain"] = name  # the headless Service's name
     _fill_containers(pod_spec, tspec["parameters"], extra)
+    _mount_checkpoints(experiment, pod_spec, int(tspec["index"]))
     if ingest_url and collector_image:
         add_collector(experiment, pod_spec, ingest_url, collector_image, workers > 1, token_ref)
 
@@ -175,6 +177,37 @@ def _fill_containers(
     pod_spec["containers"] = containers
     for container in pod_spec.get("initContainers") or []:
         _quantities_as_strings(container)
+
+
+def checkpoint_sub_path(experiment: str, index: int) -> str:
+    """A trial's directory in the checkpoint volume: the same for all its runs and attempts."""
+    return f"{experiment}/{trial_name(experiment, index)}"
+
+
+def _mount_checkpoints(experiment: Experiment, pod_spec: dict[str, Any], index: int) -> None:
+    """The trial's sub-path of spec.trial.checkpoint's volume, in every main container
+    at its mountPath, and TRIALFORGE_CHECKPOINT_DIR saying where (docs/checkpoints.md).
+
+    The kubelet creates the sub-path; nothing here or in the trainer's client
+    replaces or re-permissions the mount point itself."""
+    checkpoint = experiment.spec.trial.checkpoint
+    if checkpoint is None:
+        return
+    mount = {
+        "name": checkpoint.volume,
+        "mountPath": checkpoint.mount_path,
+        "subPath": checkpoint_sub_path(experiment.name, index),
+    }
+    env = {"name": c.ENV_CHECKPOINT_DIR, "value": checkpoint.mount_path}
+    for container in pod_spec.get("containers") or []:
+        mounts = [
+            m
+            for m in container.get("volumeMounts") or []
+            if m.get("mountPath") != checkpoint.mount_path
+        ]
+        container["volumeMounts"] = [*mounts, dict(mount)]
+        others = [e for e in container.get("env") or [] if e.get("name") != c.ENV_CHECKPOINT_DIR]
+        container["env"] = [*others, dict(env)]
 
 
 def _job_spec(experiment: Experiment, template: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from trialforge.engine.record import TrialRecord, rfc3339, timestamp
 from trialforge.engine.status import outcome_status
 from trialforge.kube import names
 from trialforge.kube.disruption import is_disrupted, node_not_ready, pod_disruption
+from trialforge.metrics.contract import CHECKPOINT_METRIC
 
 GPU = "nvidia.com/gpu"
 GPU_PRODUCT = "nvidia.com/gpu.product"  # the NVIDIA GPU operator's node label
@@ -186,6 +187,9 @@ def _observe_run(
             # scale); where it runs comes with the Running write.
             out.clear()
     # else: the Job waits for its pod to be created; nothing worth a write yet.
+    checkpoint = ((status.get("metrics") or {}).get(CHECKPOINT_METRIC) or {}).get("latest")
+    if checkpoint is not None and out.get("phase") not in TERMINAL_PHASES:
+        out["checkpointStep"] = int(checkpoint)  # trialforge.report(..., checkpoint=True)
     changed = {k: v for k, v in out.items() if status.get(k) != v}
     if set(changed) <= {"startTime"}:
         changed = {}  # written with the next real change (Running, or the end)
@@ -230,6 +234,9 @@ def _concluded(
             failure = _pod_reason(pods)
             if failure is None and not exit_code:
                 failure = reason  # the Job failed and no container says why
+    checkpoint = ((status.get("metrics") or {}).get(CHECKPOINT_METRIC) or {}).get("latest")
+    if checkpoint is not None:
+        out["checkpointStep"] = int(checkpoint)
     history = status.get("history") or {}
     outcome = conclude(spec, 0 if complete else exit_code, observations_from(history), failure)
     out.update(outcome_status(outcome))

@@ -26,7 +26,12 @@ from trialforge.api.observation import Observation
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
 from trialforge.engine.changes import changed_fields, refused_changes
-from trialforge.engine.disruption import Disruption, disrupted, local_disruption
+from trialforge.engine.disruption import (
+    Disruption,
+    disrupted,
+    last_checkpoint,
+    local_disruption,
+)
 from trialforge.engine.history import by_step, continued, merge_metric, rules
 from trialforge.engine.objective import conclude
 from trialforge.engine.planner import (
@@ -41,6 +46,7 @@ from trialforge.engine.status import experiment_status, outcome_status, stop_sta
 from trialforge.engine.template import substitute_text, trial_environment
 from trialforge.local.process import TrialProcess
 from trialforge.local.rundir import RunDirectory, state_of
+from trialforge.metrics.contract import CHECKPOINT_METRIC, ENV_CHECKPOINT_DIR
 from trialforge.metrics.parsers import ObservationReader, make_parser
 
 # Seconds a trial's start waits to be written (see LocalRunner.__init__).
@@ -380,6 +386,8 @@ class LocalRunner:
                 continue
             ended = dataclasses.replace(
                 record,
+                checkpoint_step=last_checkpoint(self.observations[name], CHECKPOINT_METRIC)
+                or record.checkpoint_step,
                 exit_code=process.exit_code,
                 completion_time=time.time(),
                 junk_lines=process.reader.junk,
@@ -425,6 +433,9 @@ class LocalRunner:
             artifact_uri=process.artifact_uri or record.artifact_uri,
         )
         self._earlier[name] = self._observed(name, updated)
+        checkpoint = last_checkpoint(self._earlier[name], CHECKPOINT_METRIC)
+        if checkpoint is not None:
+            updated = dataclasses.replace(updated, checkpoint_step=checkpoint)
         self.observations[name] = list(self._earlier[name])
         self._histories.pop(name, None)
         # With its observations so far, so that a resume continues its history.
@@ -489,6 +500,10 @@ class LocalRunner:
         env.update(
             trial_environment(self.name, record.name, parameters, record.seed, record.attempt)
         )
+        # Every run and attempt of the trial shares one directory (docs/checkpoints.md).
+        checkpoints = self.dir.checkpoint_dir(trial_name(self.name, record.index))
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        env[ENV_CHECKPOINT_DIR] = str(checkpoints)
         process = TrialProcess(
             record.name,
             argv,

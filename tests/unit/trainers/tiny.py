@@ -40,6 +40,11 @@ parser.add_argument("--slow", default="", help="I,J,...: these trials run 200 st
 parser.add_argument("--bad-from", type=int, help="indices >= this: terrible loss, slowly")
 parser.add_argument("--gate-from", type=int, help="indices >= this wait for OUT/gate")
 parser.add_argument("--dump", action="store_true", help="write argv and env to OUT")
+parser.add_argument(
+    "--checkpoint",
+    action="store_true",
+    help="save each step in TRIALFORGE_CHECKPOINT_DIR, resume from it, save on SIGTERM",
+)
 args, _extra = parser.parse_known_args()
 
 trial = os.environ.get("TRIALFORGE_TRIAL", "none-0")
@@ -59,7 +64,24 @@ def note(line: str) -> None:
 
 
 def report(step: int, loss: float) -> None:
-    print(json.dumps({"step": step, "loss": loss}), flush=True)
+    line: dict = {"step": step, "loss": loss}
+    if args.checkpoint:
+        save(step)
+        line["trialforge_checkpoint"] = step  # what trialforge.report(checkpoint=True) adds
+    print(json.dumps(line), flush=True)
+
+
+def save(step: int) -> None:
+    # Inside the directory, never the directory itself (it may be a mount point).
+    folder = Path(os.environ["TRIALFORGE_CHECKPOINT_DIR"])
+    tmp = folder / "state.json.tmp"
+    tmp.write_text(json.dumps({"step": step}))
+    os.replace(tmp, folder / "state.json")
+
+
+def resumed() -> int:
+    path = Path(os.environ["TRIALFORGE_CHECKPOINT_DIR"]) / "state.json"
+    return json.loads(path.read_text())["step"] + 1 if path.exists() else 0
 
 
 if args.ignore_term:
@@ -83,7 +105,10 @@ bad = args.bad_from is not None and index >= args.bad_from
 slow = bad or str(index) in args.slow.split(",")
 values = [float(v) for v in args.values.split(",")] if args.values else None
 gated = args.gate_from is not None and index >= args.gate_from
-step = 0
+step = resumed() if args.checkpoint else 0
+if args.checkpoint:
+    note(f"resume {trial} {step}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 while step < (200 if slow else args.steps) or (gated and not (args.out / "gate").exists()):
     for _ in range(args.junk):
         print("epoch progress: ####---- (not a metric)", flush=True)
