@@ -755,6 +755,7 @@ def _run_in_thread(doc: dict[str, Any], tmp_path: Path) -> tuple[Any, dict[str, 
 
     box: dict[str, Any] = {}
     runner = LocalRunner(load_experiment(doc), tmp_path / "run", tmp_path, stop_grace=STOP_GRACE)
+    box["runner"] = runner
     thread = threading.Thread(target=lambda: box.setdefault("result", runner.run()), daemon=True)
     thread.start()
     return thread, box
@@ -854,3 +855,36 @@ def test_a_disrupted_trial_resumes_from_its_checkpoint_and_repeats_no_step(tmp_p
     assert record.checkpoint_step == steps[-1]
     env_dir = json.loads((checkpoints / "state.json").read_text())
     assert env_dir["step"] == steps[-1]
+
+
+def test_the_checkpointing_digits_example_resumes_after_a_disruption(tmp_path: Path) -> None:
+    """examples/trainers/digits_checkpoint.py (docs/checkpoints.md): stopped by SIGTERM
+    mid-training, it saves, runs again, resumes from its epoch and repeats none."""
+    repo = Path(__file__).resolve().parents[2]
+    doc = yaml.safe_load((repo / "examples" / "digits-checkpoint.yaml").read_text())
+    doc["spec"]["budget"] = {"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 0}
+    container = doc["spec"]["trial"]["template"]["spec"]["containers"][0]
+    container["command"] = [
+        "python", str(repo / "examples" / "trainers" / "digits_checkpoint.py"),
+        "--lr=${params.lr}", "--hidden=${params.hidden}", "--epochs=12", "--epoch-pause=0.3",
+    ]  # fmt: skip
+    thread, box = _run_in_thread(doc, tmp_path)
+    run = tmp_path / "run"
+    log = run / "trials" / "digits-ckpt-0.log"
+
+    def epochs_done() -> int:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return sum(1 for line in lines if line.startswith("{"))
+
+    wait_for(lambda: epochs_done() >= 3, 60, "three epochs")
+    process = box["runner"].processes["digits-ckpt-0"]
+    os.kill(process._proc.pid, signal.SIGTERM)
+    thread.join(120)
+    result = box["result"]
+    assert result.phase == "Succeeded", result.message
+    (record,) = result.records
+    assert (record.disruptions, record.attempt, record.checkpoint_step) == (1, 0, 12)
+    assert "resuming after epoch" in log.read_text()  # the second run's output
+    steps = [o.step for o in RunDirectory(run).load_observations("digits-ckpt-0")]
+    assert steps == list(range(1, 13))
+    assert (run / "checkpoints" / "digits-ckpt-0" / "checkpoint.pkl").exists()

@@ -1,0 +1,221 @@
+"""Disruption is not failure, on the real control plane (issue 22, items 1 and 4).
+
+The real operator process, kwok pods that end on schedule, a Reporter thread
+playing the collector.  The control plane itself disrupts the pods: the
+Eviction API (the apiserver adds DisruptionTarget), a deleted node (the pod
+garbage collector), a node that stops answering (the node lifecycle
+controller's taint and the taint manager).  The Job ignores such pods
+(podFailurePolicy) and replaces them; the operator counts the disruption and
+the trial goes on as the same Trial, never as a failure or a retry.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from clusterlib import KubeCluster, tfcluster
+from operatorlib import Cluster, OperatorProcess, Reporter, experiment
+
+pytestmark = pytest.mark.cluster
+
+
+def curve(trial: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
+    x = float(trial["spec"]["parameters"]["x"])
+    return [(1, {"loss": x + 1.0}), (2, {"loss": x})]
+
+
+def on_nodes(xp: dict[str, Any], label: str) -> dict[str, Any]:
+    """The experiment's pods run only on nodes labelled ``trialforge.io/pool=<label>``."""
+    xp = copy.deepcopy(xp)
+    xp["spec"]["trial"]["template"]["spec"]["nodeSelector"] = {"trialforge.io/pool": label}
+    return xp
+
+
+def add_node(cluster: KubeCluster, name: str, pool: str) -> None:
+    node = tfcluster.gpu_node_manifest(name, gpus=8)
+    node["metadata"]["labels"]["trialforge.io/pool"] = pool
+    cluster.apply(node)
+    cluster.kubectl("wait", "--for=condition=Ready", "--timeout=60s", f"node/{name}", timeout=90)
+
+
+def delete_node(cluster: KubeCluster, name: str) -> None:
+    cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+def running_pod(kube: Cluster, name: str) -> Any | None:
+    for pod in kube.pods(name):
+        if pod.status.phase == "Running" and not pod.metadata.deletion_timestamp:
+            return pod
+    return None
+
+
+def evict(kube: Cluster, pod: Any) -> None:
+    from kubernetes import client
+
+    body = client.V1Eviction(
+        metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=kube.ns)
+    )
+    kube.core.create_namespaced_pod_eviction(pod.metadata.name, kube.ns, body)
+
+
+def history_steps(trial: dict[str, Any]) -> list[int]:
+    return [p["step"] for p in ((trial.get("status") or {}).get("history") or {}).get("loss", [])]
+
+
+def assert_ran_again_as_the_same_trial(kube: Cluster, name: str, done: dict[str, Any]) -> None:
+    kube.check(done["phase"] == "Succeeded", f"status: {done}")
+    for trial in kube.trials(name):
+        st = trial["status"]
+        kube.check(trial["spec"].get("attempt", 0) == 0, f"{trial['metadata']['name']} retried")
+        kube.check(st["phase"] == "Succeeded", f"{trial['metadata']['name']}: {st}")
+        kube.check(history_steps(trial) == [1, 2], f"history: {st.get('history')}")
+    kube.check(done["trials"]["failed"] == 0 and done["trials"]["retried"] == 0, f"{done}")
+    kube.check(not kube.events("TrialFailed"), "a TrialFailed event")
+
+
+def test_an_evicted_trial_pod_reruns_the_trial_as_a_disruption(
+    cluster: KubeCluster, namespace: str, operator: OperatorProcess, kube: Cluster
+) -> None:
+    name = "evicted"
+    kube.create(experiment(name, max_trials=1, parallelism=1, max_failed=0, run_seconds="4"))
+    with Reporter(cluster, namespace, operator.port, curve) as reporter:
+        pod = kube.until(lambda: running_pod(kube, name), 40, "the trial's pod running")
+        evict(kube, pod)
+        trial = kube.until(
+            lambda: (t := kube.trial(f"{name}-0")).get("status", {}).get("disruptions") and t,
+            30,
+            "the trial to count the eviction",
+        )
+        st = trial["status"]
+        (entry,) = st["disruptionHistory"]
+        kube.check(entry["reason"] == "Evicted", f"disruption: {entry}")
+        kube.check(entry["run"] == pod.metadata.name, f"disruption: {entry}")
+        kube.check(st["phase"] in ("Pending", "Running"), f"status: {st}")
+        kube.until(
+            lambda: (p := running_pod(kube, name)) and p.metadata.name != pod.metadata.name,
+            40,
+            "the Job's new pod running",
+        )
+        done = kube.until(lambda: kube.finished(name), 60, "the experiment to finish")
+    kube.check(not reporter.errors, f"reporter errors: {reporter.errors}")
+    assert_ran_again_as_the_same_trial(kube, name, done)
+    kube.check(done["trials"]["disruptions"] == 1, f"counts: {done['trials']}")
+    (job,) = kube.jobs(name)
+    kube.check(job.status.succeeded == 1 and not job.status.failed, f"job: {job.status}")
+    kube.check(len(kube.events("TrialDisrupted")) >= 1, "no TrialDisrupted event")
+
+
+def test_a_deleted_node_reruns_its_trial_as_node_lost(
+    cluster: KubeCluster, namespace: str, operator: OperatorProcess, kube: Cluster
+) -> None:
+    name = "nodelost"
+    first, second = f"lost-a-{namespace[-6:]}", f"lost-b-{namespace[-6:]}"
+    add_node(cluster, first, namespace)
+    try:
+        xp = on_nodes(experiment(name, max_trials=1, max_failed=0, run_seconds="4"), namespace)
+        kube.create(xp)
+        with Reporter(cluster, namespace, operator.port, curve) as reporter:
+            pod = kube.until(lambda: running_pod(kube, name), 40, "the trial's pod running")
+            kube.check(pod.spec.node_name == first, f"the pod runs on {pod.spec.node_name}")
+            add_node(cluster, second, namespace)
+            delete_node(cluster, first)
+            # The pod garbage collector removes pods of a deleted node (within about a minute).
+            trial = kube.until(
+                lambda: (t := kube.trial(f"{name}-0")).get("status", {}).get("disruptions") and t,
+                120,
+                "the trial to count its lost node",
+            )
+            (entry,) = trial["status"]["disruptionHistory"]
+            kube.check(entry["reason"] == "NodeLost", f"disruption: {entry}")
+            kube.check(entry["node"] == first, f"disruption: {entry}")
+            done = kube.until(lambda: kube.finished(name), 90, "the experiment to finish")
+        kube.check(not reporter.errors, f"reporter errors: {reporter.errors}")
+        assert_ran_again_as_the_same_trial(kube, name, done)
+        kube.check(kube.trial(f"{name}-0")["status"]["node"] == second, "it ran again elsewhere")
+    finally:
+        delete_node(cluster, first)
+        delete_node(cluster, second)
+
+
+def test_max_failed_trials_zero_with_every_trial_disrupted_once_still_succeeds(
+    cluster: KubeCluster, namespace: str, operator: OperatorProcess, kube: Cluster
+) -> None:
+    name = "alldisrupted"
+    kube.create(experiment(name, max_trials=3, parallelism=3, max_failed=0, run_seconds="5"))
+    evicted: set[str] = set()
+
+    def evict_each_once() -> bool:
+        for pod in kube.pods(name):
+            trial = (pod.metadata.labels or {}).get("trialforge.io/trial")
+            if (
+                trial not in evicted
+                and pod.status.phase == "Running"
+                and not pod.metadata.deletion_timestamp
+            ):
+                evict(kube, pod)
+                evicted.add(trial)
+        return len(evicted) == 3
+
+    with Reporter(cluster, namespace, operator.port, curve) as reporter:
+        kube.until(evict_each_once, 60, "each trial's first pod evicted")
+        done = kube.until(lambda: kube.finished(name), 90, "the experiment to finish")
+    kube.check(not reporter.errors, f"reporter errors: {reporter.errors}")
+    assert_ran_again_as_the_same_trial(kube, name, done)
+    trials = kube.trials(name)
+    kube.check(len(trials) == 3, f"{len(trials)} trials")
+    kube.check(all(t["status"]["disruptions"] == 1 for t in trials), "disruptions per trial")
+    kube.check(done["trials"]["disruptions"] == 3, f"counts: {done['trials']}")
+
+
+def test_a_node_that_stops_answering_is_handled_by_taint_based_eviction(
+    cluster: KubeCluster, namespace: str, operator: OperatorProcess, kube: Cluster
+) -> None:
+    """kwok stops heartbeating a node it no longer manages: the node lifecycle controller
+    marks it unreachable, the Trial says NodeNotReady, the taint manager evicts the pod once
+    its toleration (5 s here) runs out, and the trial runs again elsewhere."""
+    name = "notready"
+    first, second = f"mute-a-{namespace[-6:]}", f"mute-b-{namespace[-6:]}"
+    add_node(cluster, first, namespace)
+    try:
+        xp = on_nodes(experiment(name, max_trials=1, max_failed=0, run_seconds="forever"),
+                      namespace)  # fmt: skip
+        xp["spec"]["trial"]["template"]["spec"]["tolerations"] = [
+            {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+            for key in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+        ]
+        kube.create(xp)
+        pod = kube.until(lambda: running_pod(kube, name), 40, "the trial's pod running")
+        kube.check(pod.spec.node_name == first, f"the pod runs on {pod.spec.node_name}")
+        add_node(cluster, second, namespace)
+        # No longer kwok's: nobody renews its lease.
+        cluster.kubectl("annotate", "node", first, "kwok.x-k8s.io/node-")
+        trial = kube.until(
+            lambda: (t := kube.trial(f"{name}-0"))["status"].get("reason") == "NodeNotReady" and t,
+            150,
+            "the Trial to say its node is not ready",
+        )
+        kube.check(first in trial["status"]["message"], f"status: {trial['status']}")
+        # Once evicted, the pod waits on a node that cannot confirm it has stopped;
+        # declaring the node out of service lets the pod garbage collector remove it.
+        cluster.kubectl(
+            "taint", "node", first, "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute"
+        )
+        trial = kube.until(
+            lambda: (t := kube.trial(f"{name}-0"))["status"].get("disruptions") and t,
+            120,
+            "the trial to count the eviction from its lost node",
+        )
+        (entry,) = trial["status"]["disruptionHistory"]
+        kube.check(entry["reason"] == "NodeLost", f"disruption: {entry}")
+        kube.until(
+            lambda: (p := running_pod(kube, name)) and p.spec.node_name == second,
+            60,
+            "the trial running again on the other node",
+        )
+        st = kube.trial(f"{name}-0")["status"]
+        kube.check(st["phase"] == "Running", f"status: {st}")
+    finally:
+        delete_node(cluster, first)
+        delete_node(cluster, second)
