@@ -270,6 +270,7 @@ def trial_crd() -> dict[str, Any]:
             _col("Phase", ".status.phase"),
             _col("Objective", ".status.objective", "number"),
             _col("Attempt", ".spec.attempt", "integer"),
+            _col("Disruptions", ".status.disruptions", "integer"),
             _col("Reason", ".status.reason", priority=1),
             _col("Node", ".status.node", priority=1),
             _col("Age", ".metadata.creationTimestamp", "date"),

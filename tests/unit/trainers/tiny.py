@@ -40,6 +40,7 @@ parser.add_argument("--slow", default="", help="I,J,...: these trials run 200 st
 parser.add_argument("--bad-from", type=int, help="indices >= this: terrible loss, slowly")
 parser.add_argument("--gate-from", type=int, help="indices >= this wait for OUT/gate")
 parser.add_argument("--dump", action="store_true", help="write argv and env to OUT")
+parser.add_argument("--note-steps", action="store_true", help="a 'step' event per step")
 parser.add_argument(
     "--checkpoint",
     action="store_true",
@@ -106,9 +107,12 @@ slow = bad or str(index) in args.slow.split(",")
 values = [float(v) for v in args.values.split(",")] if args.values else None
 gated = args.gate_from is not None and index >= args.gate_from
 step = resumed() if args.checkpoint else 0
+stopping: list[int] = []
 if args.checkpoint:
     note(f"resume {trial} {step}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # As a trainer that saves on SIGTERM does: finish the step (reported and
+    # saved), then leave with 128 + SIGTERM.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 while step < (200 if slow else args.steps) or (gated and not (args.out / "gate").exists()):
     for _ in range(args.junk):
         print("epoch progress: ####---- (not a metric)", flush=True)
@@ -123,6 +127,10 @@ while step < (200 if slow else args.steps) or (gated and not (args.out / "gate")
     if args.nan_at is not None and step >= args.nan_at:
         loss = float("nan")
     report(step, loss)
+    if args.note_steps:
+        note(f"step {trial} {os.getpid()} {step}")
+    if stopping:
+        sys.exit(128 + signal.SIGTERM)
     step += 1
     time.sleep(0.05 if slow else args.sleep)
 
