@@ -173,3 +173,16 @@ def test_the_cache_keeps_a_deleted_disrupted_pod_for_the_reconcile() -> None:
     assert [p["metadata"]["name"] for p in cache.items("pods", "ns", "xp")] == ["mnist-3-aaa"]
     clock.now += TOMBSTONE_SECONDS + 1
     assert cache.items("pods", "ns", "xp") == []
+
+
+def test_gpu_seconds_leave_out_the_time_a_trial_was_paused() -> None:
+    """Paused at T0+10 s (the reconciler banked 2 GPUs x 10 s = 20), resumed at T0+20 s in
+    a new pod: the conclusion adds the new run only, not the 10 s it waited."""
+    spec = xp().spec
+    trial = running_trial([(1, 0.5)])
+    trial["status"]["gpuSeconds"] = 20.0
+    pod = replacement("Succeeded")
+    pod["status"]["startTime"] = pod["metadata"]["creationTimestamp"] = "2026-01-01T10:00:20Z"
+    done = trial_status_from(spec, trial, job_with({"type": "Complete"}), [pod]).status
+    assert done["phase"] == "Succeeded"
+    assert done["gpuSeconds"] == 20.0 + 2 * 10  # T1 is T0 + 30 s
