@@ -68,7 +68,7 @@ def full_record() -> TrialRecord:
         search_state={"trial": {"number": 3}, "study": {}}, junk_lines=2, role="repeat",
         config="c1", repeat=1, search_index=3, code_version="abc", data_version="v2",
         command=("python", "train.py"), node="host", gpu_type="H200", image_digest="img@sha256:1",
-        artifact_uri="file:///m", gpu_seconds=1.0, disruptions=1,
+        artifact_uri="file:///m", gpu_seconds=1.0, disruptions=1, checkpoint_step=4,
         disruption_history=({"reason": "Interrupted", "message": "m", "run": "xp-3-r1#0"},),
     )  # fmt: skip
 
