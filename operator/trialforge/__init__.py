@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trialforge.client import log_artifact, parameters, report, seed
+from trialforge.client import checkpoint_dir, log_artifact, parameters, report, seed
 
 if TYPE_CHECKING:
     from trialforge.api import Experiment, ExperimentSpec, Observation, Trial
@@ -49,6 +49,7 @@ __all__ = [
     "Observation",
     "Trial",
     "__version__",
+    "checkpoint_dir",
     "load_experiment",
     "load_experiment_file",
     "log_artifact",

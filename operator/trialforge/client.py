@@ -12,9 +12,12 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from trialforge.metrics.contract import (
+    CHECKPOINT_METRIC,
+    ENV_CHECKPOINT_DIR,
     ENV_PARAMS,
     ENV_REPORT_URL,
     ENV_SEED,
@@ -28,9 +31,19 @@ def _number(name: str, value: Any) -> float:
     return float(value)
 
 
-def report(step: int | None = None, **metrics: float) -> None:
-    """Report metrics for one step, e.g. ``report(step=epoch, val_accuracy=0.93)``."""
+def report(step: int | None = None, checkpoint: bool = False, **metrics: float) -> None:
+    """Report metrics for one step, e.g. ``report(step=epoch, val_accuracy=0.93)``.
+
+    ``checkpoint=True`` says a checkpoint of this step is saved (in
+    :func:`checkpoint_dir`): the trial records it as its last checkpoint step,
+    and a run that resumes from it continues the trial's history from there.
+    It travels as the metric ``trialforge_checkpoint`` (value: the step).
+    """
     values = {k: _number(k, v) for k, v in metrics.items()}
+    if checkpoint:
+        if step is None:
+            raise TypeError("report(checkpoint=True) needs the step the checkpoint is of")
+        values[CHECKPOINT_METRIC] = float(step)
     line: dict[str, Any] = {"step": step} if step is not None else {}
     line.update(values)
     url = os.environ.get(ENV_REPORT_URL)
@@ -84,6 +97,25 @@ def _push(url: str, body: bytes, attempts: int = 60) -> None:
             if not isinstance(exc.reason, ConnectionRefusedError) or attempt == attempts - 1:
                 raise
         time.sleep(min(2.0, 0.05 * 2**attempt))
+
+
+def checkpoint_dir() -> Path | None:
+    """The directory this trial keeps its checkpoints in, or None when it has none.
+
+    Every run and attempt of a trial gets the same directory (``TRIALFORGE_CHECKPOINT_DIR``):
+    locally a folder of the run directory, on a cluster the sub-path of the
+    volume ``spec.trial.checkpoint`` names.  Save into it (write a new file,
+    then rename it over the old one) and, at the start, resume from what is
+    there.  The directory itself may be a mount point: it is created when
+    missing, never replaced or re-permissioned.
+    """
+    raw = os.environ.get(ENV_CHECKPOINT_DIR)
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def parameters() -> dict[str, Any]:

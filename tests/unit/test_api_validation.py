@@ -112,6 +112,16 @@ def test_multi_objective_spec() -> None:
         (lambda s: s["budget"].update(deadline="soon"), "spec.budget.deadline", "pattern"),
         (lambda s: s["trial"].update(timeout="10 minutes"), "spec.trial.timeout", "pattern"),
         (
+            lambda s: s["trial"].update(maxDisruptions=-1),
+            "spec.trial.maxDisruptions",
+            "greater than or equal to 0",
+        ),
+        (
+            lambda s: s["trial"].update(maxDisruptions="many"),
+            "spec.trial.maxDisruptions",
+            "integer",
+        ),
+        (
             lambda s: s["search"].update(algorithm="bayes"),
             "spec.search.algorithm",
             "'bayes' is not allowed",

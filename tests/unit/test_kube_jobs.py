@@ -118,6 +118,16 @@ def test_job_is_owned_labelled_and_never_retried_by_kubernetes() -> None:
     }
     spec = job["spec"]
     assert spec["backoffLimit"] == 0
+    # A disrupted pod is no failure of the Job: it is replaced (engine.disruption counts it).
+    assert spec["podFailurePolicy"] == {
+        "rules": [
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            }
+        ]
+    }
+    assert spec["podReplacementPolicy"] == "Failed"
     assert spec["activeDeadlineSeconds"] == 1800
     assert "suspend" not in spec and "completionMode" not in spec
     pod = spec["template"]
@@ -131,6 +141,43 @@ def test_no_timeout_means_no_deadline() -> None:
     experiment = xp(trial={"timeout": None})
     job, _ = build_job(experiment, trial())
     assert "activeDeadlineSeconds" not in job["spec"]
+
+
+def test_a_checkpoint_volume_gives_every_attempt_of_a_trial_the_same_sub_path() -> None:
+    base = xp()
+    template = copy.deepcopy(base.spec.trial.template)
+    template["spec"]["volumes"] = [{"name": "ckpt", "persistentVolumeClaim": {"claimName": "c"}}]
+    experiment = xp(trial={"template": template, "checkpoint": {"volume": "ckpt"}})
+    first, _ = build_job(experiment, trial())
+    retry, _ = build_job(experiment, trial("mnist-3-r1", attempt=1))
+    for job in (first, retry):
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["volumeMounts"][-1] == {
+            "name": "ckpt",
+            "mountPath": "/checkpoints",
+            "subPath": "mnist/mnist-3",
+        }
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[c.ENV_CHECKPOINT_DIR] == "/checkpoints"
+    # Without spec.trial.checkpoint: no checkpoints on a cluster (the documented default).
+    (plain,) = build_job(xp(), trial())[0]["spec"]["template"]["spec"]["containers"]
+    assert c.ENV_CHECKPOINT_DIR not in {e["name"] for e in plain["env"]}
+
+
+def test_a_checkpoint_volume_must_be_one_of_the_template_s() -> None:
+    from trialforge.api.validation import ExperimentInvalid
+
+    with pytest.raises(ExperimentInvalid) as info:
+        xp(trial={"checkpoint": {"volume": "ckpt"}})
+    (error,) = info.value.errors
+    assert error.path == "spec.trial.checkpoint.volume"
+    assert "no volume named 'ckpt' in spec.trial.template.spec.volumes" in error.message
+    with pytest.raises(ExperimentInvalid) as info:
+        xp(trial={"checkpoint": {"volume": "Bad_Name", "mountPath": "relative"}})
+    assert {e.path for e in info.value.errors} == {
+        "spec.trial.checkpoint.volume",
+        "spec.trial.checkpoint.mountPath",
+    }
 
 
 def test_parameters_are_filled_in_command_args_env_labels_and_annotations() -> None:

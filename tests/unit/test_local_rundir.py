@@ -78,7 +78,8 @@ def full_record() -> TrialRecord:
         config="c1", repeat=1, search_index=3, warm_start="runDir old: 3 trials",
         code_version="abc", data_version="v2",
         command=("python", "train.py"), node="host", gpu_type="H200", image_digest="img@sha256:1",
-        artifact_uri="file:///m", gpu_seconds=1.0,
+        artifact_uri="file:///m", gpu_seconds=1.0, disruptions=1, checkpoint_step=4,
+        disruption_history=({"reason": "Interrupted", "message": "m", "run": "xp-3-r1#0"},),
     )  # fmt: skip
 
 

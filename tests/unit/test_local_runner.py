@@ -570,6 +570,9 @@ def test_interrupt_then_resume_finishes_without_repeating_a_trial(tmp_path: Path
     # The interrupted attempts start over: their output is that of the second run only.
     for name in ("tiny-2", "tiny-3"):
         assert [o.step for o in rd.load_observations(name)][:2] == [0, 1]
+        # The runner's own stop was a disruption of each (issue 22), not a failure.
+        assert by_name(records)[name].disruptions == 1
+        assert by_name(records)[name].disruption_history[0]["reason"] == "Interrupted"
     kinds = [e["event"] for e in rd.events()]
     assert kinds.index("Interrupted") < kinds.index("Resumed") < kinds.index("BudgetExhausted")
 
@@ -946,3 +949,146 @@ def test_a_warm_start_from_an_earlier_run_directory_is_told_and_resumes_the_same
     )  # fmt: skip
     cold_result = LocalRunner(load_experiment(cold), tmp_path / "cold", tmp_path).run()
     assert xs(cold_result) != xs(straight)  # the told trials changed the suggestions
+
+
+# --- disruptions (issue 22): a trainer stopped from outside runs again --------------------
+
+
+def _run_in_thread(doc: dict[str, Any], tmp_path: Path) -> tuple[Any, dict[str, Any]]:
+    import threading
+
+    box: dict[str, Any] = {}
+    runner = LocalRunner(load_experiment(doc), tmp_path / "run", tmp_path, stop_grace=STOP_GRACE)
+    box["runner"] = runner
+    thread = threading.Thread(target=lambda: box.setdefault("result", runner.run()), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _starts(out: Path, trial: str) -> list[int]:
+    return [int(e[2]) for e in trainer_events(out) if e[0] == "start" and e[1] == trial]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_trainer_stopped_from_outside_is_disrupted_and_runs_again(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    out = tmp_path / "out"
+    doc = experiment(
+        out, "--steps", "3", "--sleep", "0.02", "--gate-from", "0",
+        budget={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 0},
+    )  # fmt: skip
+    thread, box = _run_in_thread(doc, tmp_path)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 1, 30, "the first run")
+    wait_for(lambda: (tmp_path / "run" / "trials" / "tiny-0.log").exists(), 30, "its log")
+    time.sleep(0.2)  # a few steps reported
+    os.kill(_starts(out, "tiny-0")[0], sig)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 2, 30, "the trial to run again")
+    (out / "gate").touch()
+    thread.join(60)
+    result = box["result"]
+    assert result.phase == "Succeeded", result.message
+    (record,) = result.records
+    # The same trial (same name, attempt, parameters), counted apart, never as a failure.
+    assert (record.name, record.attempt, record.phase) == ("tiny-0", 0, "Succeeded")
+    assert record.disruptions == 1
+    assert record.disruption_history[0]["reason"] == "Interrupted"
+    assert sig.name in record.disruption_history[0]["message"]
+    assert result.plan.counts["failed"] == 0 and result.plan.counts["disruptions"] == 1
+    rd = RunDirectory(tmp_path / "run")
+    steps = [o.step for o in rd.load_observations("tiny-0")]
+    assert steps == sorted(set(steps)) and steps[0] == 0  # complete, no step repeated
+    events = [e["event"] for e in rd.events()]
+    assert "TrialDisrupted" in events and "TrialFailed" not in events
+    assert state_trials(rd)["disruptions"] == 1
+
+
+def state_trials(rd: RunDirectory) -> dict[str, Any]:
+    return rd.load_state()["trials"]
+
+
+def test_a_trainer_killed_with_sigkill_fails_as_the_oom_killer_would(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--gate-from", "0", "--sleep", "0.02")
+    thread, box = _run_in_thread(doc, tmp_path)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 1, 30, "the first run")
+    os.kill(_starts(out, "tiny-0")[0], signal.SIGKILL)
+    thread.join(60)
+    (record,) = box["result"].records
+    assert record.phase == "Failed" and record.disruptions == 0
+    assert record.exit_code == -signal.SIGKILL
+
+
+def test_a_trial_disrupted_more_than_max_disruptions_fails(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(out, "--gate-from", "0", "--sleep", "0.02", trial={"maxDisruptions": 0})
+    thread, box = _run_in_thread(doc, tmp_path)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 1, 30, "the first run")
+    os.kill(_starts(out, "tiny-0")[0], signal.SIGTERM)
+    thread.join(60)
+    result = box["result"]
+    (record,) = result.records
+    assert (record.phase, record.reason, record.disruptions) == ("Failed", "TooManyDisruptions", 1)
+    assert len(_starts(out, "tiny-0")) == 1  # not run again
+    assert result.phase == "Failed"
+
+
+def test_a_disrupted_trial_resumes_from_its_checkpoint_and_repeats_no_step(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = experiment(
+        out, "--steps", "4", "--sleep", "0.05", "--gate-from", "0", "--checkpoint",
+        budget={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 0},
+    )  # fmt: skip
+    thread, box = _run_in_thread(doc, tmp_path)
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 1, 30, "the first run")
+    checkpoints = tmp_path / "run" / "checkpoints" / "tiny-0"
+    wait_for(lambda: (checkpoints / "state.json").exists(), 30, "a first checkpoint")
+    time.sleep(0.3)
+    os.kill(_starts(out, "tiny-0")[0], signal.SIGTERM)  # the trainer saves and exits 143
+    wait_for(lambda: len(_starts(out, "tiny-0")) == 2, 30, "the trial to run again")
+    (out / "gate").touch()
+    thread.join(60)
+    result = box["result"]
+    assert result.phase == "Succeeded", result.message
+    (record,) = result.records
+    assert (record.phase, record.attempt, record.disruptions) == ("Succeeded", 0, 1)
+    resumes = [int(e[2]) for e in trainer_events(out) if e[0] == "resume"]
+    assert resumes[0] == 0 and resumes[1] > 0, resumes  # the second run began past step 0
+    steps = [o.step for o in RunDirectory(tmp_path / "run").load_observations("tiny-0")]
+    assert steps == list(range(len(steps))), steps  # complete, in order, none repeated
+    assert record.checkpoint_step == steps[-1]
+    env_dir = json.loads((checkpoints / "state.json").read_text())
+    assert env_dir["step"] == steps[-1]
+
+
+def test_the_checkpointing_digits_example_resumes_after_a_disruption(tmp_path: Path) -> None:
+    """examples/trainers/digits_checkpoint.py (docs/checkpoints.md): stopped by SIGTERM
+    mid-training, it saves, runs again, resumes from its epoch and repeats none."""
+    repo = Path(__file__).resolve().parents[2]
+    doc = yaml.safe_load((repo / "examples" / "digits-checkpoint.yaml").read_text())
+    doc["spec"]["budget"] = {"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 0}
+    container = doc["spec"]["trial"]["template"]["spec"]["containers"][0]
+    container["command"] = [
+        "python", str(repo / "examples" / "trainers" / "digits_checkpoint.py"),
+        "--lr=${params.lr}", "--hidden=${params.hidden}", "--epochs=12", "--epoch-pause=0.3",
+    ]  # fmt: skip
+    thread, box = _run_in_thread(doc, tmp_path)
+    run = tmp_path / "run"
+    log = run / "trials" / "digits-ckpt-0.log"
+
+    def epochs_done() -> int:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return sum(1 for line in lines if line.startswith("{"))
+
+    wait_for(lambda: epochs_done() >= 3, 60, "three epochs")
+    process = box["runner"].processes["digits-ckpt-0"]
+    os.kill(process._proc.pid, signal.SIGTERM)
+    thread.join(120)
+    result = box["result"]
+    assert result.phase == "Succeeded", result.message
+    (record,) = result.records
+    assert (record.disruptions, record.attempt, record.checkpoint_step) == (1, 0, 12)
+    assert "resuming after epoch" in log.read_text()  # the second run's output
+    steps = [o.step for o in RunDirectory(run).load_observations("digits-ckpt-0")]
+    assert steps == list(range(1, 13))
+    assert (run / "checkpoints" / "digits-ckpt-0" / "checkpoint.pkl").exists()

@@ -697,3 +697,19 @@ def test_each_pause_between_requests_is_drawn_from_half_to_one_and_a_half_interv
     # apart; on average one request per interval, as without the jitter.
     assert sum(pauses) / len(pauses) == pytest.approx(0.4, abs=0.01)
     assert sum(p < 0.4 for p in pauses) == pytest.approx(1000, abs=100)
+
+
+def test_a_new_pod_s_collector_numbers_after_the_earlier_runs_of_its_trial(
+    tmp_path: Path, ingest: Ingest
+) -> None:
+    """Issue 22's bug: a fresh collector of a trial that ran before (a pod the Job made
+    again after a disruption, a Pause and resume) began again at seq 1, and the operator
+    took its first observations for ones it had stored and dropped them."""
+    ingest.stored = [{"seq": s, "step": s - 1, "metrics": {"loss": 9.0}} for s in range(1, 6)]
+    lines = [json.dumps({"step": i, "loss": float(i)}) for i in range(3, 10)]  # resumed at 3
+    (tmp_path / contract.STDOUT_FILE).write_text("\n".join(lines) + "\n")
+    (tmp_path / contract.EXIT_FILE).write_text("0\n")
+    code, _ = run_collector(config(tmp_path, ingest.url))
+    assert code == 0
+    assert [o["seq"] for o in ingest.stored] == list(range(1, 13))
+    assert [o["step"] for o in ingest.stored[5:]] == list(range(3, 10))  # none dropped

@@ -273,6 +273,7 @@ def trial_crd() -> dict[str, Any]:
             _col("Objective", ".status.objective", "number"),
             _col("Attempt", ".spec.attempt", "integer"),
             _col("Feasible", ".status.feasible", "boolean"),
+            _col("Disruptions", ".status.disruptions", "integer"),
             _col("Reason", ".status.reason", priority=1),
             _col("Node", ".status.node", priority=1),
             _col("Age", ".metadata.creationTimestamp", "date"),

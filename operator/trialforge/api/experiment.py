@@ -343,12 +343,55 @@ class MetricsSpec(SpecModel):
         return value
 
 
+class CheckpointSpec(SpecModel):
+    """Where a trial's checkpoints live on a cluster (docs/checkpoints.md).
+
+    The volume is one of the pod template's own (a PersistentVolumeClaim, NFS,
+    ...): each trial gets its sub-path ``<experiment>/<experiment>-<index>``,
+    mounted at ``mountPath`` in every container, and ``TRIALFORGE_CHECKPOINT_DIR``
+    says where.  Every run and attempt of the trial sees the same directory.
+    Unset: no checkpoints on a cluster (a trial disrupted starts again).
+    """
+
+    volume: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The name of a volume in trial.template.spec.volumes that keeps "
+        "checkpoints beyond a pod (a PersistentVolumeClaim, NFS, ...).",
+    )
+    mount_path: str = Field(
+        default="/checkpoints",
+        pattern=r"^/[^:]*$",
+        max_length=1024,
+        description="Where the trial's directory is mounted (TRIALFORGE_CHECKPOINT_DIR).",
+    )
+
+
+# spec.trial.maxDisruptions by default: generous (a preemptible fleet disrupts
+# often), but a trial that is disrupted forever ends.
+DEFAULT_MAX_DISRUPTIONS = 10
+
+
 class TrialSpecTemplate(SpecModel):
     """How one trial runs: workers, retries, timeout, metrics and the pod template."""
 
     workers: int = Field(default=1, ge=1, le=1024)
     retries: int = Field(default=0, ge=0, le=100)
+    max_disruptions: int = Field(
+        default=DEFAULT_MAX_DISRUPTIONS,
+        ge=0,
+        le=1000,
+        description="How many times a trial may be disrupted (preempted, evicted, its node "
+        "lost) and run again before it fails with TooManyDisruptions. Disruptions never "
+        "count against retries or budget.maxFailedTrials.",
+    )
     timeout: str | None = Field(default=None, pattern=DURATION_PATTERN)
+    checkpoint: CheckpointSpec | None = Field(
+        default=None,
+        description="A volume for checkpoints, so a trial that runs again (after a "
+        "disruption, a pause) resumes. Unset: no checkpoints on a cluster.",
+    )
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     template: dict[str, Any] = Field(
         description="A PodTemplateSpec for one worker of a trial. "

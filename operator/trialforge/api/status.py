@@ -83,6 +83,16 @@ class Condition(WireModel):
     observed_generation: int | None = None
 
 
+class DisruptionRecord(WireModel):
+    """One run of a trial that a disruption ended (engine.disruption)."""
+
+    reason: str = Field(description="Preempted, Evicted, Drained, NodeLost or Interrupted.")
+    message: str = ""
+    time: str | None = None
+    run: str | None = Field(default=None, description="The run it ended: a pod's name.")
+    node: str | None = None
+
+
 class TrialStatus(WireModel):
     phase: TrialPhaseName = "Pending"
     reason: str | None = None
@@ -120,6 +130,20 @@ class TrialStatus(WireModel):
         description="The trainer's last output lines, kept when the trial ended "
         "(trialforge logs reads them once its pod is gone).",
     )
+    disruptions: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many runs of this trial a disruption ended (preemption, eviction, "
+        "a drain, a lost node); each ran again, none counts as a failure or a retry.",
+    )
+    disruption_history: list[DisruptionRecord] | None = Field(
+        default=None, description="The latest disruptions, oldest first (bounded)."
+    )
+    checkpoint_step: int | None = Field(
+        default=None,
+        description="The last step the trainer saved a checkpoint of "
+        "(trialforge.report(..., checkpoint=True)); a run after a disruption resumes there.",
+    )
     observed_generation: int | None = None
 
 
@@ -148,6 +172,7 @@ class TrialCounts(WireModel):
     infeasible: int = Field(
         default=0, description="Trials that succeeded but violated spec.constraints."
     )
+    disruptions: int = Field(default=0, description="Runs ended by disruptions, in all trials.")
     total: int = 0
 
 

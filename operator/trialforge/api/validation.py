@@ -387,6 +387,24 @@ def load_experiment_file(path: str, extra_checks: Iterable[SpecCheck] = ()) -> E
     return load_experiment(experiments[0], path, extra_checks)
 
 
+def _checkpoint_volume(spec: ExperimentSpec) -> Iterator[FieldError]:
+    """spec.trial.checkpoint.volume names a volume of the pod template."""
+    checkpoint = spec.trial.checkpoint
+    if checkpoint is None:
+        return
+    pod = spec.trial.template.get("spec") if isinstance(spec.trial.template, dict) else None
+    volumes = (pod or {}).get("volumes") if isinstance(pod, dict) else None
+    names = [v.get("name") for v in volumes or [] if isinstance(v, dict)]
+    if checkpoint.volume not in names:
+        known = ", ".join(repr(n) for n in names if n) or "none"
+        yield FieldError(
+            "spec.trial.checkpoint.volume",
+            f"no volume named {checkpoint.volume!r} in spec.trial.template.spec.volumes "
+            f"(volumes there: {known}); name the volume (e.g. a PersistentVolumeClaim) "
+            "that keeps the checkpoints",
+        )
+
+
 def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
     """Rules that span several parts of the spec."""
     objectives = spec.all_objectives
@@ -412,6 +430,8 @@ def check_spec(spec: ExperimentSpec) -> Iterator[FieldError]:
             "early stopping compares one metric across trials; it cannot be used "
             "with several objectives",
         )
+
+    yield from _checkpoint_volume(spec)
 
     names = [p.name for p in spec.parameters]
     for i, name in enumerate(names):

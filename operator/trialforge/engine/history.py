@@ -142,7 +142,9 @@ def merge(
     limit: int = MAX_HISTORY_POINTS,
     tails: Mapping[str, int] | None = None,
 ) -> dict[str, list[Point]]:
-    """The history with new observations appended, each metric downsampled.
+    """The history with new observations appended, each metric downsampled; new
+    points at or below a step already kept supersede the kept points from there
+    on (a run resumed after a disruption, see :func:`continued`).
 
     ``tails`` says how many last points of a metric must stay (an objective whose
     final value is the mean of its last k values).  New points become dicts only
@@ -156,6 +158,13 @@ def merge(
     for metric in kept_metrics(history, new, directions):
         old = list(history.get(metric) or [])
         added = new.get(metric) or []
+        if old and added:
+            # A run after a disruption reports again from the step its
+            # checkpoint reached (or from the start): its points supersede the
+            # earlier run's from that step on, so the history repeats no step.
+            low = min(s for s, _, _ in added)
+            if any(_step(p) >= low for p in old):
+                old = [p for p in old if _step(p) < low]
         steps = [_step(p) for p in old] + [s for s, _, _ in added]
         values: list[float | None] = [p.get("value") for p in old]
         values += [v if math.isfinite(v) else None for _, v, _ in added]
@@ -237,3 +246,22 @@ def observations_from(history: Mapping[str, Sequence[Point]]) -> list[Observatio
             if p.get("time") is not None:
                 times[int(p["step"])] = float(p["time"])
     return [Observation(s, at_step[s], times.get(s)) for s in sorted(at_step)]
+
+
+def continued(observations: Iterable[Observation]) -> list[Observation]:
+    """Observations of a trial's runs, in the order reported, as one history.
+
+    A run after a disruption reports from the step its checkpoint reached (or
+    from the start): a step at or below one already seen supersedes the
+    earlier run's observations from that step on (an equal step takes the
+    later values), as :func:`merge` keeps a history.  Within one run the steps
+    only grow, and nothing changes.
+    """
+    out: list[Observation] = []
+    for obs in observations:
+        while out and out[-1].step > obs.step:
+            out.pop()
+        if out and out[-1].step == obs.step:
+            obs = Observation(obs.step, {**out.pop().metrics, **obs.metrics}, obs.time)
+        out.append(obs)
+    return out

@@ -37,6 +37,7 @@ class Ledger:
         self.phases: dict[str, int] = {}  # lower-case phase -> latest attempts
         self.retried = 0  # attempts > 0
         self.infeasible = 0  # latest attempts that violated spec.constraints
+        self.disruptions = 0  # runs ended by disruption, over every attempt
         self.failed = 0  # outcomes
         self.succeeded = 0
         self.configs_succeeded = 0
@@ -103,6 +104,7 @@ class Ledger:
             self.views[view.name] = view
             self._ids.add(id(view))
             self.retried += view.attempt > 0
+            self.disruptions += view.disruptions
         index = latest.index
         self.indices.add(index)
         self.outcome[index] = outcome

@@ -468,5 +468,6 @@ def _counts(world: _World, ledger: Ledger) -> dict[str, int]:
     counts["infeasible"] = ledger.infeasible + sum(
         1 for v in world.latest.values() if v.feasible is False
     )
+    counts["disruptions"] = ledger.disruptions + sum(v.disruptions for v in world.live)
     counts["total"] = len(ledger.indices) + len(world.latest)
     return counts

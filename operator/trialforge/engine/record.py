@@ -94,7 +94,19 @@ class TrialRecord:
     completion_time: float | None = None
     exit_code: int | None = None
     gpu_seconds: float | None = None
+    # Runs that a disruption ended (engine.disruption): counted apart, never a failure.
+    disruptions: int = 0
+    disruption_history: tuple[Mapping[str, Any], ...] = ()
+    checkpoint_step: int | None = None
     junk_lines: int = 0  # output lines that were not observations (local)
+
+    def disruption_status(self) -> dict[str, Any]:
+        """The Trial status fields engine.disruption reads, from this record."""
+        return {
+            "disruptions": self.disruptions,
+            "disruptionHistory": [dict(d) for d in self.disruption_history],
+            "gpuSeconds": self.gpu_seconds,
+        }
 
     def with_status(self, status: Mapping[str, Any]) -> TrialRecord:
         """This record with Trial status fields (wire names, as engine.status writes them)."""
@@ -113,6 +125,7 @@ class TrialRecord:
         for key in ("values", "command"):
             if out[key] is not None:
                 out[key] = list(out[key])
+        out["disruption_history"] = [dict(d) for d in self.disruption_history]
         return {JOURNAL_KEYS[k]: v for k, v in out.items()}
 
     @classmethod
@@ -131,6 +144,8 @@ class TrialRecord:
         fields["index"] = int(fields["index"])
         fields["attempt"] = int(fields["attempt"])
         fields["repeat"] = int(fields.get("repeat") or 0)
+        fields["disruptions"] = int(fields.get("disruptions") or 0)
+        fields["disruption_history"] = tuple(fields.get("disruption_history") or ())
         fields.setdefault("phase", "Pending")
         return cls(**fields)
 
@@ -203,6 +218,9 @@ STATUS_FIELDS: dict[str, str] = {
     "imageDigest": "image_digest",
     "artifactUri": "artifact_uri",
     "gpuSeconds": "gpu_seconds",
+    "disruptions": "disruptions",
+    "disruptionHistory": "disruption_history",
+    "checkpointStep": "checkpoint_step",
 }
 _TIMES = frozenset({"start_time", "completion_time"})
 
@@ -220,6 +238,10 @@ def _from_status(status: Mapping[str, Any]) -> dict[str, Any]:
             value = tuple(value)
         elif attr == "retryable":
             value = value is not False
+        elif attr == "disruptions":
+            value = int(value or 0)
+        elif attr == "disruption_history":
+            value = tuple(value or ())
         out[attr] = value
     return out
 

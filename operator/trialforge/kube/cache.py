@@ -13,6 +13,14 @@ names are deterministic (a create repeated from a stale view gets
 AlreadyExists), conclusions and verdicts are conditional writes (a 409 means
 "look again").  What the operator writes itself goes into the cache at once
 (write-through), so its next reconcile does not redo it.
+
+A pod that a disruption ended (its DisruptionTarget condition) is usually
+deleted within moments (the Eviction API, the pod garbage collector), often
+before a reconcile lists it: the cache keeps such a pod for
+:data:`TOMBSTONE_SECONDS` after its deletion, so the reconcile still sees
+how it ended and counts the disruption (counting is idempotent, by pod name).
+An operator that was down meanwhile misses it: the Job has replaced the pod
+anyway, so the trial runs on, only the disruption goes uncounted.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from typing import Any
 
 from trialforge.kube import names
 from trialforge.kube.client import Kube
+from trialforge.kube.disruption import is_disrupted
 
 KINDS = ("trials", "jobs", "pods")
 Key = tuple[str, str, str]  # (kind, namespace, experiment)
+TOMBSTONE_SECONDS = 600.0
 
 
 def _version(obj: Mapping[str, Any]) -> int | None:
@@ -56,6 +66,8 @@ class WorldCache:
         self._lock = threading.Lock()
         self._objects: dict[Key, dict[str, dict[str, Any]]] = {}
         self._listed_at: dict[Key, float] = {}
+        # Deleted pods that a disruption ended: (the pod, when it went).
+        self._tombstones: dict[Key, dict[str, tuple[dict[str, Any], float]]] = {}
 
     @staticmethod
     def key_of(kind: str, obj: Mapping[str, Any]) -> Key | None:
@@ -74,7 +86,11 @@ class WorldCache:
         with self._lock:
             bucket = self._objects.setdefault(key, {})
             if event_type == "DELETED":
-                bucket.pop(name, None)
+                last = bucket.pop(name, None)
+                if kind == "pods":
+                    gone = obj if is_disrupted(obj) else last
+                    if gone is not None and is_disrupted(gone):
+                        self._tombstones.setdefault(key, {})[name] = (_slim(gone), self.clock())
                 return
             self._put(bucket, name, obj)
 
@@ -99,7 +115,15 @@ class WorldCache:
             listed = self._listed_at.get(key)
             if listed is None or self.clock() - listed > self.relist:
                 return None
-            return list(self._objects.get(key, {}).values())
+            items = list(self._objects.get(key, {}).values())
+            graves = self._tombstones.get(key)
+            if graves:
+                now = self.clock()
+                for name in [n for n, (_, at) in graves.items() if now - at > TOMBSTONE_SECONDS]:
+                    del graves[name]
+                live = {o["metadata"]["name"] for o in items}
+                items += [pod for name, (pod, _) in graves.items() if name not in live]
+            return items
 
     def listed(
         self, kind: str, namespace: str, experiment: str, items: list[dict[str, Any]]
@@ -118,6 +142,7 @@ class WorldCache:
 
     def forget(self, namespace: str, experiment: str) -> None:
         with self._lock:
+            self._tombstones.pop(("pods", namespace, experiment), None)
             for kind in KINDS:
                 self._objects.pop((kind, namespace, experiment), None)
                 self._listed_at.pop((kind, namespace, experiment), None)

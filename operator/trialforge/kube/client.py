@@ -226,6 +226,17 @@ class Kube:
             raise
         return dict((node.get("metadata") or {}).get("labels") or {})
 
+    def node(self, name: str) -> dict[str, Any] | None:
+        """A node; None when it is gone.  PermissionError when we may not read nodes."""
+        try:
+            return self._json(self.core.read_node(name, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 403:
+                raise PermissionError(f"may not read node {name}") from None
+            raise
+
     def patch_job(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
         self._wrote("jobs", "patch")
         try:

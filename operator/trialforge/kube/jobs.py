@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trialforge.api.experiment import Experiment
+from trialforge.api.trial import trial_name
 from trialforge.engine.template import (
     placeholder_values,
     substitute_container,
@@ -88,6 +89,7 @@ def build_job(
     if workers > 1:
         pod_spec["subdomain"] = name  # the headless Service's name
     _fill_containers(pod_spec, filled, extra)
+    _mount_checkpoints(experiment, pod_spec, int(tspec["index"]))
     if ingest_url and collector_image:
         add_collector(experiment, pod_spec, ingest_url, collector_image, workers > 1, token_ref)
 
@@ -183,12 +185,60 @@ def _fill_containers(
         _quantities_as_strings(container)
 
 
+def checkpoint_sub_path(experiment: str, index: int) -> str:
+    """A trial's directory in the checkpoint volume: the same for all its runs and attempts."""
+    return f"{experiment}/{trial_name(experiment, index)}"
+
+
+def _mount_checkpoints(experiment: Experiment, pod_spec: dict[str, Any], index: int) -> None:
+    """The trial's sub-path of spec.trial.checkpoint's volume, in every main container
+    at its mountPath, and TRIALFORGE_CHECKPOINT_DIR saying where (docs/checkpoints.md).
+
+    The kubelet creates the sub-path; nothing here or in the trainer's client
+    replaces or re-permissions the mount point itself."""
+    checkpoint = experiment.spec.trial.checkpoint
+    if checkpoint is None:
+        return
+    mount = {
+        "name": checkpoint.volume,
+        "mountPath": checkpoint.mount_path,
+        "subPath": checkpoint_sub_path(experiment.name, index),
+    }
+    env = {"name": c.ENV_CHECKPOINT_DIR, "value": checkpoint.mount_path}
+    for container in pod_spec.get("containers") or []:
+        mounts = [
+            m
+            for m in container.get("volumeMounts") or []
+            if m.get("mountPath") != checkpoint.mount_path
+        ]
+        container["volumeMounts"] = [*mounts, dict(mount)]
+        others = [e for e in container.get("env") or [] if e.get("name") != c.ENV_CHECKPOINT_DIR]
+        container["env"] = [*others, dict(env)]
+
+
 def _job_spec(experiment: Experiment, template: dict[str, Any]) -> dict[str, Any]:
     spec = experiment.spec
     workers = spec.trial.workers
     # No ttlSecondsAfterFinished: the Job stays until its Trial goes, so its
     # outcome can always be read back after an operator restart.
-    job_spec: dict[str, Any] = {"backoffLimit": 0, "template": template}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        # A pod that a disruption ended (preemption, eviction, a drain, a lost
+        # node: its DisruptionTarget condition) is no failure of the Job: the
+        # Job controller makes a new pod, once the old one has ended, and the
+        # operator counts the disruption (engine.disruption decides whether
+        # the trial may go on: spec.trial.maxDisruptions).
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                }
+            ]
+        },
+        "podReplacementPolicy": "Failed",
+        "template": template,
+    }
     timeout = spec.trial.timeout_seconds
     if timeout is not None:
         job_spec["activeDeadlineSeconds"] = max(1, int(timeout))

@@ -9,13 +9,16 @@ from typing import Any
 
 from trialforge.api.experiment import ExperimentSpec
 from trialforge.api.status import TERMINAL_PHASES
+from trialforge.engine.disruption import disrupted
 from trialforge.engine.history import observations_from
 from trialforge.engine.lineage import artifact_uri
 from trialforge.engine.objective import conclude
 from trialforge.engine.record import TrialRecord, rfc3339, timestamp
 from trialforge.engine.status import outcome_status
 from trialforge.kube import names
+from trialforge.kube.disruption import is_disrupted, node_not_ready, pod_disruption
 from trialforge.kube.kueue import kueue_disruption, waiting_message
+from trialforge.metrics.contract import CHECKPOINT_METRIC
 
 GPU = "nvidia.com/gpu"
 GPU_PRODUCT = "nvidia.com/gpu.product"  # the NVIDIA GPU operator's node label
@@ -61,14 +64,73 @@ def trial_status_from(
     pods: Sequence[Mapping[str, Any]],
     gpu_types: Mapping[str, str] | None = None,
     workload: Mapping[str, Any] | None = None,
+    nodes: Mapping[str, Mapping[str, Any] | None] | None = None,
+    now: float | None = None,
 ) -> Observed:
-    """The Trial status fields the Job and pods imply (the trial's phase and where it ran);
-    with a queue, ``workload`` is the Job's Kueue Workload (None: none yet)."""
+    """The Trial status fields the Job and pods imply (the trial's phase and where it ran).
+
+    With a queue, ``workload`` is the Job's Kueue Workload (None: none yet).  A pod a
+    disruption ended (kube.disruption) is counted by engine.disruption's rule and
+    plays no further part: the Job replaces it, and the trial's phase follows the
+    pods that are left.  ``nodes`` holds the nodes that were read (None: gone), to
+    tell a drain or a lost node and a node that is not ready.
+    """
     status = dict(trial.get("status") or {})
     phase = status.get("phase", "Pending")
     name = trial["metadata"]["name"]
     if phase in TERMINAL_PHASES:
         return Observed({})
+    counted, pods = _disruptions(spec, status, job, pods, nodes, now)
+    if counted:
+        status.update(counted)
+        if counted.get("phase") in TERMINAL_PHASES:
+            return Observed(counted, ("Warning", "TrialFailed", f"{name}: {counted['message']}"))
+    observed = _observe_run(spec, status, name, job, pods, gpu_types, nodes, workload)
+    if not counted:
+        return observed
+    event = observed.event or ("Warning", "TrialDisrupted", f"{name}: {counted['message']}")
+    return Observed({**counted, **observed.status}, event)
+
+
+def _disruptions(
+    spec: ExperimentSpec,
+    status: Mapping[str, Any],
+    job: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    nodes: Mapping[str, Mapping[str, Any] | None] | None,
+    now: float | None,
+) -> tuple[dict[str, Any], list[Mapping[str, Any]]]:
+    """(the status fields of the disruptions not counted yet, the pods no disruption ended)."""
+    gone = [p for p in pods if is_disrupted(p)]
+    if not gone:
+        return {}, list(pods)
+    when = time.time() if now is None else now
+    gpus = _gpus(((job or {}).get("spec") or {}).get("template", {}).get("spec", {}))
+    work = dict(status)
+    out: dict[str, Any] = {}
+    for pod in sorted(gone, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+        found = pod_disruption(pod, nodes, gpus, when)
+        if found is None:
+            continue
+        change = disrupted(spec, work, found, when)
+        work.update(change)
+        out.update(change)
+        if out.get("phase") in TERMINAL_PHASES:
+            break
+    return out, [p for p in pods if not is_disrupted(p)]
+
+
+def _observe_run(
+    spec: ExperimentSpec,
+    status: Mapping[str, Any],
+    name: str,
+    job: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    gpu_types: Mapping[str, str] | None,
+    nodes: Mapping[str, Mapping[str, Any] | None] | None,
+    workload: Mapping[str, Any] | None = None,
+) -> Observed:
+    """The status fields the Job and the trial's (undisrupted) pods imply."""
     out: dict[str, Any] = {}
     pod = _main_pod(pods)
     if pod is not None:
@@ -97,8 +159,8 @@ def trial_status_from(
         elif spec.queue:
             # Kueue's own words: why it has not admitted the Job (yet), or that it
             # took an admitted Job back (preempted, evicted) and it waits again.
-            disrupted = kueue_disruption(workload)
-            message = disrupted[1] if disrupted else waiting_message(workload)
+            evicted = kueue_disruption(workload)
+            message = evicted[1] if evicted else waiting_message(workload)
             out.update(phase="Pending", reason="WaitingForAdmission", message=message)
         else:
             out.update(
@@ -106,6 +168,14 @@ def trial_status_from(
             )
     elif pod is not None and (pod.get("status") or {}).get("phase") == "Running":
         out.update(phase="Running", reason="Running", message="")
+        node = (pod.get("spec") or {}).get("nodeName")
+        why = node_not_ready(nodes[node]) if nodes is not None and node in nodes else None
+        if why is not None:
+            out.update(
+                reason="NodeNotReady",
+                message=f"its node {node} {why}: Kubernetes evicts the pod once its "
+                "toleration runs out, and the trial runs again (a disruption)",
+            )
         if not status.get("startTime") and "startTime" not in out:
             # The Job's startTime can reach us after its pod runs: one write, not two.
             started = _iso((pod.get("status") or {}).get("startTime"))
@@ -135,6 +205,9 @@ def trial_status_from(
             # scale); where it runs comes with the Running write.
             out.clear()
     # else: the Job waits for its pod to be created; nothing worth a write yet.
+    checkpoint = ((status.get("metrics") or {}).get(CHECKPOINT_METRIC) or {}).get("latest")
+    if checkpoint is not None and out.get("phase") not in TERMINAL_PHASES:
+        out["checkpointStep"] = int(checkpoint)  # trialforge.report(..., checkpoint=True)
     changed = {k: v for k, v in out.items() if status.get(k) != v}
     if set(changed) <= {"startTime"}:
         changed = {}  # written with the next real change (Running, or the end)
@@ -143,6 +216,8 @@ def trial_status_from(
         event = ("Normal", "TrialStarted", f"{name} is running on {out.get('node', '?')}")
     elif changed.get("reason") == "Unschedulable":
         event = ("Warning", "TrialUnschedulable", f"{name}: {out['message']}")
+    elif changed.get("reason") == "NodeNotReady":
+        event = ("Warning", "TrialNodeNotReady", f"{name}: {out['message']}")
     return Observed(changed, event)
 
 
@@ -177,16 +252,33 @@ def _concluded(
             failure = _pod_reason(pods)
             if failure is None and not exit_code:
                 failure = reason  # the Job failed and no container says why
+    checkpoint = ((status.get("metrics") or {}).get(CHECKPOINT_METRIC) or {}).get("latest")
+    if checkpoint is not None:
+        out["checkpointStep"] = int(checkpoint)
     history = status.get("history") or {}
     outcome = conclude(spec, 0 if complete else exit_code, observations_from(history), failure)
     out.update(outcome_status(outcome))
     gpu = _gpus((job.get("spec") or {}).get("template", {}).get("spec", {}))
-    began = timestamp(seen.get("startTime") or status.get("startTime"))
+    began = run_start(pods, job) or timestamp(seen.get("startTime") or status.get("startTime"))
     ended = timestamp(out["completionTime"])
     if gpu and began and ended:
         workers = int((job.get("spec") or {}).get("parallelism") or 1)
-        out["gpuSeconds"] = round(gpu * workers * max(0.0, ended - began), 3)
+        # The runs before this one (ended by disruptions, or paused) are in it already.
+        before = float(status.get("gpuSeconds") or 0.0)
+        out["gpuSeconds"] = round(before + gpu * workers * max(0.0, ended - began), 3)
     return out
+
+
+def run_start(
+    pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any] | None = None
+) -> float | None:
+    """When the trial's current run began: its main pod's start, else the Job's (which
+    Kubernetes sets again when a suspended Job resumes); None if neither is known."""
+    pod = _main_pod(pods)
+    began = timestamp(((pod or {}).get("status") or {}).get("startTime"))
+    if began is None and job is not None:
+        began = timestamp((job.get("status") or {}).get("startTime"))
+    return began
 
 
 def _main_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -202,7 +294,12 @@ def _main_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
             p["metadata"].get("creationTimestamp") or "",
         )
 
-    return sorted(pods, key=rank)[0]
+    # The newest pod of the lowest index that is not being deleted: a pod the
+    # Job made again (after a pause, a disruption) is the one that runs now.
+    newest = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+    return sorted(newest, key=lambda p: (rank(p)[0], bool(p["metadata"].get("deletionTimestamp"))))[
+        0
+    ]
 
 
 def _where(pod: Mapping[str, Any], gpu_types: Mapping[str, str] | None = None) -> dict[str, Any]:

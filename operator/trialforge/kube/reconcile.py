@@ -30,10 +30,11 @@ from trialforge.engine.validation import ExperimentInvalid, FieldError, load_exp
 from trialforge.engine.warm import WarmStart, warm_trials
 from trialforge.kube import names
 from trialforge.kube.client import Kube
+from trialforge.kube.disruption import disruption_condition
 from trialforge.kube.jobs import build_job, owner_reference, trial_labels
 from trialforge.kube.kueue import active_patch, workloads_by_job
 from trialforge.kube.logtail import read_tail
-from trialforge.kube.observe import GPU_PRODUCT, trial_status_from, trial_view
+from trialforge.kube.observe import GPU, GPU_PRODUCT, run_start, trial_status_from, trial_view
 from trialforge.kube.status import StatusWriter
 from trialforge.kube.tokens import TokenSecrets
 from trialforge.metrics import exporter
@@ -139,7 +140,7 @@ class Reconciler:
                 if spec.queue:
                     self._hold_queued(trial, job, pause, workload)
                 else:
-                    self._hold(trial, job, pause)
+                    self._hold(trial, job, pause, pods.get(trial["metadata"]["name"], []))
 
         now = time.time()
         started_at = timestamp(status.get("startTime")) or now
@@ -287,9 +288,16 @@ class Reconciler:
     ) -> None:
         tname = trial["metadata"]["name"]
         namespace = trial["metadata"]["namespace"]
+        nodes = self._nodes_to_judge(trial, pods.get(tname, []))
         for _ in range(5):
             observed = trial_status_from(
-                experiment.spec, trial, job, pods.get(tname, []), self._gpu_types, workload
+                experiment.spec,
+                trial,
+                job,
+                pods.get(tname, []),
+                self._gpu_types,
+                workload=workload,
+                nodes=nodes,
             )
             if not observed.status:
                 return
@@ -301,6 +309,8 @@ class Reconciler:
             # Concluding a trial reads its stored history: make that write
             # conditional, so observations the ingest stored since this read are
             # not concluded without (a 409 means: read again, conclude again).
+            # So is counting a disruption (it adds to what the status holds).
+            ends = ends or "disruptions" in observed.status
             try:
                 updated = self.kube.patch_status(
                     names.TRIALS,
@@ -329,6 +339,35 @@ class Reconciler:
         trial["metadata"]["resourceVersion"] = updated["metadata"]["resourceVersion"]
         if observed.event:
             self.kube.event(trial, *observed.event)
+
+    def _nodes_to_judge(
+        self, trial: Mapping[str, Any], pods: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any] | None]:
+        """The nodes worth a read for this trial (None: gone): those of pods a
+        disruption ended that are not counted yet (a drain? a lost node?), and
+        of running pods that are no longer ready (is the node?).  Rare, so read
+        from the server each time; a node we may not read is left out."""
+        status = trial.get("status") or {}
+        if status.get("phase") in TERMINAL_PHASES:
+            return {}
+        seen = {d.get("run") for d in status.get("disruptionHistory") or ()}
+        wanted = set()
+        for pod in pods:
+            node = (pod.get("spec") or {}).get("nodeName")
+            if not node:
+                continue
+            if disruption_condition(pod) is not None:
+                if pod["metadata"]["name"] not in seen:
+                    wanted.add(node)
+            elif (pod.get("status") or {}).get("phase") == "Running" and _not_ready(pod):
+                wanted.add(node)
+        nodes: dict[str, dict[str, Any] | None] = {}
+        for node in sorted(wanted):
+            try:
+                nodes[node] = self.kube.node(node)
+            except PermissionError:
+                continue
+        return nodes
 
     def _create_trial(
         self, obj: Mapping[str, Any], experiment: Experiment, action: StartTrial
@@ -367,11 +406,19 @@ class Reconciler:
             self.kube.create(service)
         self.kube.create(job)
 
-    def _hold(self, trial: Mapping[str, Any], job: Mapping[str, Any], pause: bool) -> None:
+    def _hold(
+        self,
+        trial: Mapping[str, Any],
+        job: Mapping[str, Any],
+        pause: bool,
+        pods: list[dict[str, Any]],
+    ) -> None:
         """Suspend a running trial's Job while its experiment is paused; resume it after."""
         paused = bool((job["metadata"].get("annotations") or {}).get(names.ANNOTATION_PAUSED))
         if pause == paused:
             return
+        if pause:
+            self._bank_gpu_seconds(trial, job, pods)
         # The annotation marks the suspension as ours, so a resume never unsuspends
         # a Job that waits for someone else (Kueue).
         self.kube.patch_job(
@@ -422,6 +469,36 @@ class Reconciler:
         else:
             self.kube.event(trial, "Normal", "TrialResumed", f"{tname}: the experiment resumed")
 
+    def _bank_gpu_seconds(
+        self, trial: Mapping[str, Any], job: Mapping[str, Any], pods: list[dict[str, Any]]
+    ) -> None:
+        """Add the run a pause ends to the trial's gpuSeconds: the time it stays paused
+        is not counted (its conclusion counts only the run after the resume)."""
+        template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+        gpus = sum(
+            float(((c.get("resources") or {}).get("limits") or {}).get(GPU) or 0)
+            for c in template.get("containers") or []
+        )
+        began = run_start([p for p in pods if disruption_condition(p) is None], job)
+        if not gpus or began is None:
+            return
+        workers = int((job.get("spec") or {}).get("parallelism") or 1)
+        status = trial.get("status") or {}
+        spent = gpus * workers * max(0.0, time.time() - began)
+        total = round(float(status.get("gpuSeconds") or 0.0) + spent, 3)
+        try:
+            self.kube.patch_status(
+                names.TRIALS,
+                trial["metadata"]["namespace"],
+                trial["metadata"]["name"],
+                {"gpuSeconds": total},
+                trial["metadata"].get("resourceVersion"),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+            # Changed meanwhile: this run's GPU time goes uncounted, never twice.
+
     def _stop(
         self,
         trial: Mapping[str, Any] | None,
@@ -462,6 +539,13 @@ class Reconciler:
         self.kube.delete_job(namespace, names.job_name(action.name))
         kind = "Warning" if action.phase == "Failed" else "Normal"
         self.kube.event(trial, kind, f"Trial{action.phase}", f"{action.name}: {action.message}")
+
+
+def _not_ready(pod: Mapping[str, Any]) -> bool:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") != "True"
+    return False
 
 
 def _job_active(job: Mapping[str, Any]) -> bool:

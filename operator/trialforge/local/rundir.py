@@ -9,6 +9,7 @@ in state.json's ``formatVersion``), camelCase throughout.  Layout::
     <dir>/trials.jsonl           the trial records: a line per change of one
     <dir>/trials/<name>.log      each trial attempt's output
     <dir>/events.jsonl           what happened, in order
+    <dir>/checkpoints/<trial>/   TRIALFORGE_CHECKPOINT_DIR of every run of a trial
 
 ``trials.jsonl`` is a journal, like Optuna's ``JournalFileStorage`` (not its
 format: each line is an engine.record.TrialRecord, ``to_journal``): each line
@@ -280,6 +281,10 @@ class RunDirectory:
                         observations[record.name] = seen
         self._observations = observations
         return sorted(records.values(), key=lambda r: (r.index, r.attempt))
+
+    def checkpoint_dir(self, trial: str) -> Path:
+        """The checkpoints of a trial (by its first attempt's name): <dir>/checkpoints/<trial>."""
+        return self.root / "checkpoints" / trial
 
     def log_path(self, name: str) -> Path:
         return self.trials_dir / f"{name}.log"

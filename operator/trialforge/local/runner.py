@@ -28,8 +28,14 @@ from trialforge.api.observation import Observation
 from trialforge.api.status import ACTIVE_PHASES, TERMINAL_PHASES
 from trialforge.api.trial import trial_name
 from trialforge.engine.changes import changed_fields, refused_changes
+from trialforge.engine.disruption import (
+    Disruption,
+    disrupted,
+    last_checkpoint,
+    local_disruption,
+)
 from trialforge.engine.errors import EngineError
-from trialforge.engine.history import by_step, merge_metric, rules
+from trialforge.engine.history import by_step, continued, merge_metric, rules
 from trialforge.engine.objective import conclude
 from trialforge.engine.planner import (
     FinishExperiment,
@@ -44,6 +50,7 @@ from trialforge.engine.template import placeholder_values, substitute_text, tria
 from trialforge.engine.warm import WarmStart, warm_trials
 from trialforge.local.process import TrialProcess
 from trialforge.local.rundir import RunDirectory, state_of
+from trialforge.metrics.contract import CHECKPOINT_METRIC, ENV_CHECKPOINT_DIR
 from trialforge.metrics.parsers import ObservationReader, make_parser
 
 # Seconds a trial's start waits to be written (see LocalRunner.__init__).
@@ -152,6 +159,9 @@ class LocalRunner:
         self._unsettled: dict[str, int] = {}
         # Records that wait for a process (a resume's), started by _collect.
         self._to_launch: list[TrialRecord] = []
+        # The observations of a trial's earlier runs, which a disruption ended:
+        # its history continues with the next run's (engine.disruption).
+        self._earlier: dict[str, list[Observation]] = {}
         self.started_at: float | None = None
         self._conditions: list[dict[str, Any]] = []  # as the last state.json had them
         self.resumed = False
@@ -165,6 +175,7 @@ class LocalRunner:
         )
         self._base_env["PYTHONUNBUFFERED"] = "1"
         self.gpu_type = _local_gpu()
+        self._interrupting = False
 
     # -- setup ----------------------------------------------------------------------
 
@@ -258,6 +269,14 @@ class LocalRunner:
         self.started_at = timestamp(state.get("startTime"))
         self._conditions = list(state.get("conditions") or [])
         for record in self.dir.load_trials():
+            if record.phase == "Pending" and record.reason == "Interrupted":
+                # Disrupted by the runner's own stop, its observations recorded:
+                # it runs again and its history goes on (engine.disruption).
+                self._add(record)
+                self._to_launch.append(record)
+                self._earlier[record.name] = self.dir.load_observations(record.name)
+                self.observations[record.name] = list(self._earlier[record.name])
+                continue
             if record.phase in ACTIVE_PHASES:
                 # Its process died with the previous run: run the same attempt again.
                 record = dataclasses.replace(record, phase="Pending", reason="Resumed")
@@ -328,6 +347,7 @@ class LocalRunner:
                 self._wait()
         except KeyboardInterrupt:
             self._stop_all("Interrupted")
+            self._interrupted()
             self._persist()
             self.writer.close()
             self._save_state(plan, interrupted=True)
@@ -448,12 +468,21 @@ class LocalRunner:
     def _collect(self) -> None:
         """Bring records in line with processes: observations in, ended processes concluded."""
         for name, process in list(self.processes.items()):
-            self.observations[name] = process.snapshot()
+            self.observations[name] = self._earlier.get(name, []) + process.snapshot()
             record = self.records[name]
             if not process.done or record.phase in TERMINAL_PHASES:
                 continue
+            disruption = local_disruption(
+                process.exit_code, process.stop_reason, name, record.disruptions
+            )
+            if disruption is not None and process.stop_reason is None:
+                self._disrupted(record, process, disruption)
+                del self.processes[name]
+                continue
             ended = dataclasses.replace(
                 record,
+                checkpoint_step=last_checkpoint(self.observations[name], CHECKPOINT_METRIC)
+                or record.checkpoint_step,
                 exit_code=process.exit_code,
                 completion_time=time.time(),
                 junk_lines=process.reader.junk,
@@ -466,7 +495,7 @@ class LocalRunner:
                 outcome = conclude(
                     self.spec,
                     process.exit_code,
-                    self.observations[name],
+                    self._observed(name, record),
                     failure="Timeout" if process.stop_reason == "Timeout" else None,
                 )
                 ended = ended.with_status(outcome_status(outcome))
@@ -478,6 +507,55 @@ class LocalRunner:
         for record in to_launch:
             if record.phase == "Pending" and record.name not in self.processes:
                 self._launch(record)
+
+    def _observed(self, name: str, record: TrialRecord) -> list[Observation]:
+        """A trial's observations over its runs: one per step once it was disrupted."""
+        observations = self.observations.get(name) or []
+        return continued(observations) if record.disruptions else observations
+
+    def _disrupted(
+        self, record: TrialRecord, process: TrialProcess, disruption: Disruption
+    ) -> TrialRecord:
+        """A run that a disruption ended: the trial runs again (or fails past its limit)."""
+        name = record.name
+        now = time.time()
+        status = disrupted(self.spec, record.disruption_status(), disruption, now)
+        updated = record.with_status(status)
+        updated = dataclasses.replace(
+            updated,
+            exit_code=process.exit_code,
+            junk_lines=record.junk_lines + process.reader.junk,
+            artifact_uri=process.artifact_uri or record.artifact_uri,
+        )
+        self._earlier[name] = self._observed(name, updated)
+        checkpoint = last_checkpoint(self._earlier[name], CHECKPOINT_METRIC)
+        if checkpoint is not None:
+            updated = dataclasses.replace(updated, checkpoint_step=checkpoint)
+        self.observations[name] = list(self._earlier[name])
+        self._histories.pop(name, None)
+        # With its observations so far, so that a resume continues its history.
+        self.records[name] = updated
+        self._unsaved.pop(name, None)
+        self.writer.save(updated, observations=self._earlier[name])
+        message = updated.message or disruption.message
+        self._event("TrialDisrupted", f"{name}: {disruption.reason}: {message}")
+        if updated.phase == "Pending" and not self._interrupting:
+            self._to_launch.append(updated)
+        return updated
+
+    def _interrupted(self) -> None:
+        """The runner's own stop (Ctrl-C) disrupted every trial still running."""
+        self._interrupting = True
+        for name, process in list(self.processes.items()):
+            record = self.records[name]
+            if record.phase in TERMINAL_PHASES:
+                continue
+            self.observations[name] = self._earlier.get(name, []) + process.snapshot()
+            disruption = local_disruption(
+                process.exit_code, "Interrupted", name, record.disruptions
+            )
+            assert disruption is not None
+            self._disrupted(record, process, disruption)
 
     def _act(self, plan: Plan) -> FinishExperiment | None:
         for action in plan.actions:
@@ -518,6 +596,10 @@ class LocalRunner:
         env.update(
             trial_environment(self.name, record.name, parameters, record.seed, record.attempt)
         )
+        # Every run and attempt of the trial shares one directory (docs/checkpoints.md).
+        checkpoints = self.dir.checkpoint_dir(trial_name(self.name, record.index))
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        env[ENV_CHECKPOINT_DIR] = str(checkpoints)
         process = TrialProcess(
             record.name,
             argv,
@@ -532,14 +614,17 @@ class LocalRunner:
             dataclasses.replace(
                 record,
                 phase="Running",
-                start_time=time.time(),
+                # A run after a disruption goes on with the trial's first start.
+                start_time=(record.start_time if record.disruptions else None) or time.time(),
+                reason=None if record.disruptions else record.reason,
+                message=None if record.disruptions else record.message,
                 command=tuple(argv),
                 node=self.node,
                 gpu_type=self.gpu_type,
             )
         )
         self.processes[record.name] = process
-        self.observations[record.name] = []
+        self.observations[record.name] = list(self._earlier.get(record.name, []))
         self._histories.pop(record.name, None)
         process.start()
 
@@ -565,7 +650,7 @@ class LocalRunner:
         unsaved, self._unsaved = self._unsaved, {}
         for record in unsaved.values():
             if record.phase in TERMINAL_PHASES:
-                observations = self.observations.get(record.name, [])
+                observations = self._observed(record.name, record)
                 self.writer.save(record, observations=observations)
                 # The writer took a copy, the planner its view: the last one is kept
                 # for the tables, so memory does not grow with the steps trials ran.

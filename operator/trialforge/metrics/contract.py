@@ -32,6 +32,13 @@ ENV_PARAMS = "TRIALFORGE_PARAMS"
 ENV_SEED = "TRIALFORGE_SEED"
 ENV_ATTEMPT = "TRIALFORGE_ATTEMPT"
 ENV_WORKERS = "TRIALFORGE_WORKERS"
+# The directory every run and attempt of a trial shares for its checkpoints
+# (docs/checkpoints.md); unset when the trial has none (a cluster trial
+# without spec.trial.checkpoint).
+ENV_CHECKPOINT_DIR = "TRIALFORGE_CHECKPOINT_DIR"
+# The metric trialforge.report(step, checkpoint=True) adds: the step a
+# checkpoint was saved at, as the step's value (every metrics source carries it).
+CHECKPOINT_METRIC = "trialforge_checkpoint"
 ENV_REPORT_URL = "TRIALFORGE_REPORT_URL"  # set for the push source only: report() posts there
 ENV_TERMINATION_LOG = (
     "TRIALFORGE_TERMINATION_LOG"  # where log_artifact() writes, if not the default

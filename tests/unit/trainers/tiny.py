@@ -41,6 +41,12 @@ parser.add_argument("--bad-from", type=int, help="indices >= this: terrible loss
 parser.add_argument("--gate-from", type=int, help="indices >= this wait for OUT/gate")
 parser.add_argument("--dump", action="store_true", help="write argv and env to OUT")
 parser.add_argument("--latency", action="store_true", help="also report latency_ms = 100 * x")
+parser.add_argument("--note-steps", action="store_true", help="a 'step' event per step")
+parser.add_argument(
+    "--checkpoint",
+    action="store_true",
+    help="save each step in TRIALFORGE_CHECKPOINT_DIR, resume from it, save on SIGTERM",
+)
 args, _extra = parser.parse_known_args()
 
 trial = os.environ.get("TRIALFORGE_TRIAL", "none-0")
@@ -60,10 +66,26 @@ def note(line: str) -> None:
 
 
 def report(step: int, loss: float) -> None:
-    line = {"step": step, "loss": loss}
+    line: dict = {"step": step, "loss": loss}
     if args.latency:
         line["latency_ms"] = 100.0 * args.x
+    if args.checkpoint:
+        save(step)
+        line["trialforge_checkpoint"] = step  # what trialforge.report(checkpoint=True) adds
     print(json.dumps(line), flush=True)
+
+
+def save(step: int) -> None:
+    # Inside the directory, never the directory itself (it may be a mount point).
+    folder = Path(os.environ["TRIALFORGE_CHECKPOINT_DIR"])
+    tmp = folder / "state.json.tmp"
+    tmp.write_text(json.dumps({"step": step}))
+    os.replace(tmp, folder / "state.json")
+
+
+def resumed() -> int:
+    path = Path(os.environ["TRIALFORGE_CHECKPOINT_DIR"]) / "state.json"
+    return json.loads(path.read_text())["step"] + 1 if path.exists() else 0
 
 
 if args.ignore_term:
@@ -87,7 +109,13 @@ bad = args.bad_from is not None and index >= args.bad_from
 slow = bad or str(index) in args.slow.split(",")
 values = [float(v) for v in args.values.split(",")] if args.values else None
 gated = args.gate_from is not None and index >= args.gate_from
-step = 0
+step = resumed() if args.checkpoint else 0
+stopping: list[int] = []
+if args.checkpoint:
+    note(f"resume {trial} {step}")
+    # As a trainer that saves on SIGTERM does: finish the step (reported and
+    # saved), then leave with 128 + SIGTERM.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 while step < (200 if slow else args.steps) or (gated and not (args.out / "gate").exists()):
     for _ in range(args.junk):
         print("epoch progress: ####---- (not a metric)", flush=True)
@@ -102,6 +130,10 @@ while step < (200 if slow else args.steps) or (gated and not (args.out / "gate")
     if args.nan_at is not None and step >= args.nan_at:
         loss = float("nan")
     report(step, loss)
+    if args.note_steps:
+        note(f"step {trial} {os.getpid()} {step}")
+    if stopping:
+        sys.exit(128 + signal.SIGTERM)
     step += 1
     time.sleep(0.05 if slow else args.sleep)
 

@@ -149,16 +149,20 @@ class Journal:
                 self._compact()
             self.lock.notify_all()
 
-    def renumber(self, stored: int) -> None:
-        """The operator has less than we thought and what it lacks is gone: go on after it."""
+    def renumber(self, stored: int, quiet: bool = False) -> None:
+        """The operator has less than we thought and what it lacks is gone: go on after it.
+
+        ``quiet``: nothing is lost, the trial's sequence simply began before this
+        collector (a new pod of a trial that ran before): number after it."""
         with self.lock:
-            log.error(
-                "the operator has stored up to seq %d but this collector no longer has "
-                "%d..%d; renumbering what is pending",
-                stored,
-                stored + 1,
-                (self.pending[0][0] - 1) if self.pending else self.next_seq - 1,
-            )
+            if not quiet:
+                log.error(
+                    "the operator has stored up to seq %d but this collector no longer has "
+                    "%d..%d; renumbering what is pending",
+                    stored,
+                    stored + 1,
+                    (self.pending[0][0] - 1) if self.pending else self.next_seq - 1,
+                )
             items = [json.loads(text) for _, text in self.pending]
             self.pending.clear()
             seq = stored + 1

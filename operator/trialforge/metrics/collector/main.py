@@ -47,6 +47,8 @@ class Collector:
         self.sent_requests = 0
         self.failures = 0
         self.sent = 0  # the last seq the operator said it holds (its "received")
+        # A fresh collector asks first where the trial's sequence stands (see _sync).
+        self.synced = self.journal.resumed
         self.last_request = 0.0
         self.next_request = 0.0  # not before, while the trainer runs (see SEND_JITTER)
         self.rng = random.Random()
@@ -117,6 +119,8 @@ class Collector:
     def _send_round(self) -> str:
         """One request, or a short wait for something to send: PROGRESS (go on at
         once), IDLE (nothing to do yet) or FAILED (back off before trying again)."""
+        if not self.synced:
+            return self._sync()
         journal = self.journal
         urgent = self._urgent()
         linger = self.next_request - time.monotonic()
@@ -145,6 +149,26 @@ class Collector:
         if answer.reason is not Reason.ACCEPTED:
             self.failures += 1  # answers that took nothing of the batch
         return ON_REASON[answer.reason](self, answer, bool(items), acked_before)
+
+    def _sync(self) -> str:
+        """The first request of a fresh collector (a new pod of the trial): an empty
+        batch, whose answer says the last sequence number the operator holds for the
+        trial.  A trial that ran before (a pod the Job made again after a disruption,
+        a Pause and resume, a Kueue re-admission) holds its earlier runs' numbers:
+        this run's observations are numbered after them, so none is taken for one
+        already stored and dropped (issue 22)."""
+        answer = self.client.send([], 0.0)
+        self.last_request = time.monotonic()
+        self.sent_requests += 1
+        if answer.reason is not Reason.ACCEPTED or answer.received is None:
+            self.failures += 1
+            return ON_REASON[answer.reason](self, answer, False, self.journal.acked)
+        if answer.received > 0:
+            log.info("the trial holds seq 1..%d already: numbering after it", answer.received)
+            self.journal.renumber(answer.received, quiet=True)
+        self.sent = answer.received
+        self.synced = True
+        return PROGRESS
 
     # What each answer's reason asks for -----------------------------------------------
 
