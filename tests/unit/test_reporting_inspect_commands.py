@@ -111,11 +111,12 @@ def test_logs_follow_prints_a_running_trials_output_until_it_ends(tmp_path: Path
         while not (log.exists() and log.read_text().count("\n") >= 2):
             assert time.monotonic() < deadline and runner.poll() is None, "the trial never ran"
             time.sleep(0.05)
+        errors = open(tmp_path / "follower.err", "w+")  # noqa: SIM115 (closed below)
         follower = subprocess.Popen(
             [sys.executable, "-m", "trialforge.cli", "logs", "gated-0", "-f", "--dir",
              str(tmp_path / "runs")],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=errors,
             text=True,
         )  # fmt: skip
         assert follower.stdout is not None
@@ -124,7 +125,13 @@ def test_logs_follow_prints_a_running_trials_output_until_it_ends(tmp_path: Path
         # The trial waits for its gate, so the follower cannot have ended.
         assert follower.poll() is None
         (out / "gate").touch()
-        rest, err = follower.communicate(timeout=60)
+        # Read through the same buffered pipe as readline (communicate() reads the raw
+        # pipe and would miss what readline had buffered).
+        rest = follower.stdout.read()
+        follower.wait(timeout=60)
+        errors.seek(0)
+        err = errors.read()
+        errors.close()
         assert follower.returncode == 0, err
         assert runner.wait(timeout=60) == 0, runner.stderr.read() if runner.stderr else ""
         assert first + rest == log.read_text()
