@@ -659,3 +659,38 @@ def test_chart_operator_runs_real_trials_through_the_ingest_service(
             check=False,
         )
         cluster.kubectl("delete", "namespace", watched, "--wait=false", check=False)
+
+
+# -- trialforge logs against real pods ----------------------------------------------------
+
+
+def test_logs_follow_a_running_trial_then_read_the_kept_tail(kube: Cluster) -> None:
+    """`trialforge logs -f` streams a real pod's output until the trial ends; once the
+    Job (and its pod) is gone, `trialforge logs` prints the lines the operator kept."""
+    import subprocess
+    import sys
+
+    talk = [
+        "python",
+        "-c",
+        "import json, time\n"
+        "for s in range(1, 13):\n"
+        "    print(json.dumps({'step': s, 'loss': 1.0 / s, 'say': f'line-{s}'}), flush=True)\n"
+        "    time.sleep(0.5)\n",
+    ]
+    kube.create(real_experiment("talk", talk))
+    running_pod(kube, "talk")
+    cmd = [
+        sys.executable, "-m", "trialforge.cli", "logs", "talk-0", "-f",
+        "-n", kube.ns, "--kubeconfig", str(kube.c.kubeconfig),
+    ]  # fmt: skip
+    follow = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    kube.check(follow.returncode == 0, f"logs -f: {follow.returncode}\n{follow.stderr}")
+    for s in range(1, 13):
+        kube.check(f"line-{s}" in follow.stdout, f"logs -f missed line-{s}:\n{follow.stdout}")
+    kube.until(lambda: kube.finished("talk"), 120, what="talk to finish")
+    kube.c.kubectl("-n", kube.ns, "delete", "job", "talk-0", "--wait=true", check=False)
+    kube.until(lambda: not kube.pods("talk"), 60, what="talk's pod to be gone")
+    kept = subprocess.run(cmd[:5] + cmd[6:], capture_output=True, text=True, timeout=60)
+    kube.check(kept.returncode == 0, f"logs: {kept.returncode}\n{kept.stderr}")
+    kube.check("line-12" in kept.stdout, f"the kept tail lacks the last line:\n{kept.stdout}")
