@@ -222,7 +222,16 @@ def test_every_source_and_format_reaches_the_trial_and_the_exporter(
                           contract.ENV_METRICS_PATTERN: regex}),
         ("file json", {contract.ENV_METRICS_SOURCE: "file",
                        contract.ENV_METRICS_PATH: "out/metrics.jsonl"}),
-        ("push", {contract.ENV_METRICS_SOURCE: "push", contract.ENV_PUSH_PORT: "0"}),
+        # the pod's collector listens on the pod's IP for the kubelet's probe; played
+        # on this machine it keeps to loopback
+        (
+            "push",
+            {
+                contract.ENV_METRICS_SOURCE: "push",
+                contract.ENV_PUSH_PORT: "0",
+                contract.ENV_PUSH_LISTEN: "127.0.0.1",
+            },
+        ),
         ("tensorboard", {contract.ENV_METRICS_SOURCE: "tensorboard",
                          contract.ENV_METRICS_PATH: "tb"}),
     ]  # fmt: skip
