@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,20 +33,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from benchlib import free_port, percentile, sh
+
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "e2e" / "cluster"
 KEY = "bench-key"
 NS = "bench"
-
-
-def sh(*args: str, **kw: Any) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def experiment(name: str, trials: int, parallelism: int, seed: int = 1) -> dict[str, Any]:
@@ -217,14 +208,6 @@ def reporter(watcher: Watcher, port: int, stop: threading.Event) -> None:
             except Exception:
                 pass
         stop.wait(0.1)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-    return values[k]
 
 
 def main() -> int:

@@ -33,7 +33,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from benchlib import free_port, sh
 
 from trialforge.metrics.collector import SEND_JITTER, send_pause
 
@@ -54,16 +55,6 @@ SETTLED = 10.0
 LAG_TICK = 0.005  # seconds: the load generator's probe of its own event loop
 NS = "bench-ingest"
 XP = "ingest"
-
-
-def sh(*args: str, **kw: Any) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def token(namespace: str, trial: str) -> str:

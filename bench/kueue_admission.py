@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from benchlib import free_port, percentile, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "e2e" / "cluster"
@@ -53,16 +54,6 @@ CLASSES: dict[str, tuple[int, int, float, int]] = {
     "large": (5, 20, 1.0, 200),
 }
 BASELINE_MEAN_S = {"small": 215.5, "medium": 76.8, "large": 6.7}
-
-
-def sh(*args: str, **kw: Any) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def experiment(cls: str, trials: int, gpus: int, seconds: float) -> dict[str, Any]:
@@ -251,14 +242,6 @@ def reporter(watcher: Watcher, port: int, stop: threading.Event) -> None:
             except Exception:
                 pass
         stop.wait(0.1)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-    return values[k]
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 import tfcluster  # noqa: E402
 import tfimages  # noqa: E402
 import tfnode  # noqa: E402
+from benchlib import percentile  # noqa: E402
 
 NS = "bench"
 TRAINER = (
@@ -49,15 +50,6 @@ TRAINER = (
     "    time.sleep(0.2)\n"
     "print(json.dumps({'exit_at': time.time()}), flush=True)\n"
 )
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    k = (len(xs) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def experiment(trials: int, lines: int) -> dict[str, Any]:
@@ -232,19 +224,19 @@ def main() -> int:
             "up_real_node_s": round(up_s, 1),
             "image_load_s": round(load_s, 1),
             "job_to_running_s": {
-                "p50": round(percentile(start, 0.5), 2),
-                "p99": round(percentile(start, 0.99), 2),
+                "p50": round(percentile(start, 50), 2),
+                "p99": round(percentile(start, 99), 2),
                 "n": len(start),
             },
             "line_to_stored_s": {
-                "p50": round(percentile(line_to_stored, 0.5), 3),
-                "p99": round(percentile(line_to_stored, 0.99), 3),
+                "p50": round(percentile(line_to_stored, 50), 3),
+                "p99": round(percentile(line_to_stored, 99), 3),
                 "n": len(line_to_stored),
                 "of": len(printed),
             },
             "exit_to_succeeded_s": {
-                "p50": round(percentile(exit_to_done, 0.5), 2),
-                "p99": round(percentile(exit_to_done, 0.99), 2),
+                "p50": round(percentile(exit_to_done, 50), 2),
+                "p99": round(percentile(exit_to_done, 99), 2),
                 "n": len(exit_to_done),
             },
             "collector_peak_rss_mb": round(max(hwm) / 1024, 1) if hwm else None,
