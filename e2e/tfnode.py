@@ -9,7 +9,7 @@ tainted (`trialforge.io/real-node`), so only pods that tolerate it run real
 containers; everything else stays on kwok.
 
 Network: the pods get addresses in POD_CIDR on the bridge BRIDGE, inside network
-namespaces that containerd creates on this machine. A filter chain drops every
+namespaces that containerd creates on this machine. A mangle-table chain drops every
 packet that would be forwarded between the bridge and any other interface, no
 masquerading is set up, containerd's registry traffic goes to a proxy address on
 loopback that refuses it, and CoreDNS answers only cluster names: nothing a pod
@@ -258,17 +258,20 @@ nodePortAddresses: [{GATEWAY}/32]
 
     @staticmethod
     def _fence() -> None:
-        """Drop whatever would be forwarded between the bridge and another interface."""
-        run("iptables", "-w", "-N", FILTER_CHAIN, check=False)
-        run("iptables", "-w", "-F", FILTER_CHAIN)
-        run("iptables", "-w", "-A", FILTER_CHAIN, "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP")
-        run("iptables", "-w", "-A", FILTER_CHAIN, "-o", BRIDGE, "!", "-i", BRIDGE, "-j", "DROP")
-        # first in FORWARD, ahead of the ACCEPTs kube-proxy inserts at the top
-        while (
-            run("iptables", "-w", "-D", "FORWARD", "-j", FILTER_CHAIN, check=False).returncode == 0
-        ):
+        """Drop whatever would be forwarded between the bridge and another interface.
+
+        In the mangle table's FORWARD, which the kernel walks before the filter
+        table's and which neither kube-proxy nor CNI touch: kube-proxy inserts its
+        ACCEPTs (conntrack, marked Service traffic) at the top of filter FORWARD
+        whenever it syncs, so a rule there would not stay first."""
+        ipt = ("iptables", "-w", "-t", "mangle")
+        run(*ipt, "-N", FILTER_CHAIN, check=False)
+        run(*ipt, "-F", FILTER_CHAIN)
+        run(*ipt, "-A", FILTER_CHAIN, "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP")
+        run(*ipt, "-A", FILTER_CHAIN, "-o", BRIDGE, "!", "-i", BRIDGE, "-j", "DROP")
+        while run(*ipt, "-D", "FORWARD", "-j", FILTER_CHAIN, check=False).returncode == 0:
             pass
-        run("iptables", "-w", "-I", "FORWARD", "1", "-j", FILTER_CHAIN)
+        run(*ipt, "-I", "FORWARD", "1", "-j", FILTER_CHAIN)
 
     @staticmethod
     def fence_apiserver(port: int) -> None:
@@ -417,7 +420,6 @@ nodePortAddresses: [{GATEWAY}/32]
             deadline,
             COMPONENTS,
         )
-        self._fence()  # again: kube-proxy has put its own jumps above it
         st = self.cluster.read_state()
         st["node"] = {
             "name": NODE_NAME,

@@ -201,11 +201,14 @@ def fence_drops() -> int:
     import subprocess
 
     rules = subprocess.run(
-        ["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True, check=True
+        ["iptables", "-w", "-t", "mangle", "-S", "FORWARD"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     assert rules[1:2] == [f"-A FORWARD -j {tfnode.FILTER_CHAIN}"], rules[:3]
     out = subprocess.run(
-        ["iptables", "-w", "-L", tfnode.FILTER_CHAIN, "-v", "-x", "-n"],
+        ["iptables", "-w", "-t", "mangle", "-L", tfnode.FILTER_CHAIN, "-v", "-x", "-n"],
         capture_output=True,
         text=True,
         check=True,
