@@ -1191,3 +1191,34 @@ def test_repeated_apply_is_a_no_op(cluster: KubeCluster, namespace: str, tmp_pat
     finally:
         op.stop()
         op.kill()
+
+
+def test_monitoring_objects_follow_the_prometheus_operator_crds_by_default(
+    cluster: KubeCluster,
+) -> None:
+    """enabled: auto (the default) renders the ServiceMonitor and PrometheusRule exactly
+    where the cluster serves prometheus-operator's kinds, as a kube-prometheus-stack's
+    does: beside one, nothing is to be set; true and false force it either way."""
+    served = [
+        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
+    ]  # fmt: skip
+
+    def kinds(*args: str) -> set[str]:
+        out = helm(cluster, "template", "tf", str(CHART), "--namespace", "tf", *args).stdout
+        return {d["kind"] for d in yaml.safe_load_all(out) if d}
+
+    monitoring = {"ServiceMonitor", "PrometheusRule"}
+    assert kinds(*served) >= monitoring
+    assert not kinds() & monitoring  # no prometheus-operator: nothing that would fail
+    off = ["--set", "metrics.serviceMonitor.enabled=false",
+           "--set", "metrics.prometheusRule.enabled=false"]  # fmt: skip
+    assert not kinds(*served, *off) & monitoring
+    on = ["--set", "metrics.serviceMonitor.enabled=true",
+          "--set", "metrics.prometheusRule.enabled=true"]  # fmt: skip
+    assert kinds(*on) >= monitoring
+    bad = helm(
+        cluster, "template", "tf", str(CHART), "--set", "metrics.serviceMonitor.enabled=yes",
+        check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "enabled" in bad.stderr, bad.stderr

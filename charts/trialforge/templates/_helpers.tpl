@@ -136,3 +136,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{/*
+"true" when a monitoring object is to be rendered: its `enabled` is true, or
+"auto" (the default) and the cluster serves its kind (prometheus-operator's
+CRDs, which a kube-prometheus-stack installs). Call with
+(list .Values.metrics.serviceMonitor.enabled . "ServiceMonitor").
+*/}}
+{{- define "trialforge.monitoring" -}}
+{{- $enabled := toString (index . 0) -}}
+{{- $root := index . 1 -}}
+{{- $kind := index . 2 -}}
+{{- if eq $enabled "true" -}}
+true
+{{- else if and (eq $enabled "auto") ($root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind)) -}}
+true
+{{- end -}}
+{{- end -}}
