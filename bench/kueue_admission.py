@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchlib import free_port, percentile, sh
+from benchlib import free_port, percentile, sh, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "e2e" / "cluster"
@@ -299,13 +299,7 @@ def main() -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        time.sleep(2)  # the Lease
+        wait_healthy(port, tries=150)
 
         config.load_kube_config(config_file=kubeconfig)
         api = client.ApiClient()
